@@ -1,0 +1,156 @@
+"""Typed card errors. Every status word a card may answer maps to one class; transport faults have their own.
+
+The table `STATUS_WORDS` is the one place SWs are described; `error_for_sw()` turns an SW into an exception
+that carries the SW, a readable message and, for 63Cx, the tries left.
+"""
+
+from __future__ import annotations
+
+
+class CardError(Exception):
+    """Base of everything cardlib raises."""
+
+
+# ---- transport and reader level -------------------------------------------------------------------------
+class TransportError(CardError):
+    """The reader or the link to it failed (not the card's answer)."""
+
+
+class ReaderNotFound(TransportError):
+    """No reader with that name (or no reader at all)."""
+
+
+class NoCard(TransportError):
+    """The reader has no card in it."""
+
+
+class CardRemoved(TransportError):
+    """The card was pulled (or went silent) during a session: PC/SC 0x80100016 and 0x80100069 both land here."""
+
+
+class CardTimeout(TransportError):
+    """The card or reader did not answer in time."""
+
+
+class ServiceUnavailable(TransportError):
+    """The PC/SC service (pcscd) is not running or went away."""
+
+
+class MalformedResponse(CardError):
+    """The card answered something that is not a valid response (too short, wrong tag, wrong length...)."""
+
+
+class FieldError(CardError, ValueError):
+    """A data item could not be encoded or decoded in its declared format."""
+
+
+class TlvError(CardError, ValueError):
+    """A TLV structure is malformed."""
+
+
+class FrameError(TransportError, ValueError):
+    """A serial reader frame is malformed (bad STX/ETX, length or BCC)."""
+
+
+# ---- status words -----------------------------------------------------------------------------------------
+class StatusError(CardError):
+    """The card answered with a non-success status word."""
+
+    default_message = "card returned an error status"
+
+    def __init__(self, sw: int, message: str | None = None) -> None:
+        self.sw = sw
+        self.message = message or self.default_message
+        super().__init__(f"{self.message} (SW {sw:04X})")
+
+
+def _sw(name: str, message: str) -> type[StatusError]:
+    return type(name, (StatusError,), {"default_message": message, "__doc__": message})
+
+
+WrongLength = _sw("WrongLength", "wrong length")
+SecurityStatusNotSatisfied = _sw("SecurityStatusNotSatisfied", "security status not satisfied")
+AuthenticationFailed = _sw("AuthenticationFailed", "authentication method blocked")
+ChallengeInvalid = _sw("ChallengeInvalid", "challenge used or invalid")
+ConditionsNotSatisfied = _sw("ConditionsNotSatisfied", "conditions of use not satisfied")
+MacMissing = _sw("MacMissing", "secure messaging data object missing (MAC missing)")
+MacWrong = _sw("MacWrong", "secure messaging data object incorrect (MAC wrong)")
+WrongData = _sw("WrongData", "incorrect data in the command")
+FunctionNotSupported = _sw("FunctionNotSupported", "function not supported")
+FileNotFound = _sw("FileNotFound", "file or application not found")
+RecordNotFound = _sw("RecordNotFound", "record not found")
+IncorrectParameters = _sw("IncorrectParameters", "incorrect parameters P1-P2")
+InsNotSupported = _sw("InsNotSupported", "instruction not supported")
+ClaNotSupported = _sw("ClaNotSupported", "class not supported")
+CommandNotAllowed = _sw("CommandNotAllowed", "command not allowed (no current EF)")
+MemoryFailure = _sw("MemoryFailure", "memory failure")
+ApplicationBlocked = _sw("ApplicationBlocked", "application or card blocked")
+UnknownStatus = _sw("UnknownStatus", "unknown status word")
+
+
+class PinBlocked(StatusError):
+    """The PIN is blocked (6983): no tries left; it needs unblocking with the issuer's key."""
+
+    default_message = "PIN blocked"
+
+    def __init__(self, sw: int = 0x6983, message: str | None = None) -> None:
+        super().__init__(sw, message)
+        self.tries_left = 0
+
+
+class PinWrong(StatusError):
+    """The PIN was wrong (63Cx): `tries_left` = x."""
+
+    default_message = "wrong PIN"
+
+    def __init__(self, sw: int, message: str | None = None) -> None:
+        self.tries_left = sw & 0x0F
+        super().__init__(sw, message or f"wrong PIN, {self.tries_left} tries left")
+
+
+class WrongLe(StatusError):
+    """6Cxx: the card wants Le = xx. Handled transparently by the channel; surfaces only if resend fails."""
+
+    default_message = "wrong Le"
+
+    def __init__(self, sw: int, message: str | None = None) -> None:
+        self.correct_le = sw & 0xFF
+        super().__init__(sw, message or f"wrong Le, card asks for {self.correct_le}")
+
+
+STATUS_WORDS: dict[int, type[StatusError]] = {
+    0x6581: MemoryFailure,
+    0x6700: WrongLength,
+    0x6882: FunctionNotSupported,  # secure messaging not supported
+    0x6981: CommandNotAllowed,
+    0x6982: SecurityStatusNotSatisfied,
+    0x6983: PinBlocked,
+    0x6984: ChallengeInvalid,
+    0x6985: ConditionsNotSatisfied,
+    0x6986: CommandNotAllowed,
+    0x6987: MacMissing,
+    0x6988: MacWrong,
+    0x6A80: WrongData,
+    0x6A81: FunctionNotSupported,
+    0x6A82: FileNotFound,
+    0x6A83: RecordNotFound,
+    0x6A84: MemoryFailure,
+    0x6A86: IncorrectParameters,
+    0x6A88: RecordNotFound,
+    0x6B00: IncorrectParameters,
+    0x6D00: InsNotSupported,
+    0x6E00: ClaNotSupported,
+    0x9303: ApplicationBlocked,
+}
+
+
+def error_for_sw(sw: int) -> StatusError:
+    """The typed exception for a non-success status word."""
+    if sw & 0xFFF0 == 0x63C0:
+        return PinWrong(sw)
+    if sw & 0xFF00 == 0x6C00:
+        return WrongLe(sw)
+    cls = STATUS_WORDS.get(sw)
+    if cls is None:
+        return UnknownStatus(sw)
+    return cls(sw)

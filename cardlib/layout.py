@@ -1,0 +1,192 @@
+"""The social security card's file map, declared as data (pySim style).
+
+Everything that differs between provinces and spec versions lives here: the SSSE AID, the files and their
+SFIs, each data item's tag, format and length. Both cardlib (reading) and sim (personalizing and answering)
+use these declarations, so the map is written once.
+
+Record files in SSSE are addressed by data-item tag: READ RECORD P1 = tag, P2 = (SFI << 3) | 4 (EF05 SFI 5
+-> P2 2C, EF06 SFI 6 -> P2 34), or P2 = 04 on the current file. The reply is the whole TLV record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from cardlib import fields
+from cardlib.fields import Field
+
+#: "sx1.sh." + GBK "社会保障"
+SSSE_AID = bytes.fromhex("7378312E73682EC9E7BBE1B1A3D5CF")
+MF_FID = 0x3F00
+
+
+class Addressing(Enum):
+    TAG = "tag"  # P1 = data-item tag (EF05, EF06 and the DFs' item files)
+    NUMBER = "number"  # P1 = record number (cyclic transaction files)
+
+
+@dataclass(frozen=True)
+class DataItem:
+    """One data item: its own TLV record in a record file."""
+
+    tag: int
+    name: str
+    fmt: Field
+    label: str = ""
+    since_version: str = "1.00"  # first spec version that carries the item
+
+    @property
+    def length(self) -> int:
+        return self.fmt.length
+
+
+@dataclass(frozen=True)
+class RecordFile:
+    """A record EF: its FID, SFI and items (in file order)."""
+
+    name: str
+    fid: int
+    sfi: int
+    items: tuple[DataItem, ...] = ()
+    addressing: Addressing = Addressing.TAG
+    record_length: int = 0  # for NUMBER files: the fixed record length
+    max_records: int = 0  # for cyclic NUMBER files
+
+    @property
+    def p2_sfi(self) -> int:
+        """P2 for READ RECORD of record P1 in this file by SFI."""
+        return (self.sfi << 3) | 4
+
+    def item(self, tag_or_name: int | str) -> DataItem:
+        for it in self.items:
+            if it.tag == tag_or_name or it.name == tag_or_name:
+                return it
+        raise KeyError(f"{self.name} has no item {tag_or_name!r}")
+
+    def items_for(self, spec_version: str) -> tuple[DataItem, ...]:
+        return tuple(i for i in self.items if _version_key(i.since_version) <= _version_key(spec_version))
+
+
+@dataclass(frozen=True)
+class DedicatedFile:
+    """A DF with its files."""
+
+    name: str
+    fid: int
+    label: str
+    files: tuple[RecordFile, ...] = field(default=())
+
+
+def _version_key(v: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in v.split("."))
+    except ValueError:
+        return (0,)
+
+
+# ---- EF05: issuer data (never changes) -------------------------------------------------------------------
+EF05 = RecordFile(
+    "EF05",
+    0xEF05,
+    5,
+    (
+        DataItem(0x01, "card_id", fields.b(16), "卡识别码"),
+        DataItem(0x02, "card_type", fields.an(1), "卡类别"),
+        DataItem(0x03, "spec_version", fields.an(4), "规范版本"),
+        DataItem(0x04, "issuer_code", fields.an(12), "初始化机构编号"),
+        DataItem(0x05, "issue_date", fields.date(), "发卡日期"),
+        DataItem(0x06, "expiry_date", fields.date(), "卡有效期"),
+        DataItem(0x07, "card_number", fields.an(9), "卡号"),
+    ),
+)
+
+# ---- EF06: holder data (never changes) -------------------------------------------------------------------
+EF06 = RecordFile(
+    "EF06",
+    0xEF06,
+    6,
+    (
+        DataItem(0x08, "social_security_number", fields.an(18), "社会保障号码"),
+        DataItem(0x09, "name", fields.gbk(30), "姓名"),
+        DataItem(0x4E, "name_extension", fields.gbk(20), "姓名扩展", since_version="2.00"),
+        DataItem(0x0A, "sex", fields.an(1), "性别"),
+        DataItem(0x0B, "nation", fields.cn(1), "民族"),
+        DataItem(0x0C, "birth_place", fields.cn(3), "出生地"),
+        DataItem(0x0D, "birth_date", fields.date(), "出生日期"),
+    ),
+)
+
+# ---- DF01..DF04 (the items the project uses today; extend as data) ---------------------------------------
+DF01 = DedicatedFile(
+    "DF01",
+    0xDF01,
+    "公共应用",
+    (
+        RecordFile(
+            "EF05",
+            0xEF05,
+            5,
+            (
+                DataItem(0x29, "residence_address", fields.gbk(80), "常住地址"),
+                DataItem(0x2A, "phone", fields.an(15), "联系电话"),
+            ),
+        ),
+    ),
+)
+DF02 = DedicatedFile(
+    "DF02",
+    0xDF02,
+    "就业应用",
+    (RecordFile("EF05", 0xEF05, 5, (DataItem(0x36, "employment_status", fields.cn(1), "就业状态"),)),),
+)
+DF03 = DedicatedFile(
+    "DF03",
+    0xDF03,
+    "社会保险应用",
+    (
+        RecordFile(
+            "EF05",
+            0xEF05,
+            5,
+            (
+                DataItem(0x40, "pension_status", fields.an(1), "养老待遇状态"),
+                DataItem(0x41, "pension_region", fields.cn(3), "养老参保地"),
+            ),
+        ),
+    ),
+)
+#: DF04 transaction records: cyclic, fixed length, written with a MAC after each settlement.
+DF04_TRANSACTIONS = RecordFile(
+    "EF15", 0xEF15, 0x15, (), addressing=Addressing.NUMBER, record_length=48, max_records=10
+)
+DF04 = DedicatedFile(
+    "DF04",
+    0xDF04,
+    "医疗保险应用",
+    (
+        RecordFile(
+            "EF05",
+            0xEF05,
+            5,
+            (
+                DataItem(0x50, "medical_region", fields.cn(3), "医保统筹区"),
+                DataItem(0x51, "insured_category", fields.an(1), "参保类别"),
+            ),
+        ),
+        DF04_TRANSACTIONS,
+    ),
+)
+
+SSSE_FILES: tuple[RecordFile, ...] = (EF05, EF06)
+APPLICATIONS: tuple[DedicatedFile, ...] = (DF01, DF02, DF03, DF04)
+
+#: the items `read_basic()` reads, in order (13 READ RECORDs after one SELECT)
+BASIC_ITEMS: tuple[tuple[RecordFile, str], ...] = tuple(
+    (f, name)
+    for f, names in (
+        (EF05, ("card_id", "card_type", "spec_version", "issuer_code", "issue_date", "expiry_date", "card_number")),
+        (EF06, ("social_security_number", "name", "sex", "nation", "birth_place", "birth_date")),
+    )
+    for name in names
+)

@@ -1,0 +1,90 @@
+"""Typed settlement errors: every one carries a stable code and a message a counter clerk can read.
+
+Codes are data: the table below is the one place they are defined, and the service maps them to HTTP
+statuses. A failed request raises one of these before anything is posted.
+"""
+
+from __future__ import annotations
+
+
+class SettlementError(Exception):
+    """Base class: `code` is stable (clients switch on it), `message` is for people."""
+
+    code: str = "SETTLEMENT_ERROR"
+    http_status: int = 400
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, object]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+def _error(name: str, code: str, http_status: int = 400, doc: str = "") -> type[SettlementError]:
+    return type(name, (SettlementError,), {"code": code, "http_status": http_status, "__doc__": doc})
+
+
+InvalidAmount = _error(
+    "InvalidAmount",
+    "INVALID_AMOUNT",
+    422,
+    "An amount is negative, zero where not allowed, or not integer fen.",
+)
+UnknownPerson = _error("UnknownPerson", "UNKNOWN_PERSON", 404, "No insured person with that id.")
+UnknownRegion = _error("UnknownRegion", "UNKNOWN_REGION", 404, "No region with that code.")
+UnknownPolicy = _error("UnknownPolicy", "UNKNOWN_POLICY", 404, "No policy for that region, category or year.")
+UnknownAccount = _error("UnknownAccount", "UNKNOWN_ACCOUNT", 404, "No ledger account with that code.")
+UnknownTransaction = _error("UnknownTransaction", "UNKNOWN_TRANSACTION", 404, "No posting with that key.")
+UnbalancedPosting = _error("UnbalancedPosting", "UNBALANCED_POSTING", 500, "Transfers would not sum to zero.")
+InsufficientFunds = _error(
+    "InsufficientFunds", "INSUFFICIENT_FUNDS", 409, "An account may not go below zero."
+)
+IdempotencyConflict = _error(
+    "IdempotencyConflict", "IDEMPOTENCY_CONFLICT", 409, "The key was used before with a different request."
+)
+RefundTooLarge = _error(
+    "RefundTooLarge", "REFUND_TOO_LARGE", 409, "A refund exceeds what was paid and not yet refunded."
+)
+AlreadyReversed = _error(
+    "AlreadyReversed", "ALREADY_REVERSED", 409, "The transaction was already reversed or voided."
+)
+NotCertified = _error(
+    "NotCertified", "NOT_CERTIFIED", 403, "No valid eligibility certification in the last 12 months."
+)
+BenefitSuspended = _error(
+    "BenefitSuspended", "BENEFIT_SUSPENDED", 403, "The benefit is suspended or terminated."
+)
+InvalidState = _error("InvalidState", "INVALID_STATE", 409, "The operation does not fit the current state.")
+InvalidRequest = _error("InvalidRequest", "INVALID_REQUEST", 422, "The request is malformed.")
+StoreUnavailable = _error(
+    "StoreUnavailable",
+    "STORE_UNAVAILABLE",
+    503,
+    "The store could not commit; nothing was posted, retry with the same key.",
+)
+
+
+class InvariantViolation(AssertionError):
+    """A ledger invariant does not hold; `problems` lists each one. A bug, never a client error."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("ledger invariants violated:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+InvalidPolicy = _error(
+    "InvalidPolicy",
+    "INVALID_POLICY",
+    500,
+    "A policy file is malformed; the message names the file and field.",
+)
+UnknownVisit = _error("UnknownVisit", "UNKNOWN_VISIT", 404, "No registered visit with that id.")
+DeathReported = _error(
+    "DeathReported", "DEATH_REPORTED", 403, "The person has been reported dead; benefits are stopped."
+)
+Unauthorized = _error("Unauthorized", "UNAUTHORIZED", 401, "The terminal key is missing or not valid.")
+UnknownInstitution = _error(
+    "UnknownInstitution", "UNKNOWN_INSTITUTION", 404, "No designated institution with that code."
+)

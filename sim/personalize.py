@@ -1,0 +1,150 @@
+"""Issue simulated cards from a holder description (TOML or JSON).
+
+A holder file has a `[card]` table (EF05 items, `t0`), a `[holder]` table (EF06 items), a `[pin]` table
+with the test card's initial PIN, and optional `[applications.DF0x]` tables with DF items. Every value is
+written through cardlib's layout, so a wrong length or format is refused here, naming the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from cardlib import layout
+from cardlib.errors import FieldError
+from cardlib.layout import DataItem, RecordFile
+from cardlib.tlv import build_record
+from sim.card import DF, EF, SimCard
+
+SSSE_FID = 0xDDF1
+
+
+class HolderError(ValueError):
+    """A holder file is missing a field or has a value the card cannot hold."""
+
+
+@dataclass
+class Holder:
+    """A card holder and their card, as written in a holder file."""
+
+    card: dict[str, Any]
+    holder: dict[str, Any]
+    pin: str = "123456"
+    applications: dict[str, dict[str, Any]] = field(default_factory=dict)
+    t0: bool = False
+    source: str = "<dict>"
+
+    @property
+    def name(self) -> str:
+        return str(self.holder.get("name", ""))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> Holder:
+        try:
+            card = dict(d["card"])
+            holder = dict(d["holder"])
+        except (KeyError, TypeError) as e:
+            raise HolderError(f"{source}: needs [card] and [holder] tables") from e
+        t0 = bool(card.pop("t0", False))
+        pin = str(d.get("pin", {}).get("initial", "123456"))
+        apps = {k: dict(v) for k, v in d.get("applications", {}).items()}
+        return cls(card, holder, pin, apps, t0, source)
+
+
+def load_holder(path: str | Path) -> Holder:
+    """Read a holder file (.toml or .json)."""
+    p = Path(path)
+    try:
+        text = p.read_bytes()
+    except OSError as e:
+        raise HolderError(f"cannot read holder file {p}: {e.strerror}") from e
+    try:
+        d = json.loads(text) if p.suffix == ".json" else tomllib.loads(text.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HolderError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {e}") from e
+    return Holder.from_dict(d, str(p))
+
+
+def sample_holders() -> dict[str, Path]:
+    """The sample holder files shipped in sim/holders/, by stem."""
+    base = resources.files("sim") / "holders"
+    return {Path(str(f)).stem: Path(str(f)) for f in base.iterdir() if str(f).endswith((".toml", ".json"))}
+
+
+def _value(item: DataItem, v: Any, where: str) -> bytes:
+    if item.fmt.kind == "date" and isinstance(v, str):
+        try:
+            v = dt.date.fromisoformat(v)
+        except ValueError as e:
+            raise HolderError(f"{where}: not a date: {v!r}") from e
+    if item.fmt.kind == "b" and isinstance(v, str):
+        try:
+            v = bytes.fromhex(v)
+        except ValueError as e:
+            raise HolderError(f"{where}: not hex: {v!r}") from e
+    if item.fmt.kind in ("an", "cn", "gbk") and not isinstance(v, str):
+        v = str(v)
+    try:
+        return item.fmt.build(v)
+    except FieldError as e:
+        raise HolderError(f"{where}: {e}") from e
+
+
+def _records(f: RecordFile, values: dict[str, Any], spec: str, source: str, required: bool) -> list[bytes]:
+    recs = []
+    for item in f.items_for(spec):
+        if item.name not in values:
+            if required and item.name != "name_extension":
+                raise HolderError(f"{source}: missing {f.name} item {item.name!r} ({item.label})")
+            if item.name == "name_extension" and required:
+                recs.append(build_record(item.tag, _value(item, "", f"{source}: {item.name}")))
+            continue
+        recs.append(build_record(item.tag, _value(item, values[item.name], f"{source}: {item.name}")))
+    unknown = set(values) - {i.name for i in f.items}
+    if unknown:
+        raise HolderError(f"{source}: unknown {f.name} items: {', '.join(sorted(unknown))}")
+    return recs
+
+
+def build_filesystem(h: Holder) -> DF:
+    """The MF with SSSE, EF05/EF06, EF07/EF08 and DF01..DF04, filled from the holder."""
+    spec = str(h.card.get("spec_version", "2.00"))
+    mf = DF(layout.MF_FID, "MF")
+    ssse = mf.add(DF(SSSE_FID, "SSSE", layout.SSSE_AID))
+    assert isinstance(ssse, DF)
+    ssse.add(EF.from_layout(layout.EF05, _records(layout.EF05, h.card, spec, h.source, True)))
+    ssse.add(EF.from_layout(layout.EF06, _records(layout.EF06, h.holder, spec, h.source, True)))
+    ssse.add(EF(0xEF07, "EF07", 7, binary=bytearray()))  # fingerprint template (empty on test cards)
+    ssse.add(EF(0xEF08, "EF08", 8, binary=bytearray(h.card.get("photo", b"") or b"")))
+    known = {a.name for a in layout.APPLICATIONS}
+    unknown = set(h.applications) - known
+    if unknown:
+        raise HolderError(f"{h.source}: unknown applications: {', '.join(sorted(unknown))}")
+    for app in layout.APPLICATIONS:
+        df = ssse.add(DF(app.fid, app.name))
+        assert isinstance(df, DF)
+        values = h.applications.get(app.name, {})
+        for f in app.files:
+            if f.addressing is layout.Addressing.NUMBER:
+                df.add(EF.from_layout(f, []))
+            else:
+                df.add(EF.from_layout(f, _records(f, values, spec, h.source, False)))
+    return mf
+
+
+def issue_card(h: Holder, *, t0: bool | None = None) -> SimCard:
+    """A fresh simulated card for holder `h` (PIN counter full, nothing selected)."""
+    return SimCard(build_filesystem(h), h.pin, t0=h.t0 if t0 is None else t0, label=h.name)
+
+
+def issue_sample(stem: str = "zhang_san", **kw: Any) -> SimCard:
+    """A card for one of the shipped sample holders."""
+    holders = sample_holders()
+    if stem not in holders:
+        raise HolderError(f"no sample holder {stem!r}; have: {', '.join(sorted(holders))}")
+    return issue_card(load_holder(holders[stem]), **kw)

@@ -1,0 +1,151 @@
+"""`sscard readers` and `sscard card ...`: read a card through PC/SC or a serial reader."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cardlib.card import SocialSecurityCard
+from cardlib.errors import CardError, PinBlocked, PinWrong
+from cardlib.readers.base import Reader
+
+app = typer.Typer(help="Read and use a social security card.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+READER_HELP = "PC/SC reader name (or a unique part of it), or serial:URL (e.g. serial:socket://127.0.0.1:7816)."
+
+
+def open_reader(name: str | None) -> Reader:
+    """A Reader for a --reader option: serial:URL, or a PC/SC reader name."""
+    if name and name.startswith("serial:"):
+        from cardlib.readers.serial import SerialReader
+
+        return SerialReader(name.removeprefix("serial:"))
+    from cardlib.readers.pcsc import PcscReader, resolve_reader
+
+    return PcscReader(resolve_reader(name))
+
+
+@contextmanager
+def card_errors() -> Iterator[None]:
+    """Print a card error as one readable line and exit 2 (1 is left for 'wrong PIN')."""
+    try:
+        yield
+    except (PinWrong, PinBlocked):
+        raise
+    except CardError as e:
+        err.print(f"[red]error:[/red] {type(e).__name__}: {e}")
+        raise typer.Exit(2) from None
+
+
+def list_readers() -> None:
+    """List PC/SC readers, whether a card is in each, and its ATR."""
+    from cardlib.readers.pcsc import reader_states
+
+    with card_errors():
+        states = reader_states()
+    if not states:
+        console.print("no readers")
+        return
+    t = Table("reader", "card", "ATR")
+    for s in states:
+        t.add_row(s.reader, "yes" if s.present else "-", s.atr.hex(" ").upper() if s.present else "")
+    console.print(t)
+
+
+@app.command("read")
+def read(
+    reader: str = typer.Option(None, "--reader", "-r", help=READER_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the basic data as JSON."),
+    national: bool = typer.Option(False, "--national", help="Print the national reader-interface string."),
+    terminal_number: str = typer.Option("", help="12-digit terminal number for --national (from the PSAM)."),
+    device_number: str = typer.Option("", help="Reader device number for --national."),
+) -> None:
+    """Read the holder's basic data (EF05 + EF06); no PIN needed."""
+    with card_errors():
+        r = open_reader(reader)
+        try:
+            info = SocialSecurityCard(r).read_basic()
+        finally:
+            _close(r)
+    if national:
+        sys.stdout.write(info.national(terminal_number, device_number) + "\n")
+    elif as_json:
+        sys.stdout.write(json.dumps(info.to_dict(), ensure_ascii=False, indent=2) + "\n")
+    else:
+        t = Table("item", "value", show_header=False)
+        for k, v in info.to_dict().items():
+            t.add_row(k, str(v))
+        console.print(t)
+
+
+def _close(r: Reader) -> None:
+    close = getattr(r, "close", None)
+    try:
+        close() if close else r.disconnect()
+    except CardError:
+        pass
+
+
+def _read_pin(prompt: str, from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().strip()
+    return typer.prompt(prompt, hide_input=True)
+
+
+@app.command("verify-pin")
+def verify_pin(
+    reader: str = typer.Option(None, "--reader", "-r", help=READER_HELP),
+    pin_stdin: bool = typer.Option(False, "--pin-stdin", help="Read the PIN from standard input."),
+) -> None:
+    """Verify the holder's PIN; prints the tries left on a wrong PIN (exit 1)."""
+    pin = _read_pin("PIN", pin_stdin)
+    with card_errors():
+        r = open_reader(reader)
+        try:
+            SocialSecurityCard(r).verify_pin(pin)
+        except PinWrong as e:
+            err.print(f"[red]wrong PIN[/red]: {e.tries_left} tries left")
+            raise typer.Exit(1) from None
+        except PinBlocked:
+            err.print("[red]PIN blocked[/red]: the card needs unblocking at a service hall")
+            raise typer.Exit(1) from None
+        except ValueError as e:
+            err.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2) from None
+        finally:
+            _close(r)
+    console.print("PIN ok")
+
+
+@app.command("change-pin")
+def change_pin(
+    reader: str = typer.Option(None, "--reader", "-r", help=READER_HELP),
+    pin_stdin: bool = typer.Option(False, "--pin-stdin", help="Read old and new PIN from standard input, one a line."),
+) -> None:
+    """Change the holder's PIN."""
+    old = _read_pin("Old PIN", pin_stdin)
+    new = _read_pin("New PIN", pin_stdin)
+    with card_errors():
+        r = open_reader(reader)
+        try:
+            SocialSecurityCard(r).change_pin(old, new)
+        except PinWrong as e:
+            err.print(f"[red]wrong PIN[/red]: {e.tries_left} tries left")
+            raise typer.Exit(1) from None
+        except PinBlocked:
+            err.print("[red]PIN blocked[/red]")
+            raise typer.Exit(1) from None
+        except ValueError as e:
+            err.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2) from None
+        finally:
+            _close(r)
+    console.print("PIN changed")

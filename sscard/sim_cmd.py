@@ -1,0 +1,79 @@
+"""`sscard sim ...`: run simulated cards behind pcscd (vpcd) or as a serial reader."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from sim.personalize import HolderError, issue_card, load_holder, sample_holders
+
+app = typer.Typer(help="Simulated social security cards.", no_args_is_help=True)
+console = Console()
+
+
+def resolve_holder(holder: str) -> Path:
+    """A holder file path, or the name of a sample holder shipped in sim/holders/."""
+    p = Path(holder)
+    if p.exists():
+        return p
+    samples = sample_holders()
+    if holder in samples:
+        return samples[holder]
+    raise typer.BadParameter(f"no file {holder!r} and no sample of that name (samples: {', '.join(sorted(samples))})")
+
+
+@app.command("holders")
+def holders() -> None:
+    """List the sample holders shipped with sscard."""
+    for stem, path in sorted(sample_holders().items()):
+        h = load_holder(path)
+        console.print(f"{stem:16} {h.name}  spec {h.card.get('spec_version')}  {path}")
+
+
+@app.command("run")
+def run(
+    holder: str = typer.Option(..., "--holder", help="Holder file (TOML/JSON) or a sample name, e.g. zhang_san."),
+    port: int = typer.Option(35963, "--port", help="vpcd port: 35963 = slot 0, 35964 = slot 1."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Where pcscd with the vpcd driver listens."),
+    t0: bool = typer.Option(None, "--t0/--t1", help="Answer with T=0 rules (61xx/6Cxx). Default: the holder file's."),
+    serial_port: int = typer.Option(None, "--serial", help="Serve as a serial reader on this TCP port instead."),
+) -> None:
+    """Put a simulated card on a vpcd slot (or a simulated serial reader) until interrupted."""
+    try:
+        card = issue_card(load_holder(resolve_holder(holder)), t0=t0)
+    except HolderError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if serial_port is not None:
+        from sim.serial_reader import SerialReaderServer
+
+        srv = SerialReaderServer(card, host, serial_port).start()
+        console.print(f"card of {card.label} in a serial reader at {srv.url} (Ctrl-C to stop)")
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        srv.stop()
+        return
+    from sim.vicc import VirtualCardLink
+
+    link = VirtualCardLink(card, port, host)
+    try:
+        link.insert(retry=30.0)
+    except OSError as e:
+        console.print(f"[red]error:[/red] cannot reach vpcd at {host}:{port}: {e} (is pcscd with vpcd running?)")
+        raise typer.Exit(2) from None
+    console.print(f"card of {card.label} inserted on vpcd {host}:{port} (Ctrl-C to remove)")
+    try:
+        while link.inserted and not stop.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        pass
+    link.remove()
+    console.print(f"card removed after {link.apdus} APDUs")

@@ -1,0 +1,72 @@
+"""Shared fixtures. The real PC/SC stack (pcscd + vpcd) is started once per session by `pcsc`.
+
+With REQUIRE_PCSC=1 (as `make test` sets) a missing pcscd/vpcd fails the tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from sim import pcsc_stack
+from sim.card import SimCard
+from sim.personalize import issue_sample
+from sim.vicc import VirtualCardLink
+
+
+@pytest.fixture(scope="session")
+def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pcsc_stack.Pcscd]:
+    if not pcsc_stack.available():
+        if os.environ.get("REQUIRE_PCSC"):
+            pytest.fail("pcscd / vsmartcard-vpcd not installed (make test installs them)")
+        pytest.skip("pcscd / vsmartcard-vpcd not installed")
+    stack = pcsc_stack.Pcscd(workdir=tmp_path_factory.mktemp("pcscd"))
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@dataclass
+class Slot:
+    """One vpcd slot with a simulated card in it."""
+
+    reader: str
+    card: SimCard
+    link: VirtualCardLink
+
+    def replace(self, card: SimCard) -> None:
+        """Swap in another card (remove, insert, wait until pcscd sees it)."""
+        self.link.remove()
+        pcsc_stack.wait_present([self.reader], present=False)
+        self.card = card
+        self.link = VirtualCardLink(card, self.link.port)
+        self.link.insert()
+        pcsc_stack.wait_present([self.reader])
+
+    def ensure_inserted(self) -> None:
+        if not self.link.inserted:
+            self.card.faults.clear()
+            self.link.remove()
+            pcsc_stack.wait_present([self.reader], present=False)
+            self.link = VirtualCardLink(self.card, self.link.port)
+            self.link.insert()
+            pcsc_stack.wait_present([self.reader])
+
+
+@pytest.fixture(scope="session")
+def slots(pcscd: pcsc_stack.Pcscd) -> Iterator[tuple[Slot, Slot]]:
+    """Both vpcd slots, each with a sample card: (zhang_san on slot 0, li_si on slot 1, T=0)."""
+    user, second = pcscd.readers
+    s0 = Slot(user, issue_sample("zhang_san"), None)  # type: ignore[arg-type]
+    s1 = Slot(second, issue_sample("li_si"), None)  # type: ignore[arg-type]
+    s0.link = VirtualCardLink(s0.card, pcscd.port)
+    s1.link = VirtualCardLink(s1.card, pcscd.port + 1)
+    s0.link.insert()
+    s1.link.insert()
+    pcsc_stack.wait_present([user, second])
+    yield s0, s1
+    s0.link.remove()
+    s1.link.remove()
