@@ -13,9 +13,24 @@ from typing import Any
 
 from cardlib import layout
 from cardlib.apdu import CardChannel, CommandAPDU
-from cardlib.errors import CardError, FieldError, MalformedResponse, TlvError
-from cardlib.layout import DataItem, RecordFile
+from cardlib.crypto import MAC_SIZE, suite_for
+from cardlib.errors import (
+    ApplicationBlocked,
+    CardBlocked,
+    CardError,
+    CounterfeitCard,
+    ExternalAuthFailed,
+    FieldError,
+    FunctionNotSupported,
+    MalformedResponse,
+    PinBlocked,
+    PinWrong,
+    StatusError,
+    TlvError,
+)
+from cardlib.layout import DataItem, KeyType, RecordFile, maintenance_key, suite_for_spec
 from cardlib.readers.base import Reader, historical_bytes
+from cardlib.security import SecurityModule
 from cardlib.tlv import parse_record
 
 INS_SELECT = 0xA4
@@ -96,12 +111,14 @@ class SocialSecurityCard:
         self.channel = channel or CardChannel(reader)
         self._selected: str | None = None
         self._connected = connected
+        self._ident: tuple[bytes, str] | None = None  # (card id, suite), learnt from EF05
 
     # ---- session -------------------------------------------------------------------------------------
     def connect(self) -> bytes:
         atr = self.reader.connect()
         self._connected = True
         self._selected = None
+        self._ident = None
         return atr
 
     def _ensure(self) -> None:
@@ -117,13 +134,20 @@ class SocialSecurityCard:
     def apdu_count(self) -> int:
         return self.channel.apdu_count
 
+    def forget_selection(self) -> None:
+        """Assume nothing about the current DF (e.g. another program used the card): the next access selects."""
+        self._selected = None
+
     # ---- file selection ------------------------------------------------------------------------------
     def select_ssse(self) -> None:
         """SELECT the SSSE application by AID (skipped when it is already the current DF)."""
         self._ensure()
         if self._selected == "SSSE":
             return
-        self.channel.check(CommandAPDU(0x00, INS_SELECT, 0x04, 0x00, layout.SSSE_AID))
+        try:
+            self.channel.check(CommandAPDU(0x00, INS_SELECT, 0x04, 0x00, layout.SSSE_AID))
+        except FunctionNotSupported as e:
+            raise CardBlocked("the card is blocked (SELECT SSSE answered 6A81)") from e
         self._selected = "SSSE"
 
     def select_file(self, fid: int, path_name: str | None = None) -> None:
@@ -138,7 +162,10 @@ class SocialSecurityCard:
         if self._selected == df.name:
             return
         self.select_ssse()
-        self.select_file(df.fid, df.name)
+        try:
+            self.select_file(df.fid, df.name)
+        except ApplicationBlocked as e:
+            raise CardBlocked(f"application {df.name} is blocked") from e
 
     # ---- records -------------------------------------------------------------------------------------
     def _decode_item(self, file: RecordFile, item: DataItem, raw: bytes) -> Any:
@@ -184,6 +211,7 @@ class SocialSecurityCard:
         values: dict[str, Any] = {}
         for file, item in _BASIC:
             values[item.name] = self.read_item(file, item)
+        self._ident = (values["card_id"], suite_for_spec(values["spec_version"]))
         card_id = values["card_id"].hex().upper()
         values["card_id"] = card_id
         return BasicInfo(region_code=card_id[:6], atr=self.reader.atr, **values)
@@ -220,3 +248,97 @@ class SocialSecurityCard:
         data = encode_pin(old) + b"\xff" + encode_pin(new)
         self.select_ssse()
         self.channel.check(CommandAPDU(CLA_PROPRIETARY, INS_CHANGE_PIN, 0x01, 0x00, data))
+
+    # ---- security (needs a PSAM or the HSM: see cardlib.security) ------------------------------------
+    def identity(self) -> tuple[bytes, str]:
+        """(card identification code, cipher suite): read from EF05 once per session."""
+        if self._ident is None:
+            self.select_ssse()
+            card_id = self.read_item(layout.EF05, "card_id")
+            spec = self.read_item(layout.EF05, "spec_version")
+            self._ident = (card_id, suite_for_spec(spec))
+        return self._ident
+
+    def get_challenge(self, n: int) -> bytes:
+        self._ensure()
+        ch = self.channel.check(CommandAPDU(0x00, 0x84, 0x00, 0x00, b"", n))
+        if len(ch) != n:
+            raise MalformedResponse(f"card gave a {len(ch)}-byte challenge, asked {n}")
+        return ch
+
+    def authenticate_terminal(self, sm: SecurityModule) -> None:
+        """EXTERNAL AUTHENTICATE: the security module proves the terminal; opens protected writes."""
+        card_id, suite = self.identity()
+        challenge = self.get_challenge(suite_for(suite).block)
+        cryptogram = sm.external_auth_cryptogram(card_id, suite, challenge)
+        try:
+            self.channel.check(CommandAPDU(0x00, 0x82, 0x00, KeyType.EAK.value, cryptogram))
+        except PinWrong as e:  # 63Cx on a key: tries left before the card locks it
+            raise ExternalAuthFailed(f"card rejected the terminal's cryptogram, {e.tries_left} tries left",
+                                     e.tries_left) from e
+        except PinBlocked as e:
+            raise ExternalAuthFailed("the card's external-authentication key is locked", 0) from e
+
+    def authenticate_card(self, sm: SecurityModule) -> None:
+        """INTERNAL AUTHENTICATE: the card proves it holds the issuer's keys; CounterfeitCard if not."""
+        card_id, suite = self.identity()
+        random = sm.terminal_random(suite)
+        response = self.channel.check(CommandAPDU(0x00, 0x88, 0x00, KeyType.IAK.value, random, len(random)))
+        if not sm.verify_internal_auth(card_id, suite, random, response):
+            raise CounterfeitCard("the card's internal-authentication answer is wrong: not a genuine card")
+
+    def authenticate(self, sm: SecurityModule) -> None:
+        """Mutual authentication: the card first (catch counterfeits), then the terminal."""
+        self.authenticate_card(sm)
+        self.authenticate_terminal(sm)
+
+    def _protected(self, sm: SecurityModule, key: KeyType, cla: int, ins: int, p1: int, p2: int,
+                   data: bytes) -> None:
+        card_id, suite = self.identity()
+        challenge = self.get_challenge(suite_for(suite).block)
+        header = bytes((cla, ins, p1, p2))
+        mac = sm.command_mac(key, card_id, suite, challenge, header, data)
+        if len(mac) != MAC_SIZE:
+            raise MalformedResponse(f"security module gave a {len(mac)}-byte MAC")
+        self.channel.check(CommandAPDU(cla, ins, p1, p2, data + mac))
+
+    def append_record(self, sm: SecurityModule, df: layout.DedicatedFile, file: RecordFile, record: bytes) -> None:
+        """APPEND RECORD with a MAC to a cyclic file of `df` (after `authenticate_terminal`)."""
+        self.identity()
+        self.select_application(df)
+        self._protected(sm, maintenance_key(df.name), 0x04, 0xE2, 0x00, file.sfi << 3, record)
+
+    def update_record(self, sm: SecurityModule, df: layout.DedicatedFile, file: RecordFile, p1: int,
+                      record: bytes) -> None:
+        """UPDATE RECORD with a MAC: P1 is the record number (NUMBER files) or the item tag (TAG files)."""
+        self.identity()
+        self.select_application(df)
+        self._protected(sm, maintenance_key(df.name), 0x04, 0xDC, p1, file.p2_sfi, record)
+
+    def unblock_pin(self, sm: SecurityModule) -> None:
+        """PIN UNBLOCK under the issuer's PIN-unblock key: the retry counter is full again."""
+        self.identity()
+        self.select_ssse()
+        self._protected(sm, KeyType.PUK, 0x84, 0x24, 0x00, 0x00, b"")
+
+    def reload_pin(self, sm: SecurityModule, new_pin: str) -> None:
+        """PIN RELOAD under the issuer's PIN-reload key: sets a new PIN without the old one."""
+        data = encode_pin(new_pin)
+        self.identity()
+        self.select_ssse()
+        self._protected(sm, KeyType.PRK, 0x84, 0x5E, 0x00, 0x00, data)
+
+    def block_application(self, sm: SecurityModule, df: layout.DedicatedFile) -> None:
+        self.identity()
+        self.select_application(df)
+        self._protected(sm, maintenance_key(df.name), 0x84, 0x1E, 0x00, 0x00, b"")
+        self._selected = None
+
+    def block_card(self, sm: SecurityModule) -> None:
+        self.identity()
+        self.select_ssse()
+        self._protected(sm, KeyType.CMK, 0x84, 0x16, 0x00, 0x00, b"")
+        self._selected = None
+
+
+__all__ = ["BasicInfo", "SocialSecurityCard", "StatusError", "encode_pin"]

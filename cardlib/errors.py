@@ -52,6 +52,31 @@ class FrameError(TransportError, ValueError):
     """A serial reader frame is malformed (bad STX/ETX, length or BCC)."""
 
 
+# ---- security ---------------------------------------------------------------------------------------------
+class SecurityError(CardError):
+    """A security check failed: authentication, MAC, key or blocked card."""
+
+
+class CounterfeitCard(SecurityError):
+    """The card's internal-authentication answer is wrong: it does not hold the issuer's keys."""
+
+
+class ExternalAuthFailed(SecurityError):
+    """The card refused the terminal's cryptogram (wrong keys at PSAM/HSM); `tries_left` before the key locks."""
+
+    def __init__(self, message: str, tries_left: int | None = None) -> None:
+        super().__init__(message)
+        self.tries_left = tries_left
+
+
+class CardBlocked(SecurityError):
+    """The card (6A81 on SELECT) or the application (9303) is blocked."""
+
+
+class SecurityModuleError(SecurityError):
+    """The PSAM or HSM could not do what was asked (no key for this card, bad answer)."""
+
+
 # ---- status words -----------------------------------------------------------------------------------------
 class StatusError(CardError):
     """The card answered with a non-success status word."""

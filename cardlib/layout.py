@@ -190,3 +190,39 @@ BASIC_ITEMS: tuple[tuple[RecordFile, str], ...] = tuple(
     )
     for name in names
 )
+
+
+# ---- keys and algorithms -----------------------------------------------------------------------------------
+class KeyType(Enum):
+    """The card's key families, each diversified from its own issuer master key (DOMAIN.md, Security).
+
+    The value is the key reference the card commands use in P2 (EXTERNAL/INTERNAL AUTHENTICATE) and the
+    PSAM's key-type code.
+    """
+
+    IAK = 0x01  # internal authentication: the card proves itself
+    EAK = 0x02  # external authentication: the terminal proves itself to the card
+    CMK = 0x03  # card maintenance: card block (84 16)
+    MAK_DF01 = 0x11  # application maintenance keys: MACs on writes, application block (84 1E)
+    MAK_DF02 = 0x12
+    MAK_DF03 = 0x13
+    MAK_DF04 = 0x14
+    PUK = 0x21  # PIN unblock
+    PRK = 0x22  # PIN reload
+
+
+def maintenance_key(df_name: str) -> KeyType:
+    """The maintenance key type that protects writes in application `df_name` (DF01..DF04)."""
+    return KeyType[f"MAK_{df_name}"]
+
+
+#: Cipher suite by spec version: second-generation cards (1.00, 2.00) use 3DES, third-generation SM4.
+SUITE_BY_SPEC: dict[str, str] = {"1.00": "3DES", "2.00": "3DES", "3.00": "SM4"}
+
+
+def suite_for_spec(spec_version: str) -> str:
+    return SUITE_BY_SPEC.get(spec_version, "SM4" if _version_key(spec_version) >= (3,) else "3DES")
+
+
+#: Files whose contents never change after issuance (writes answer 6985).
+READ_ONLY_FILES = frozenset({"EF05", "EF06"})

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from cardlib.apdu import CommandAPDU
 from cardlib.errors import MalformedResponse
 from cardlib.layout import Addressing, RecordFile
+from sim.card_security import SecurityCommands
 from sim.faults import FaultSet
+from sim.issuer import CardKeys
 
 SW_OK = b"\x90\x00"
 
@@ -52,6 +54,7 @@ class EF:
     addressing: Addressing = Addressing.TAG
     binary: bytearray | None = None  # transparent EF when not None
     max_records: int = 0  # cyclic file when > 0
+    record_length: int = 0  # fixed record length (0: records are TLVs of their own length)
     read_needs_pin: bool = False
 
     def find(self, p1: int) -> bytes | None:
@@ -66,7 +69,9 @@ class EF:
 
     @classmethod
     def from_layout(cls, f: RecordFile, records: list[bytes]) -> EF:
-        return cls(f.fid, f.name, f.sfi, list(records), f.addressing, max_records=f.max_records)
+        return cls(
+            f.fid, f.name, f.sfi, list(records), f.addressing, max_records=f.max_records, record_length=f.record_length
+        )
 
 
 @dataclass
@@ -135,11 +140,21 @@ def decode_bcd_pin(data: bytes) -> str | None:
     return digits
 
 
-class SimCard:
+class SimCard(SecurityCommands):
     """The card. Thread-safe: one APDU at a time (a real card is single-threaded too)."""
 
-    def __init__(self, mf: DF, pin: str, *, t0: bool = False, atr: bytes | None = None, label: str = "") -> None:
+    def __init__(
+        self,
+        mf: DF,
+        pin: str,
+        *,
+        t0: bool = False,
+        atr: bytes | None = None,
+        label: str = "",
+        keys: CardKeys | None = None,
+    ) -> None:
         self.mf = mf
+        self._init_security(keys)
         self.pin = PinCounter(pin)
         self.t0 = t0
         self.atr = atr or make_atr(t0, b"MOHRSS-SIM")
@@ -157,6 +172,7 @@ class SimCard:
         self.cur_ef: EF | None = None
         self.pin_verified = False
         self._pending = b""  # T=0 GET RESPONSE buffer
+        self._reset_security()
 
     def power_on(self) -> bytes:
         if not self.present:
@@ -212,9 +228,11 @@ class SimCard:
             cmd = CommandAPDU.from_bytes(raw)
         except (MalformedResponse, ValueError):
             return _sw(0x6700)
+        if self.blocked_card:
+            return _sw(0x6A81)
         if cmd.ins != 0xC0:
             self._pending = b""
-        if cmd.cla & 0xF0 not in (0x00, 0x80) and cmd.cla != 0x84 and cmd.cla != 0x04:
+        if cmd.cla not in (0x00, 0x04, 0x80, 0x84):
             return _sw(0x6E00)
         handler = self.handlers().get((cmd.cla & 0xF0 == 0x80, cmd.ins))
         if handler is None:
@@ -228,8 +246,9 @@ class SimCard:
             (False, 0xB2): self._read_record,
             (False, 0xB0): self._read_binary,
             (False, 0x20): self._verify,
-            (True, 0x5E): self._change_pin,
+            (True, 0x5E): lambda cmd: self.pin_reload(cmd) if cmd.cla == 0x84 else self._change_pin(cmd),
             (False, 0xC0): self._get_response,
+            **self.security_handlers(),
         }
 
     # ---- helpers ---------------------------------------------------------------------------------------
@@ -298,6 +317,8 @@ class SimCard:
             return _sw(0x6A86)
         if target is None:
             return _sw(0x6A82)
+        if isinstance(target, DF) and target.name in self.blocked_apps:
+            return _sw(0x9303)
         if isinstance(target, DF):
             self.cur_df, self.cur_ef = target, None
         else:

@@ -17,9 +17,10 @@ from typing import Any
 
 from cardlib import layout
 from cardlib.errors import FieldError
-from cardlib.layout import DataItem, RecordFile
+from cardlib.layout import DataItem, RecordFile, suite_for_spec
 from cardlib.tlv import build_record
 from sim.card import DF, EF, SimCard
+from sim.issuer import DEFAULT_ISSUER, Issuer
 
 SSSE_FID = 0xDDF1
 
@@ -137,9 +138,14 @@ def build_filesystem(h: Holder) -> DF:
     return mf
 
 
-def issue_card(h: Holder, *, t0: bool | None = None) -> SimCard:
-    """A fresh simulated card for holder `h` (PIN counter full, nothing selected)."""
-    return SimCard(build_filesystem(h), h.pin, t0=h.t0 if t0 is None else t0, label=h.name)
+def issue_card(h: Holder, *, t0: bool | None = None, issuer: Issuer | None = None) -> SimCard:
+    """A fresh simulated card for holder `h` (PIN counter full, nothing selected), with keys diversified
+    by `issuer` (default: the process-wide test issuer) for the suite its spec version uses."""
+    mf = build_filesystem(h)
+    spec = str(h.card.get("spec_version", "2.00"))
+    card_id = bytes.fromhex(str(h.card["card_id"]))
+    keys = (issuer or DEFAULT_ISSUER).card_keys(card_id, suite_for_spec(spec))
+    return SimCard(mf, h.pin, t0=h.t0 if t0 is None else t0, label=h.name, keys=keys)
 
 
 def issue_sample(stem: str = "zhang_san", **kw: Any) -> SimCard:
