@@ -49,3 +49,31 @@ class Issuer:
 
 #: One issuer for a whole process by default, so sample cards and sample PSAMs agree.
 DEFAULT_ISSUER = Issuer()
+
+
+def hsm_label(suite: Suite | str, kt: KeyType, prefix: str = "SSSE") -> str:
+    """The HSM label of an issuer master key, e.g. 'SSSE-3DES-EAK'."""
+    return f"{prefix}-{Suite(suite).value}-{kt.name}"
+
+
+def install_into_hsm(issuer: Issuer, hsm, load_kek, prefix: str = "SSSE") -> list[str]:
+    """Key ceremony: put the issuer's master keys into an HSM without a clear key crossing its interface.
+
+    For each suite a fresh transport KEK is entered at the HSM's console (`load_kek(label, suite,
+    components, kcv)`, e.g. `KeyStore.load_components` with key type KEK); each master key then travels
+    ECB-encrypted under it through `hsm.import_key` (the HsmApi call, local or over TCP), checked by KCV.
+    Returns the labels imported. The HSM's diversification rule follows the issuer's factor offset.
+    """
+    rule = "last8" if issuer.factor_offset == 8 else f"offset:{issuer.factor_offset}"
+    labels = []
+    for suite in Suite:
+        cs = suite_for(suite)
+        kek = os.urandom(16)
+        kek_label = f"{prefix}-{suite.value}-TRANSPORT-KEK"
+        load_kek(kek_label, suite.value, [kek, bytes(16)], cs.kcv(kek))
+        for kt in KeyType:
+            master = issuer.master(suite, kt)
+            label = hsm_label(suite, kt, prefix)
+            hsm.import_key(label, "MK", suite.value, kek_label, cs.encrypt(kek, master), cs.kcv(master), rule)
+            labels.append(label)
+    return labels

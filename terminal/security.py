@@ -1,0 +1,55 @@
+"""The centre's HSM as the terminal's security module (the national interface's two-step HSM variant).
+
+When the PSAM cannot handle a card (another province's keys) the terminal sends the card's data and
+challenges to the HSM and gets cryptograms and MACs back. `HsmSecurity` wraps any `HsmApi` (in-process
+`LocalHsm` or the TCP `HsmClient`) into cardlib's `SecurityModule`, so the card code is the same either way.
+Master keys are named `<prefix>-<suite>-<key type>` (see sim.issuer.hsm_label).
+"""
+
+from __future__ import annotations
+
+import os
+
+from cardlib.crypto import suite_for
+from cardlib.errors import SecurityModuleError
+from cardlib.layout import KeyType
+from hsm_mock.api import HsmApi
+from hsm_mock.errors import HsmError, VerificationFailed
+
+
+class HsmSecurity:
+    """cardlib `SecurityModule` backed by the HSM; every HSM failure becomes a SecurityModuleError."""
+
+    def __init__(self, hsm: HsmApi, prefix: str = "SSSE") -> None:
+        self.hsm = hsm
+        self.prefix = prefix
+
+    def _label(self, suite: str, key: KeyType) -> str:
+        return f"{self.prefix}-{suite_for(suite).suite.value}-{key.name}"
+
+    def external_auth_cryptogram(self, card_id: bytes, suite: str, challenge: bytes) -> bytes:
+        try:
+            return self.hsm.ext_auth_cryptogram(self._label(suite, KeyType.EAK), card_id, challenge)
+        except HsmError as e:
+            raise SecurityModuleError(f"HSM could not make the external-authentication cryptogram: {e}") from e
+
+    def terminal_random(self, suite: str) -> bytes:
+        return os.urandom(suite_for(suite).block)
+
+    def verify_internal_auth(self, card_id: bytes, suite: str, random: bytes, response: bytes) -> bool:
+        try:
+            self.hsm.verify_int_auth(self._label(suite, KeyType.IAK), card_id, random, response)
+        except VerificationFailed:
+            return False
+        except HsmError as e:
+            raise SecurityModuleError(f"HSM could not check the card's authentication: {e}") from e
+        return True
+
+    def command_mac(
+        self, key: KeyType, card_id: bytes, suite: str, challenge: bytes, header: bytes, data: bytes
+    ) -> bytes:
+        message = header + bytes([len(data) + 4]) + data
+        try:
+            return self.hsm.session_mac(self._label(suite, key), card_id, challenge, message)
+        except HsmError as e:
+            raise SecurityModuleError(f"HSM could not MAC the command: {e}") from e

@@ -1,0 +1,71 @@
+"""The HSM path: mutual authentication and protected writes with the centre's HSM instead of a PSAM."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from cardlib import errors, layout
+from cardlib.card import SocialSecurityCard
+from cardlib.readers.memory import MemoryReader
+from hsm_mock import HsmClient, KeyStore, Lmk, LocalHsm
+from hsm_mock.server import ServerThread
+from sim.issuer import Issuer, install_into_hsm
+from sim.personalize import issue_card, load_holder, sample_holders
+from terminal.security import HsmSecurity
+
+TX = layout.DF04_TRANSACTIONS
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Issuer:
+    return Issuer()
+
+
+@pytest.fixture(scope="module")
+def local_hsm(issuer):
+    store = KeyStore(Lmk.ephemeral())
+    hsm = LocalHsm(store)
+    labels = install_into_hsm(issuer, hsm, lambda *a: store.load_components(a[0], "KEK", *a[1:]))
+    assert "SSSE-SM4-EAK" in labels and "SSSE-3DES-MAK_DF04" in labels
+    yield hsm
+    hsm.close()
+
+
+@pytest.fixture(scope="module")
+def tcp_hsm(local_hsm):
+    server = ServerThread(local_hsm)
+    server.start()
+    client = HsmClient(*server.address, pool_size=2)
+    yield client
+    client.close()
+    server.stop()
+
+
+def card_for(stem: str, issuer: Issuer):
+    sim = issue_card(load_holder(sample_holders()[stem]), issuer=issuer)
+    return sim, SocialSecurityCard(MemoryReader(sim))
+
+
+@pytest.mark.parametrize("stem", ["zhang_san", "li_si"])
+@pytest.mark.parametrize("where", ["local", "tcp"])
+def test_mutual_authentication_and_protected_write_via_hsm(stem, where, issuer, local_hsm, tcp_hsm):
+    sm = HsmSecurity(local_hsm if where == "local" else tcp_hsm)
+    sim, card = card_for(stem, issuer)
+    card.authenticate(sm)
+    rec = os.urandom(TX.record_length)
+    card.append_record(sm, layout.DF04, TX, rec)
+    assert card.read_record(TX.sfi, 1, TX.record_length) == rec
+
+
+def test_counterfeit_caught_by_the_hsm(issuer, tcp_hsm):
+    _sim, card = card_for("li_si", Issuer())
+    with pytest.raises(errors.CounterfeitCard):
+        card.authenticate(HsmSecurity(tcp_hsm))
+
+
+def test_hsm_without_the_keys_is_a_typed_security_error(issuer, tcp_hsm):
+    _sim, card = card_for("zhang_san", issuer)
+    with pytest.raises(errors.SecurityModuleError):
+        card.authenticate(HsmSecurity(tcp_hsm, prefix="OTHER-PROVINCE"))
