@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from construct import Bytes, Const, Int8ub, Int32ub, Struct
+
 from cardlib import fields
 from cardlib.fields import Field
 
@@ -226,3 +228,20 @@ def suite_for_spec(spec_version: str) -> str:
 
 #: Files whose contents never change after issuance (writes answer 6985).
 READ_ONLY_FILES = frozenset({"EF05", "EF06"})
+
+
+# ---- DF04 transaction record (48 bytes, written with a MAC after each settlement) --------------------------
+TRANSACTION_KINDS = {"settle": 0x01, "refund": 0x02, "void": 0x03, "pension_collect": 0x04}
+TransactionRecord = Struct(
+    "kind" / Int8ub,
+    "time" / fields.cn(7).construct,  # YYYYMMDDhhmmss
+    "terminal_number" / fields.cn(6).construct,  # the PSAM's 12 digits
+    "serial" / Int32ub,
+    "institution" / fields.an(10).construct,
+    "total" / Int32ub,  # amounts in the smallest unit, as the centre answered them
+    "fund" / Int32ub,
+    "account" / Int32ub,
+    "cash" / Int32ub,
+    "reserved" / Const(bytes(4), Bytes(4)),
+)
+assert TransactionRecord.sizeof() == DF04_TRANSACTIONS.record_length

@@ -88,3 +88,29 @@ Unauthorized = _error("Unauthorized", "UNAUTHORIZED", 401, "The terminal key is 
 UnknownInstitution = _error(
     "UnknownInstitution", "UNKNOWN_INSTITUTION", 404, "No designated institution with that code."
 )
+Forbidden = _error("Forbidden", "FORBIDDEN", 403, "This terminal may not make this request.")
+ServiceUnreachable = _error(
+    "ServiceUnreachable",
+    "SERVICE_UNREACHABLE",
+    503,
+    "The settlement service did not answer in time; the outcome is unknown: void with the same key.",
+)
+InvalidJournalRow = _error(
+    "InvalidJournalRow",
+    "INVALID_JOURNAL_ROW",
+    422,
+    "A row of a terminal journal file is malformed; the message names the file, row and field.",
+)
+InvalidStatementRow = _error(
+    "InvalidStatementRow",
+    "INVALID_STATEMENT_ROW",
+    422,
+    "A row of a bank or fund statement file is malformed; the message names the file, row and field.",
+)
+UnknownTerminal = _error("UnknownTerminal", "UNKNOWN_TERMINAL", 404, "No registered terminal with that id.")
+DayClosed = _error(
+    "DayClosed", "DAY_CLOSED", 409, "The business day is closed: it cannot be re-imported, reconciled or repaired."
+)
+PeriodOverlap = _error(
+    "PeriodOverlap", "PERIOD_OVERLAP", 409, "The clearing period overlaps a period already cleared."
+)

@@ -1,0 +1,75 @@
+"""`sscard settlement ...`: run the central settlement service and manage terminal keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="The central settlement service.", no_args_is_help=True)
+
+
+@app.command()
+def serve(
+    db: Path = typer.Option(None, "--db", help="SQLite database file (the default store)."),
+    postgres: str = typer.Option(None, "--postgres", help="PostgreSQL DSN, instead of --db."),
+    keys: Path = typer.Option(..., "--keys", exists=True, dir_okay=False,
+                              help="TOML file of terminal keys (see settlement/auth.py)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; 127.0.0.1 unless you mean to expose it."),
+    port: int = typer.Option(8700, help="TCP port."),
+    policies: Path = typer.Option(None, "--policies", file_okay=False, help="Directory of policy TOML files."),
+    biometric_threshold: float = typer.Option(0.80, min=0.0, max=1.0, help="Biometric match score to pass."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Serve the settlement HTTP API (OpenAPI at /docs and /openapi.json)."""
+    import uvicorn
+
+    from settlement.auth import load_terminal_keys
+    from settlement.engine import Settings
+    from settlement.policy import PolicyBook
+    from settlement.service import create_app
+
+    if (db is None) == (postgres is None):
+        raise typer.BadParameter("give exactly one of --db PATH or --postgres DSN")
+    if postgres is not None:
+        from settlement.store.postgres import PostgresStore
+
+        store = PostgresStore(postgres)
+    else:
+        from settlement.store.sqlite import SqliteStore
+
+        store = SqliteStore(db)
+    try:
+        book = PolicyBook.load(policies) if policies else None
+        app_ = create_app(store, terminals=load_terminal_keys(keys), policies=book,
+                          settings=Settings(biometric_threshold=biometric_threshold))
+        uvicorn.run(app_, host=host, port=port, log_level=log_level)
+    finally:
+        store.close()
+
+
+@app.command("new-key")
+def new_key(
+    terminal_id: str = typer.Argument(..., help="Terminal id, e.g. T0001."),
+    institution: str = typer.Option(None, help="Institution the terminal belongs to."),
+    operator: bool = typer.Option(False, help="May issue pensions, report deaths, read any balance."),
+) -> None:
+    """Make a terminal key: prints the key once (give it to the terminal) and the entry for the keys file."""
+    from settlement.auth import TerminalKey, hash_key
+    from settlement.auth import new_key as make
+
+    key = make()
+    entry = TerminalKey(terminal_id, hash_key(key), institution, operator)
+    typer.echo(f"key (shown once): {key}", err=True)
+    typer.echo(f"[terminal.{entry.terminal_id}]\nkey_sha256 = \"{entry.key_sha256}\"")
+    if institution:
+        typer.echo(f"institution = \"{institution}\"")
+    typer.echo(f"operator = {'true' if operator else 'false'}")
+
+
+@app.command("hash-key")
+def hash_key_cmd(key: str = typer.Option(..., prompt=True, hide_input=True, help="The terminal key.")) -> None:
+    """Print the SHA-256 of a terminal key, for the keys file."""
+    from settlement.auth import hash_key
+
+    typer.echo(hash_key(key))

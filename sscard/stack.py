@@ -1,0 +1,183 @@
+"""The embedded default, in one process: mock HSM, settlement service on SQLite, terminal daemon.
+
+Used by `make demo`, the end-to-end tests and the benchmarks. Every server binds 127.0.0.1 on a free port;
+`Stack.stop()` stops them all. Cards come from the simulator: behind our own pcscd when asked for (`pcsc=True`)
+or straight in-process (`memory:` readers).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from hsm_mock import KeyStore, Lmk, LocalHsm
+from hsm_mock.client import HsmClient
+from hsm_mock.server import ServerThread
+from settlement.auth import TerminalKey, hash_key
+from settlement.client import SettlementClient
+from settlement.engine import Engine
+from settlement.service import create_app as create_settlement_app
+from settlement.store.sqlite import SqliteStore
+from sim.issuer import DEFAULT_ISSUER, Issuer, install_into_hsm
+from sim.world import seed
+from terminal.app import create_app as create_terminal_app
+from terminal.config import TerminalConfig, hash_token
+from terminal.daemon import FallbackSecurity
+from terminal.flows import Terminal
+from terminal.journal import Journal
+from terminal.recovery import Forwarder, recover
+from terminal.security import HsmSecurity
+from terminal.session import ReaderSession, open_reader
+
+INSTITUTION = "H11000301"
+TERMINAL_ID = "T0001"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class UvicornThread:
+    """An ASGI app served by uvicorn from a background thread on 127.0.0.1."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, name=f"uvicorn:{self.port}", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> UvicornThread:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"uvicorn on port {self.port} did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@dataclass
+class Centre:
+    """HSM + settlement service, as the social-security centre runs them."""
+
+    workdir: Path
+    issuer: Issuer
+    hsm: LocalHsm
+    hsm_server: ServerThread
+    store: SqliteStore
+    engine: Engine
+    service: UvicornThread
+    terminal_keys: dict[str, str] = field(default_factory=dict)  # terminal id -> API key (clear, test only)
+
+    @property
+    def hsm_address(self) -> tuple[str, int]:
+        return self.hsm_server.address
+
+    def client(self, terminal_id: str = TERMINAL_ID, timeout: float = 5.0) -> SettlementClient:
+        return SettlementClient(self.service.url, self.terminal_keys[terminal_id], timeout=timeout)
+
+    def stop(self) -> None:
+        self.service.stop()
+        self.hsm_server.stop()
+        self.store.close()
+        self.hsm.close()
+
+
+def start_centre(workdir: Path, *, issuer: Issuer = DEFAULT_ISSUER, terminals: tuple[str, ...] = (TERMINAL_ID,),
+                 port: int | None = None) -> Centre:
+    """The mock HSM (keys from `issuer`, by key ceremony) on TCP and the settlement service on SQLite, seeded."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    keystore = KeyStore(Lmk.ephemeral(), workdir / "hsm-keys.db")
+    hsm = LocalHsm(keystore)
+    install_into_hsm(issuer, hsm, lambda label, suite, parts, kcv: keystore.load_components(label, "KEK", suite,
+                                                                                              parts, kcv))
+    hsm_server = ServerThread(hsm).start()
+    store = SqliteStore(workdir / "settlement.db")
+    engine = Engine(store)
+    seed(engine)
+    keys = {t: secrets.token_urlsafe(24) for t in terminals}
+    ring = [TerminalKey(t, hash_key(k), INSTITUTION, False) for t, k in keys.items()]
+    service = UvicornThread(create_settlement_app(engine, terminals=ring), port).start()
+    return Centre(workdir, issuer, hsm, hsm_server, store, engine, service, keys)
+
+
+@dataclass
+class Counter:
+    """One terminal daemon (in this process) with its readers."""
+
+    terminal: Terminal
+    http: UvicornThread
+    token: str
+    forwarder: Forwarder
+
+    @property
+    def url(self) -> str:
+        return self.http.url
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def stop(self) -> None:
+        self.forwarder.stop()
+        self.http.stop()
+        for s in self.terminal.sessions.values():
+            s.close()
+        self.terminal.centre.close()
+        self.terminal.journal.close()
+
+
+def terminal_config(workdir: Path, user_card: str, psam: str, centre: Centre, token: str,
+                    terminal_id: str = TERMINAL_ID, **terminal: Any) -> TerminalConfig:
+    return TerminalConfig.model_validate({
+        "terminal": {"id": terminal_id, "institution": INSTITUTION, "institution_level": "3", "region": "110000",
+                     "journal": str(workdir / f"{terminal_id}-journal.db"), **terminal},
+        "readers": {"user_card": user_card, "psam": psam},
+        "settlement": {"url": centre.service.url},
+        "hsm": {"host": centre.hsm_address[0], "port": centre.hsm_address[1]},
+        "auth": {"tokens_sha256": [hash_token(token)]},
+    })
+
+
+def start_counter(centre: Centre, user_card: str = "memory:zhang_san", psam: str = "memory:psam", *,
+                  terminal_id: str = TERMINAL_ID, settlement_timeout: float = 5.0) -> Counter:
+    """A terminal daemon served on a free port: PSAM first, the centre's HSM as fallback."""
+    token = secrets.token_urlsafe(24)
+    cfg = terminal_config(centre.workdir, user_card, psam, centre, token, terminal_id)
+    journal = Journal(cfg.terminal.journal, terminal_id)
+    session = ReaderSession(user_card, open_reader(user_card))
+    hsm_sm = HsmSecurity(HsmClient(*centre.hsm_address, timeout=cfg.hsm.timeout))
+    security: Any = hsm_sm
+    number = ""
+    if psam:
+        from cardlib.psam import Psam, PsamSecurity
+
+        p = Psam(open_reader(psam))
+        number = p.terminal_number()
+        security = FallbackSecurity(PsamSecurity(p), hsm_sm)
+    t = Terminal(cfg, journal, {user_card: session}, security, centre.client(terminal_id, settlement_timeout), number)
+    recover(t)
+    session.watch()
+    http = UvicornThread(create_terminal_app(t)).start()
+    return Counter(t, http, token, Forwarder(t).start())
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

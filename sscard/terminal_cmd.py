@@ -1,0 +1,47 @@
+"""`sscard terminal ...`: run the counter's terminal daemon."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="The terminal daemon at a counter.", no_args_is_help=True)
+
+
+@app.command()
+def serve(
+    config: Path = typer.Option(..., "--config", exists=True, dir_okay=False, help="Terminal TOML file."),
+) -> None:
+    """Run the daemon (binds [terminal] bind:port, 127.0.0.1 by default; OpenAPI at /docs)."""
+    from terminal.config import ConfigError, load_config
+    from terminal.daemon import serve as run
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    run(cfg)
+
+
+@app.command("hash-token")
+def hash_token(
+    token: str = typer.Option(..., prompt=True, hide_input=True, help="A front end's bearer token."),
+) -> None:
+    """Print the SHA-256 of a front-end bearer token, for [auth] tokens_sha256."""
+    from terminal.config import hash_token as h
+
+    typer.echo(h(token))
+
+
+@app.command("recover")
+def recover_cmd(config: Path = typer.Option(..., "--config", exists=True, dir_okay=False)) -> None:
+    """Resolve the journal's in-flight entries now (the daemon also does it at start and every few seconds)."""
+    from terminal.config import load_config
+    from terminal.daemon import build_terminal
+
+    t = build_terminal(load_config(config))
+    counts = t.journal.counts()
+    typer.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
+    raise typer.Exit(1 if counts.get("pending") else 0)

@@ -1,0 +1,129 @@
+"""Terminal configuration: one TOML file per counter.
+
+```toml
+[terminal]
+id = "T0001"                 # the terminal id the centre knows (bound to its API key)
+institution = "H11000101"    # designated institution code (fixmedins_code)
+institution_level = "3"
+region = "110100"
+journal = "var/T0001-journal.db"
+bind = "127.0.0.1"           # 127.0.0.1 unless you mean to expose the daemon
+port = 8600
+
+[readers]
+user_card = "sscard Virtual 00 00"   # PC/SC name, serial:URL, or memory:SAMPLE (demo/tests)
+psam = "sscard Virtual 00 01"        # "" = no PSAM: the HSM does the cryptography
+
+[settlement]
+url = "http://127.0.0.1:8700"
+key_env = "SSCARD_TERMINAL_KEY"      # the terminal's API key comes from this variable (or key_file)
+timeout = 5.0
+
+[hsm]
+host = "127.0.0.1"                   # host = "" : no HSM
+port = 1500
+timeout = 2.0
+
+[auth]
+# SHA-256 of each front end's bearer token (`sscard terminal hash-token`); never the tokens themselves
+tokens_sha256 = ["..."]
+
+[policy]
+biometric_threshold = 0.80
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TerminalSection(_Section):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,32}$")
+    institution: str
+    institution_level: str = "3"
+    region: str = Field(pattern=r"^\d{6}$")
+    journal: str = "var/terminal-journal.db"
+    bind: str = "127.0.0.1"
+    port: int = Field(8600, ge=1, le=65535)
+
+
+class ReadersSection(_Section):
+    user_card: str
+    psam: str = ""
+
+
+class SettlementSection(_Section):
+    url: str = "http://127.0.0.1:8700"
+    key_env: str = "SSCARD_TERMINAL_KEY"
+    key_file: str = ""
+    timeout: float = Field(5.0, gt=0)
+
+    def api_key(self) -> str:
+        if self.key_file:
+            return Path(self.key_file).read_text().strip()
+        key = os.environ.get(self.key_env, "")
+        if not key:
+            raise ConfigError(f"no settlement API key: set {self.key_env} or [settlement] key_file")
+        return key
+
+
+class HsmSection(_Section):
+    host: str = ""
+    port: int = Field(1500, ge=1, le=65535)
+    timeout: float = Field(2.0, gt=0)
+    prefix: str = "SSSE"
+
+
+class AuthSection(_Section):
+    tokens_sha256: list[str] = Field(default_factory=list)
+
+
+class PolicySection(_Section):
+    biometric_threshold: float = Field(0.80, ge=0, le=1)
+    require_card_auth: bool = True
+
+
+class TerminalConfig(_Section):
+    terminal: TerminalSection
+    readers: ReadersSection
+    settlement: SettlementSection = SettlementSection()
+    hsm: HsmSection = HsmSection()
+    auth: AuthSection = AuthSection()
+    policy: PolicySection = PolicySection()
+
+    def token_ok(self, token: str) -> bool:
+        return hash_token(token) in self.auth.tokens_sha256
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or wrong; the message names the field."""
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def load_config(path: str | Path) -> TerminalConfig:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read {p}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from e
+    try:
+        return TerminalConfig.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"{p}: {where}: {first['msg']}") from e

@@ -1,0 +1,339 @@
+"""The counter's flows, step by step: identity check, hospital visit, pension collection.
+
+Each money-moving step follows the same discipline:
+1. check the card (same card still in the reader, PIN at the card, mutual authentication with PSAM/HSM);
+2. journal the request under the next serial (durable) *before* it leaves the terminal;
+3. make sure the card is still there, then send it to the centre with its idempotency key;
+4. write the answer to the journal; an error the centre gives means nothing was posted (`failed`);
+5. no answer (timeout, centre down) -> reverse: a void is journaled and forwarded until acknowledged;
+6. the card removed while the request was in flight -> reverse as well (the holder left mid-flow);
+7. after a confirmed settlement, the transaction record is appended to the card's DF04 file with a MAC.
+   A failed card write never undoes the settlement; the receipt says so.
+
+PINs arrive with the request (standing in for a PIN pad), go to the card's VERIFY and nowhere else: never
+journaled, never logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cardlib import layout
+from cardlib.card import BasicInfo
+from cardlib.errors import CardError, CardRemoved
+from cardlib.security import SecurityModule
+from settlement.api_models import FeeLineIn
+from settlement.client import SettlementClient
+from settlement.errors import AlreadyReversed, ServiceUnreachable, SettlementError
+from terminal import metrics
+from terminal.config import TerminalConfig
+from terminal.errors import TerminalError, from_card_error, from_settlement_error
+from terminal.journal import CONFIRMED, PENDING, Entry, Journal
+from terminal.session import ReaderSession, UnknownReader
+
+TX = layout.DF04_TRANSACTIONS
+
+
+def crashpoint(name: str) -> None:
+    """Testing aid: SSCARD_CRASHPOINTS="settle.journaled:0.2,..." kills the process here with SIGKILL at that
+    probability, to prove that a crash at any point loses nothing and posts nothing twice."""
+    spec = os.environ.get("SSCARD_CRASHPOINTS")
+    if not spec:
+        return
+    for part in spec.split(","):
+        point, _, p = part.partition(":")
+        if point == name and random.random() < float(p or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class Terminal:
+    """Everything a flow needs: configuration, journal, readers, security module, the centre."""
+
+    config: TerminalConfig
+    journal: Journal
+    sessions: dict[str, ReaderSession]
+    security: SecurityModule | None
+    centre: SettlementClient
+    terminal_number: str = ""
+    in_flight: set[str] = field(default_factory=set)  # keys a live flow is working on: recovery leaves them
+
+    # ---- plumbing -------------------------------------------------------------------------------------
+    def session(self, reader: str | None) -> ReaderSession:
+        if reader is None:
+            return next(iter(self.sessions.values()))
+        if reader not in self.sessions:
+            raise UnknownReader(f"no reader {reader!r}; readers: {', '.join(self.sessions)}")
+        return self.sessions[reader]
+
+    def _card(self, s: ReaderSession, pin: str | None, *, authenticate: bool = False) -> BasicInfo:
+        """Read the card afresh, check it is valid, verify the PIN at the card, authenticate it."""
+        try:
+            info = s.read()
+            if info.expiry_date < dt.date.today():
+                raise TerminalError("CARD_EXPIRED", f"The card expired on {info.expiry_date}.", 403,
+                                    expiry_date=info.expiry_date.isoformat())
+            if pin is not None:
+                s.card.verify_pin(pin)
+            if authenticate and self.security is not None and self.config.policy.require_card_auth:
+                s.card.authenticate(self.security)
+            return info
+        except ValueError as e:  # a PIN that is not 4-12 digits: refused before the card sees it
+            raise TerminalError("INVALID_PIN_FORMAT", str(e), 422) from e
+        except CardError as e:
+            metrics.reader_errors.labels(s.name, type(e).__name__).inc()
+            raise from_card_error(e) from e
+
+    def _begin(self, kind: str, request: dict[str, Any], **kw: Any) -> Entry:
+        entry = self.journal.begin(kind, request, **kw)
+        self.in_flight.add(entry.key)
+        return entry
+
+    def _send(self, entry: Entry, s: ReaderSession | None, call, *, reverse_on_unknown: bool,
+              amount_of=None) -> Any:
+        """Steps 3-6 for one journaled request; returns the centre's answer (a pydantic model)."""
+        if s is not None and not s.still_present():
+            self.journal.fail(entry.key, {"code": "CARD_REMOVED", "message": "card removed before sending"})
+            self.in_flight.discard(entry.key)
+            raise TerminalError("CARD_REMOVED", "The card was removed; nothing was sent.", 409, key=entry.key)
+        crashpoint(f"{entry.kind}.before_send")
+        try:
+            return self._exchange(entry, s, call, reverse_on_unknown, amount_of)
+        finally:
+            self.in_flight.discard(entry.key)
+
+    def _exchange(self, entry: Entry, s: ReaderSession | None, call, reverse_on_unknown: bool, amount_of) -> Any:
+        try:
+            result = call(entry.request["terminal_serial"])
+        except ServiceUnreachable as e:
+            self.journal.note_attempt(entry.key, {"code": e.code, "message": e.message})
+            if reverse_on_unknown:
+                void = self.reverse(entry, "no answer from the settlement centre")
+                raise TerminalError(
+                    "SETTLEMENT_UNAVAILABLE",
+                    "The settlement centre did not answer; the transaction is being reversed. Nothing is owed.",
+                    503, key=entry.key, reversal_key=void.key, reversal_state=void.state,
+                ) from e
+            raise from_settlement_error(e) from e
+        except SettlementError as e:
+            self.journal.fail(entry.key, e.to_dict())
+            raise from_settlement_error(e) from e
+        crashpoint(f"{entry.kind}.answered")
+        self.journal.confirm(entry.key, result.model_dump(mode="json"), amount_of(result) if amount_of else None)
+        crashpoint(f"{entry.kind}.confirmed")
+        if s is not None and reverse_on_unknown and not s.still_present():
+            void = self.reverse(entry, "card removed while the request was in flight")
+            raise TerminalError("CARD_REMOVED", "The card was removed mid-transaction; it was reversed.", 409,
+                                key=entry.key, reversal_key=void.key, reversal_state=void.state)
+        return result
+
+    # ---- reversal (store and forward) --------------------------------------------------------------------
+    def reverse(self, entry: Entry, reason: str) -> Entry:
+        """Journal a void of `entry` (once) and try to forward it now; the forwarder retries until acknowledged."""
+        voids = self.journal.voids_of(entry.key)
+        void = voids[0] if voids else self.journal.begin(
+            "void", {"setl_id": entry.key}, original_key=entry.key, person_id=entry.person_id,
+            card_no=entry.card_no, amount=entry.amount)
+        self.journal.set_reason(entry.key, reason)
+        return self.forward_void(void)
+
+    def forward_void(self, void: Entry) -> Entry:
+        if void.state != PENDING:
+            return void
+        try:
+            result = self.centre.void(serial=void.request["terminal_serial"], setl_id=void.original_key or "")
+        except ServiceUnreachable as e:
+            self.journal.note_attempt(void.key, {"code": e.code, "message": e.message})
+            return self.journal.get(void.key)
+        except AlreadyReversed as e:  # another void got there first: the original is undone all the same
+            void = self.journal.confirm(void.key, {"status": "already_reversed", "message": e.message})
+        except SettlementError as e:
+            self.journal.note_attempt(void.key, e.to_dict())
+            return self.journal.get(void.key)
+        else:
+            void = self.journal.confirm(void.key, result.model_dump(mode="json"))
+        original = self.journal.get(void.original_key or "")
+        if original.state in (PENDING, CONFIRMED):
+            self.journal.mark_reversed(original.key, original.reason or "voided")
+        metrics.transactions.labels("void", "confirmed").inc()
+        return void
+
+    # ---- identity --------------------------------------------------------------------------------------
+    def identity_check(self, reader: str | None, pin: str, biometric_score: float | None) -> dict[str, Any]:
+        s = self.session(reader)
+        with s.claim("identity"):
+            info = self._card(s, pin, authenticate=True)
+        passed_bio = None
+        if biometric_score is not None:
+            passed_bio = biometric_score >= self.config.policy.biometric_threshold
+        return {
+            "verified": passed_bio is not False,
+            "pin_verified": True,
+            "card_authenticated": self.security is not None,
+            "biometric_passed": passed_bio,
+            "person_id": info.social_security_number,
+            "name": info.name,
+            "card_no": info.card_number,
+            "region_code": info.region_code,
+        }
+
+    # ---- hospital visit --------------------------------------------------------------------------------
+    def register_visit(self, reader: str | None, care: str) -> dict[str, Any]:
+        s = self.session(reader)
+        with s.claim("register"):
+            info = self._card(s, None)
+            entry = self._begin(
+                "register", {"person_id": info.social_security_number, "institution": self.config.terminal.institution,
+                             "care": care, "card_no": info.card_number},
+                person_id=info.social_security_number, card_no=info.card_number)
+            visit = self._send(entry, None, lambda serial: self.centre.register_visit(
+                serial=serial, person_id=info.social_security_number, institution=self.config.terminal.institution,
+                care=care, card_no=info.card_number), reverse_on_unknown=False)
+        return {"key": entry.key, **visit.model_dump(mode="json"), "name": info.name, "card_no": info.card_number}
+
+    def presettle(self, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool) -> dict[str, Any]:
+        try:
+            return self.centre.presettle(mdtrt_id=mdtrt_id, lines=lines, use_account=use_account).model_dump(
+                mode="json")
+        except SettlementError as e:
+            raise from_settlement_error(e) from e
+
+    def settle(self, reader: str | None, mdtrt_id: str, lines: list[FeeLineIn], pin: str,
+               use_account: bool) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        s = self.session(reader)
+        with s.claim("settle"):
+            try:
+                visit = self.centre.visit(mdtrt_id)
+            except SettlementError as e:
+                raise from_settlement_error(e) from e
+            info = self._card(s, pin, authenticate=True)
+            if visit.person_id != info.social_security_number:
+                raise TerminalError("CARD_MISMATCH", "The card in the reader is not the visit's patient.", 409,
+                                    mdtrt_id=mdtrt_id)
+            total = sum(x.det_item_fee_sumamt for x in lines)
+            entry = self._begin(
+                "settle", {"mdtrt_id": mdtrt_id, "lines": [x.model_dump() for x in lines], "use_account": use_account},
+                person_id=info.social_security_number, card_no=info.card_number, amount=total)
+            crashpoint("settle.journaled")
+            result = self._send(entry, s, lambda serial: self.centre.settle(
+                serial=serial, mdtrt_id=mdtrt_id, lines=lines, use_account=use_account), reverse_on_unknown=True)
+            metrics.transactions.labels("settle", "confirmed").inc()
+            outcome = self.write_card_record(s, entry, "settle", result.breakdown.model_dump())
+        metrics.latency.labels("settle").observe(time.perf_counter() - t0)
+        return self.receipt(self.journal.get(entry.key)) | {"card_record": outcome}
+
+    def refund(self, reader: str | None, setl_id: str, amount: int | None) -> dict[str, Any]:
+        original = self.journal.find(setl_id)
+        entry = self._begin(
+            "refund", {"setl_id": setl_id, "amount": amount}, original_key=setl_id,
+            person_id=original.person_id if original else None, card_no=original.card_no if original else None,
+            amount=amount or 0)
+        self._send(entry, None, lambda serial: self.centre.refund(serial=serial, setl_id=setl_id, amount=amount),
+                   reverse_on_unknown=False, amount_of=lambda r: r.refund.medfee_sumamt)
+        metrics.transactions.labels("refund", "confirmed").inc()
+        return self.receipt(self.journal.get(entry.key))
+
+    # ---- pensions --------------------------------------------------------------------------------------
+    def certify(self, reader: str | None, pin: str | None, biometric_score: float | None,
+                modality: str | None, device_id: str | None) -> dict[str, Any]:
+        s = self.session(reader)
+        with s.claim("certify"):
+            info = self._card(s, pin, authenticate=True)
+            person = info.social_security_number
+            if biometric_score is not None:
+                body = {"person_id": person, "method": "biometric", "score": biometric_score,
+                        "modality": modality or "face", "device_id": device_id or "counter-camera"}
+            elif pin is not None:
+                body = {"person_id": person, "method": "card_pin", "card_no": info.card_number, "pin_verified": True}
+            else:
+                raise TerminalError("INVALID_REQUEST", "Certification needs the PIN or a biometric score.", 422)
+            entry = self._begin("certify", body, person_id=person, card_no=info.card_number)
+            evidence = {k: v for k, v in body.items() if k not in ("person_id", "method")}
+            result = self._send(entry, None, lambda serial: self.centre.certify(
+                serial=serial, person_id=person, method=body["method"], **evidence), reverse_on_unknown=False)
+        return {"key": entry.key, **result.model_dump(mode="json")}
+
+    def collect_pension(self, reader: str | None, pin: str, amount: int) -> dict[str, Any]:
+        s = self.session(reader)
+        with s.claim("pension"):
+            info = self._card(s, pin, authenticate=True)
+            person = info.social_security_number
+            entry = self._begin("pension_collect", {"person_id": person, "amount": amount,
+                                                           "institution": self.config.terminal.institution},
+                                       person_id=person, card_no=info.card_number, amount=amount)
+            self._send(entry, s, lambda serial: self.centre.collect_pension(
+                serial=serial, person_id=person, amount=amount, institution=self.config.terminal.institution),
+                reverse_on_unknown=False)
+            metrics.transactions.labels("pension_collect", "confirmed").inc()
+            parts = {"medfee_sumamt": amount, "fund_pay_sumamt": amount, "acct_pay": 0, "psn_cash_pay": 0}
+            outcome = self.write_card_record(s, entry, "pension_collect", parts)
+        return self.receipt(self.journal.get(entry.key)) | {"card_record": outcome}
+
+    def pension_status(self, reader: str | None) -> dict[str, Any]:
+        s = self.session(reader)
+        with s.claim("pension-status"):
+            info = self._card(s, None)
+        try:
+            pensioner = self.centre.pensioner(info.social_security_number)
+            cert = self.centre.certification_status(info.social_security_number)
+        except SettlementError as e:
+            raise from_settlement_error(e) from e
+        return {"pensioner": pensioner.model_dump(mode="json"), "certification": cert.model_dump(mode="json")}
+
+    # ---- the card's transaction record -------------------------------------------------------------------
+    def write_card_record(self, s: ReaderSession, entry: Entry, kind: str, parts: dict[str, int]) -> str:
+        """Append the transaction to DF04 with a MAC. Never raises: the outcome goes to the journal."""
+        if self.security is None:
+            outcome = "not written: no PSAM or HSM configured"
+        else:
+            record = layout.TransactionRecord.build({
+                "kind": layout.TRANSACTION_KINDS[kind],
+                "time": dt.datetime.now().strftime("%Y%m%d%H%M%S"),
+                "terminal_number": (self.terminal_number or "0" * 12)[:12].rjust(12, "0"),
+                "serial": int(entry.request["terminal_serial"]) & 0xFFFFFFFF,
+                "institution": self.config.terminal.institution[:10],
+                "total": min(parts.get("medfee_sumamt", 0), 0xFFFFFFFF),
+                "fund": min(parts.get("fund_pay_sumamt", 0), 0xFFFFFFFF),
+                "account": min(parts.get("acct_pay", 0), 0xFFFFFFFF),
+                "cash": min(parts.get("psn_cash_pay", 0), 0xFFFFFFFF),
+            })
+            try:
+                crashpoint("card_record.before_write")
+                s.card.append_record(self.security, layout.DF04, TX, record)
+                outcome = "written"
+            except CardRemoved:
+                outcome = "failed: the card was removed before its record was written"
+            except CardError as e:
+                outcome = f"failed: {type(e).__name__}: {e}"
+                metrics.reader_errors.labels(s.name, type(e).__name__).inc()
+        self.journal.set_card_record(entry.key, outcome)
+        return outcome
+
+    # ---- receipts --------------------------------------------------------------------------------------
+    def receipt(self, entry: Entry) -> dict[str, Any]:
+        response = entry.response or {}
+        parts = response.get("breakdown") or response.get("refund") or {}
+        return {
+            "key": entry.key,
+            "kind": entry.kind,
+            "state": entry.state,
+            "terminal_id": self.config.terminal.id,
+            "terminal_number": self.terminal_number,
+            "institution": self.config.terminal.institution,
+            "business_day": entry.business_day,
+            "at": entry.updated_at,
+            "person_id": entry.person_id,
+            "card_no": entry.card_no,
+            "amount": entry.amount,
+            "breakdown": parts,
+            "response": response,
+            "card_record": entry.card_record,
+            "reason": entry.reason,
+        }

@@ -1,0 +1,203 @@
+"""Card sessions: one per reader, one flow at a time, and what the terminal knows of the card in it.
+
+A `ReaderSession` owns a reader and the `SocialSecurityCard` on it. A flow takes the session with
+`claim()` (a second flow on a busy reader gets ReaderBusy at once rather than queueing behind a card
+holder), works with the card, and releases it. The session keeps the card's basic data from the first
+read and checks, before anything is sent to the centre and again after, that the same card is still in
+the reader (`still_present()`): one READ RECORD of the card identification code.
+
+Readers are named by a spec: a PC/SC reader name (or `pcsc:NAME`), `serial:URL`, or `memory:SAMPLE` /
+`memory:psam` for an in-process simulated card (demos and tests only).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from cardlib import layout
+from cardlib.card import BasicInfo, SocialSecurityCard
+from cardlib.errors import CardError, CardRemoved, NoCard, TransportError
+from cardlib.readers.base import Reader
+
+
+class SessionError(Exception):
+    """A reader-level refusal with a stable code (mapped to HTTP by terminal.errors)."""
+
+    code = "READER_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ReaderBusy(SessionError):
+    code = "READER_BUSY"
+
+
+class UnknownReader(SessionError):
+    code = "UNKNOWN_READER"
+
+
+def open_reader(spec: str) -> Reader:
+    """A Reader from a spec string (see module docstring)."""
+    if spec.startswith("memory:"):
+        from cardlib.readers.memory import MemoryReader
+
+        what = spec.removeprefix("memory:")
+        if what == "psam":
+            from sim.psam import SimPsam
+
+            return MemoryReader(SimPsam(), name=spec)
+        from sim.personalize import issue_sample
+
+        return MemoryReader(issue_sample(what), name=spec)
+    if spec.startswith("serial:"):
+        from cardlib.readers.serial import SerialReader
+
+        return SerialReader(spec.removeprefix("serial:"))
+    from cardlib.readers.pcsc import PcscReader
+
+    return PcscReader(spec.removeprefix("pcsc:"))
+
+
+@dataclass
+class CardEvent:
+    kind: str  # "inserted" | "removed"
+    reader: str
+    at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+
+
+class ReaderSession:
+    """The user-card reader of a counter and the card in it."""
+
+    def __init__(self, name: str, reader: Reader) -> None:
+        self.name = name
+        self.reader = reader
+        self.card = SocialSecurityCard(reader)
+        self.info: BasicInfo | None = None
+        self._lock = threading.Lock()
+        self.busy_with: str | None = None
+        self.events: list[tuple[int, CardEvent]] = []  # (sequence number, event), the last 100
+        self._seq = 0
+        self._event_cond = threading.Condition()
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # ---- one flow at a time ---------------------------------------------------------------------------
+    @contextmanager
+    def claim(self, flow: str) -> Iterator[ReaderSession]:
+        if not self._lock.acquire(blocking=False):
+            raise ReaderBusy(f"reader {self.name} is busy with {self.busy_with or 'another flow'}")
+        self.busy_with = flow
+        try:
+            yield self
+        finally:
+            self.busy_with = None
+            self._lock.release()
+
+    # ---- the card ------------------------------------------------------------------------------------
+    def read(self) -> BasicInfo:
+        """Connect (again) and read the card's basic data; the session remembers it."""
+        self.info = None
+        try:
+            self.card.connect()
+            self.info = self.card.read_basic()
+        except CardError:
+            self._disconnect_quietly()
+            raise
+        return self.info
+
+    def ensure_read(self) -> BasicInfo:
+        """The card's basic data, reading the card when the session has none or the card changed."""
+        if self.info is not None and self.still_present():
+            return self.info
+        return self.read()
+
+    def still_present(self) -> bool:
+        """Whether the card read earlier is still in the reader (same card identification code)."""
+        if self.info is None:
+            return False
+        try:
+            self.card.select_ssse()
+            card_id = self.card.read_item(layout.EF05, "card_id")
+        except CardError:
+            self.info = None
+            self._disconnect_quietly()
+            return False
+        return card_id.hex().upper() == self.info.card_id
+
+    def require_present(self) -> None:
+        if not self.still_present():
+            raise CardRemoved(f"the card was removed from {self.name}")
+
+    def _disconnect_quietly(self) -> None:
+        try:
+            self.card.disconnect()
+        except CardError:
+            pass
+
+    def status(self) -> dict[str, object]:
+        """Reader and card state; an idle reader is asked (a busy one answers from what the flow knows)."""
+        present = self.info is not None
+        if not self._lock.locked():
+            with self.claim("status"):
+                try:
+                    present = self.still_present() or self.read() is not None
+                except (CardError, NoCard, TransportError):
+                    present = False
+        return {
+            "reader": self.name,
+            "busy": self.busy_with is not None,
+            "busy_with": self.busy_with,
+            "card_present": present,
+            "card_no": self.info.card_number if self.info else None,
+        }
+
+    # ---- events (server-sent to front ends) ---------------------------------------------------------------
+    def publish(self, kind: str) -> None:
+        with self._event_cond:
+            self._seq += 1
+            self.events.append((self._seq, CardEvent(kind, self.name)))
+            del self.events[:-100]
+            self._event_cond.notify_all()
+
+    def wait_events(self, after: int, timeout: float) -> list[tuple[int, CardEvent]]:
+        """Events with a sequence number > `after`, waiting up to `timeout` seconds for one."""
+        with self._event_cond:
+            if not self.events or self.events[-1][0] <= after:
+                self._event_cond.wait(timeout)
+            return [(n, e) for n, e in self.events if n > after]
+
+    def watch(self) -> None:
+        """Publish insert/remove events of a PC/SC reader from a background thread (pcscd polls every 0.4 s)."""
+        from cardlib.readers.pcsc import PcscReader, watch
+
+        if not isinstance(self.reader, PcscReader) or self._watcher is not None:
+            return
+
+        def run() -> None:
+            while not self._stop.is_set():
+                try:
+                    for kind, _reader, _atr in watch([self.reader.name], timeout=1.0):
+                        if kind == "removed":
+                            self.info = None
+                        self.publish(kind)
+                except CardError:
+                    self._stop.wait(1.0)
+
+        self._watcher = threading.Thread(target=run, name=f"watch:{self.name}", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(3)
+        close = getattr(self.reader, "close", None)
+        try:
+            close() if close else self.reader.disconnect()
+        except CardError:
+            pass

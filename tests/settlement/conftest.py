@@ -1,0 +1,93 @@
+"""Store fixtures for settlement tests: every store-backed test runs on SQLite and on PostgreSQL.
+
+* `postgres` (session): a throwaway PostgreSQL server (settlement.store.pgtemp.TempCluster, fsync
+  off). Skipped when the server binaries are missing, unless REQUIRE_PG=1 (as `make test` sets):
+  then it fails with a clear message.
+* `make_store(kind)`: a fresh, empty store ("sqlite": a new file; "postgres": a new schema on the
+  session server), closed at teardown. Usable many times per test (Hypothesis examples).
+* `store`: one fresh store, parametrized over ["sqlite", "postgres"]; `ledger`: a Ledger on it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from settlement.ledger import Ledger
+from settlement.store.base import Store
+from settlement.store.pgtemp import PostgresUnavailable, TempCluster, find_bindir
+from settlement.store.sqlite import SqliteStore
+
+STORE_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[TempCluster]:
+    """A running PostgreSQL server for the whole session; stopped by PID at the end."""
+    required = os.environ.get("REQUIRE_PG", "") not in ("", "0")
+    if find_bindir() is None:
+        msg = (
+            "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin "
+            "(install the Debian 'postgresql' package, e.g. scripts/install-system-deps.sh)"
+        )
+        if required:
+            pytest.fail(f"REQUIRE_PG is set: {msg}")
+        pytest.skip(msg)
+    cluster = TempCluster(durable=False)
+    try:
+        cluster.start()
+    except PostgresUnavailable as e:
+        cluster.stop()
+        if required:
+            pytest.fail(f"REQUIRE_PG is set and PostgreSQL did not start: {e}")
+        pytest.skip(str(e))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], Store]]:
+    """Factory of fresh stores by kind; all closed at teardown."""
+    made: list[Store] = []
+
+    def make(kind: str) -> Store:
+        store: Store
+        if kind == "sqlite":
+            store = SqliteStore(tmp_path / f"ledger{len(made)}.db")
+        elif kind == "postgres":
+            cluster: TempCluster = request.getfixturevalue("postgres")
+            store = _pg_store(cluster)
+        else:
+            raise ValueError(kind)
+        made.append(store)
+        return store
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def _pg_store(cluster: TempCluster) -> Store:
+    from settlement.store.postgres import PostgresStore
+
+    return PostgresStore(cluster.new_schema(), min_size=1, max_size=20)
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store(store_kind: str, make_store: Callable[[str], Store]) -> Store:
+    """A fresh empty store, once per kind."""
+    return make_store(store_kind)
+
+
+@pytest.fixture
+def ledger(store: Store) -> Ledger:
+    """A Ledger on a fresh store, once per kind."""
+    return Ledger(store)

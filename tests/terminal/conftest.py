@@ -1,0 +1,67 @@
+"""Fixtures: the centre (HSM + settlement service on SQLite) and terminal daemons, all on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from settlement.errors import UnknownTransaction
+from sscard.stack import Centre, Counter, start_centre, start_counter
+from terminal.journal import CONFIRMED, FAILED, PENDING, REVERSED, Journal
+
+LINES = [
+    {"chrgitm_lv": "A", "det_item_fee_sumamt": 120_00},
+    {"chrgitm_lv": "B", "det_item_fee_sumamt": 80_00},
+    {"chrgitm_lv": "C", "det_item_fee_sumamt": 15_00},
+]
+
+
+@pytest.fixture
+def centre(tmp_path: Path) -> Iterator[Centre]:
+    c = start_centre(tmp_path / "centre")
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def counter(centre: Centre) -> Iterator[Counter]:
+    k = start_counter(centre)
+    yield k
+    k.stop()
+
+
+@pytest.fixture
+def api(counter: Counter) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=counter.url, headers=counter.headers(), timeout=15) as c:
+        yield c
+
+
+def agree(journal: Journal, centre: Centre, terminal_id: str = "T0001") -> dict[str, int]:
+    """Check journal and ledger agree exactly on every settlement; return counts by final state."""
+    client = centre.client(terminal_id)
+    counts = {CONFIRMED: 0, REVERSED: 0, FAILED: 0}
+    try:
+        for e in journal.all():
+            assert e.state != PENDING, f"{e.key} still pending"
+            if e.kind != "settle":
+                continue
+            try:
+                rec = client.settlement(e.key)
+            except UnknownTransaction:
+                rec = None
+            if e.state == CONFIRMED:
+                assert rec is not None and rec.status == "settled", (e.key, rec)
+                posting = client.posting(e.key)
+                assert sum(t.amount for t in posting.transfers) > 0
+            elif e.state == REVERSED:
+                assert rec is None or rec.status in ("voided", "void_before_arrival"), (e.key, rec)
+            else:
+                assert rec is None or rec.status == "void_before_arrival", (e.key, rec)
+            counts[e.state] += 1
+    finally:
+        client.close()
+    centre.engine.ledger.check_invariants()
+    return counts
