@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, TypeAdapter
@@ -58,6 +59,11 @@ def error_from(status: int, body: Any) -> SettlementError:
             err.code, err.http_status = body["code"], status
         return err
     return SettlementError(f"settlement service answered HTTP {status}", status=status)
+
+
+def _seg(value: str) -> str:
+    """One path segment, percent-encoded (ids come from cards and front ends: never trust them in a URL)."""
+    return quote(str(value), safe="")
 
 
 class SettlementClient:
@@ -124,7 +130,7 @@ class SettlementClient:
             card_no=card_no))
 
     def visit(self, mdtrt_id: str) -> Visit:
-        return self._call("GET", f"/v1/medical/visits/{mdtrt_id}", Visit)
+        return self._call("GET", f"/v1/medical/visits/{_seg(mdtrt_id)}", Visit)
 
     def presettle(self, *, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True) -> PreSettlement:
         return self._call("POST", "/v1/medical/presettle", PreSettlement,
@@ -142,7 +148,7 @@ class SettlementClient:
         return self._call("POST", "/v1/medical/void", Void, json=self._body(terminal_serial=serial, setl_id=setl_id))
 
     def settlement(self, setl_id: str) -> SettlementRecord:
-        return self._call("GET", f"/v1/medical/settlements/{setl_id}", SettlementRecord)
+        return self._call("GET", f"/v1/medical/settlements/{_seg(setl_id)}", SettlementRecord)
 
     # -- identity and persons ------------------------------------------------------------------------------
     def certify(self, *, serial: str, person_id: str, method: str, **evidence: Any) -> Certification:
@@ -151,23 +157,23 @@ class SettlementClient:
             terminal_serial=serial, person_id=person_id, method=method, **evidence))
 
     def person(self, person_id: str) -> Person:
-        return self._call("GET", f"/v1/persons/{person_id}", Person)
+        return self._call("GET", f"/v1/persons/{_seg(person_id)}", Person)
 
     def certification_status(self, person_id: str) -> CertificationStatus:
-        return self._call("GET", f"/v1/persons/{person_id}/certification", CertificationStatus)
+        return self._call("GET", f"/v1/persons/{_seg(person_id)}/certification", CertificationStatus)
 
     def accumulators(self, person_id: str, year: int | None = None) -> Accumulators:
-        return self._call("GET", f"/v1/persons/{person_id}/accumulators", Accumulators,
+        return self._call("GET", f"/v1/persons/{_seg(person_id)}/accumulators", Accumulators,
                           params={"year": year} if year else None)
 
     def person_balances(self, person_id: str) -> PersonBalances:
-        return self._call("GET", f"/v1/persons/{person_id}/balances", PersonBalances)
+        return self._call("GET", f"/v1/persons/{_seg(person_id)}/balances", PersonBalances)
 
     def audit_trail(self, person_id: str) -> list[AuditEntry]:
-        return self._call("GET", f"/v1/persons/{person_id}/audit", list[AuditEntry])
+        return self._call("GET", f"/v1/persons/{_seg(person_id)}/audit", list[AuditEntry])
 
     def report_death(self, person_id: str, death_date: dt.date, source: str = "") -> Person:
-        return self._call("POST", f"/v1/persons/{person_id}/death-report", Person,
+        return self._call("POST", f"/v1/persons/{_seg(person_id)}/death-report", Person,
                           json=self._body(death_date=death_date, source=source))
 
     # -- pensions ------------------------------------------------------------------------------------------
@@ -179,11 +185,11 @@ class SettlementClient:
         return self._call("POST", "/v1/pension/issue", IssueBatch, json={"region": region, "month": month})
 
     def pensioner(self, person_id: str) -> Pensioner:
-        return self._call("GET", f"/v1/pension/pensioners/{person_id}", Pensioner)
+        return self._call("GET", f"/v1/pension/pensioners/{_seg(person_id)}", Pensioner)
 
     # -- ledger and supervision ----------------------------------------------------------------------------
     def posting(self, key: str) -> PostingOut:
-        return self._call("GET", f"/v1/postings/{key}", PostingOut)
+        return self._call("GET", f"/v1/postings/{_seg(key)}", PostingOut)
 
     def balances(self, codes: list[str]) -> dict[str, int]:
         return self._call("GET", "/v1/balances", dict[str, dict[str, int]], params={"code": codes})["balances"]

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -31,6 +31,8 @@ from terminal.flows import Terminal
 from terminal.journal import JournalError, business_day_today
 from terminal.session import SessionError
 
+Ident = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$",
+                             description="an id the centre gave (mdtrt_id, setl_id) or a transaction key")]
 ReaderName = Annotated[str | None, Field(None, description="reader name; default: the counter's user-card reader")]
 Pin = Annotated[SecretStr, Field(description="the holder's PIN (6 digits), typed at the counter's PIN pad")]
 
@@ -246,19 +248,19 @@ def create_app(t: Terminal) -> FastAPI:
         return t.register_visit(body.reader, body.care)
 
     @app.post("/v1/visits/{mdtrt_id}/presettle", tags=["visit"], dependencies=[Auth], responses=ERRORS)
-    def presettle(mdtrt_id: Annotated[str, Field(max_length=128)], body: PreSettleIn) -> dict[str, Any]:
+    def presettle(mdtrt_id: Ident, body: PreSettleIn) -> dict[str, Any]:
         """Pre-settle (2206): the split the patient would pay; nothing is posted."""
         return t.presettle(mdtrt_id, body.lines, body.use_account)
 
     @app.post("/v1/visits/{mdtrt_id}/settle", tags=["visit"], dependencies=[Auth], responses=ERRORS,
               response_model=Receipt)
-    def settle(mdtrt_id: Annotated[str, Field(max_length=128)], body: SettleIn) -> dict[str, Any]:
+    def settle(mdtrt_id: Ident, body: SettleIn) -> dict[str, Any]:
         """Settle (2207) with the holder's PIN; the transaction record is then written to the card."""
         return t.settle(body.reader, mdtrt_id, body.lines, body.pin.get_secret_value(), body.use_account)
 
     @app.post("/v1/settlements/{setl_id}/refund", tags=["visit"], dependencies=[Auth], responses=ERRORS,
               response_model=Receipt)
-    def refund(setl_id: Annotated[str, Field(max_length=128)], body: RefundIn) -> dict[str, Any]:
+    def refund(setl_id: Ident, body: RefundIn) -> dict[str, Any]:
         """Refund all or part of a settlement (linked to it, never more than was paid)."""
         return t.refund(None, setl_id, body.amount)
 
@@ -283,7 +285,7 @@ def create_app(t: Terminal) -> FastAPI:
     # ---- receipts and history ---------------------------------------------------------------------------
     @app.get("/v1/receipts/{key}", tags=["history"], dependencies=[Auth], responses=ERRORS,
              response_model=Receipt)
-    def receipt(key: Annotated[str, Field(max_length=128)],
+    def receipt(key: Ident,
                 format: Literal["json", "text"] = "json") -> Any:  # noqa: A002 - the query parameter's name
         """A transaction's receipt, as JSON or as printable text (`format=text`)."""
         r = t.receipt(t.journal.get(key))

@@ -72,7 +72,12 @@ def recover(t: Terminal) -> RecoveryReport:
                     v = t.reverse(e, "interrupted before the centre applied it (recovered after restart)")
                     (rep.reversed if v.state != PENDING else rep.still_pending).append(e.key)
                     continue
-                t.journal.confirm(e.key, record.model_dump(mode="json"))
+                if record.status != "settled":  # voided at the centre already: undone
+                    t.journal.mark_reversed(e.key, f"found {record.status} at the centre by recovery")
+                    rep.reversed.append(e.key)
+                    continue
+                settlement = t.centre.posting(e.key).payload.get("result", record.model_dump(mode="json"))
+                t.journal.confirm(e.key, settlement)
                 t.journal.set_reason(e.key, "confirmed by recovery: the centre had applied it")
                 rep.confirmed.append(e.key)
             else:
