@@ -65,6 +65,14 @@ class Terminal:
     in_flight: set[str] = field(default_factory=set)  # keys a live flow is working on: recovery leaves them
 
     # ---- plumbing -------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        for s in self.sessions.values():
+            metrics.instrument(s.reader, "card")
+        metrics.instrument(self.centre, "centre")
+        metrics.instrument(self.journal, "journal")
+        if self.security is not None:
+            metrics.instrument(self.security, "security")
+
     def session(self, reader: str | None) -> ReaderSession:
         if reader is None:
             return next(iter(self.sessions.values()))

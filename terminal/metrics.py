@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -20,3 +22,36 @@ reader_errors = Counter(
     "sscard_terminal_reader_errors", "Card and reader errors by reader and type", ["reader", "error"],
     registry=REGISTRY,
 )
+
+time_spent = Counter(
+    "sscard_terminal_time_spent_seconds", "Time spent in card I/O, the centre, the security module and the journal",
+    ["part"], registry=REGISTRY,
+)
+
+#: what `instrument()` times on each part of a terminal
+PARTS = {
+    "card": ("transmit",),
+    "centre": ("visit", "settle", "register_visit", "refund", "void", "settlement", "posting", "certify",
+               "collect_pension", "presettle"),
+    "security": ("external_auth_cryptogram", "verify_internal_auth", "command_mac", "terminal_random"),
+    "journal": ("begin", "confirm", "fail", "set_card_record", "mark_reversed"),
+}
+
+
+def instrument(obj: object, part: str) -> None:
+    """Count the time spent in `obj`'s methods of `part` (instance attributes wrap the bound methods, so
+    the object keeps its type)."""
+    counter = time_spent.labels(part)
+    for name in PARTS[part]:
+        fn = getattr(obj, name, None)
+        if fn is None:
+            continue
+
+        def timed(*args, _fn=fn, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return _fn(*args, **kwargs)
+            finally:
+                counter.inc(time.perf_counter() - t0)
+
+        setattr(obj, name, timed)

@@ -1,0 +1,16 @@
+"""`make demo` runs its whole job: identity check, visit with refund, pension collection, receipts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_demo_runs_the_main_job(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sscard.demo", "--no-wait", "--workdir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    for expected in ("identity check", "verified=True", "settle T0001:", "refund T0001:", "pension_collect T0001:",
+                     "card record     written", "API docs: http://127.0.0.1:"):
+        assert expected in text, expected
