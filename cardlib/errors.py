@@ -25,7 +25,12 @@ class NoCard(TransportError):
 
 
 class CardRemoved(TransportError):
-    """The card was pulled (or went silent) during a session: PC/SC 0x80100016 and 0x80100069 both land here."""
+    """The card was pulled (or went silent) during a session: PC/SC 0x80100016 and 0x80100069 both land here.
+    `pcsc_code` keeps the PC/SC return code when there was one."""
+
+    def __init__(self, message: str, pcsc_code: int | None = None) -> None:
+        super().__init__(message)
+        self.pcsc_code = pcsc_code
 
 
 class CardTimeout(TransportError):

@@ -180,9 +180,12 @@ def create_app(t: Terminal) -> FastAPI:
 
     @app.middleware("http")
     async def _count(request: Request, call_next):
+        t0 = time.perf_counter()
         response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
+        path = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        if path != "/v1/readers/events":
+            metrics.latency.labels(path).observe(time.perf_counter() - t0)
         return response
 
     # ---- service --------------------------------------------------------------------------------------

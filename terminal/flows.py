@@ -20,7 +20,6 @@ import datetime as dt
 import os
 import random
 import signal
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +130,7 @@ class Terminal:
             raise from_settlement_error(e) from e
         except SettlementError as e:
             self.journal.fail(entry.key, e.to_dict())
+            metrics.transactions.labels(entry.kind, "failed").inc()
             raise from_settlement_error(e) from e
         crashpoint(f"{entry.kind}.answered")
         self.journal.confirm(entry.key, result.model_dump(mode="json"), amount_of(result) if amount_of else None)
@@ -149,6 +149,7 @@ class Terminal:
             "void", {"setl_id": entry.key}, original_key=entry.key, person_id=entry.person_id,
             card_no=entry.card_no, amount=entry.amount)
         self.journal.set_reason(entry.key, reason)
+        metrics.transactions.labels(entry.kind, "reversed").inc()
         return self.forward_void(void)
 
     def forward_void(self, void: Entry) -> Entry:
@@ -214,7 +215,6 @@ class Terminal:
 
     def settle(self, reader: str | None, mdtrt_id: str, lines: list[FeeLineIn], pin: str,
                use_account: bool) -> dict[str, Any]:
-        t0 = time.perf_counter()
         s = self.session(reader)
         with s.claim("settle"):
             try:
@@ -234,7 +234,6 @@ class Terminal:
                 serial=serial, mdtrt_id=mdtrt_id, lines=lines, use_account=use_account), reverse_on_unknown=True)
             metrics.transactions.labels("settle", "confirmed").inc()
             outcome = self.write_card_record(s, entry, "settle", result.breakdown.model_dump())
-        metrics.latency.labels("settle").observe(time.perf_counter() - t0)
         return self.receipt(self.journal.get(entry.key)) | {"card_record": outcome}
 
     def refund(self, reader: str | None, setl_id: str, amount: int | None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ transactions = Counter(
     "sscard_terminal_transactions", "Transactions by kind and outcome", ["kind", "outcome"], registry=REGISTRY
 )
 latency = Histogram(
-    "sscard_terminal_flow_seconds", "Latency of a whole flow, by kind", ["kind"], registry=REGISTRY,
+    "sscard_terminal_request_seconds", "Latency of API requests, by route", ["route"], registry=REGISTRY,
     buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 requests = Counter(

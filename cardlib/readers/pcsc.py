@@ -154,7 +154,7 @@ class PcscReader(Reader):
     def _raise(self, rv: int, what: str) -> None:
         code = _u32(rv)
         if code in REMOVED_CODES:
-            raise CardRemoved(f"card removed from {self.name} ({what}): {_message(rv)}")
+            raise CardRemoved(f"card removed from {self.name} ({what}): {_message(rv)}", code)
         if code in SERVICE_CODES:
             raise ServiceUnavailable(f"PC/SC service went away ({what}): {_message(rv)}")
         if code == 0x8010000A:  # SCARD_E_TIMEOUT

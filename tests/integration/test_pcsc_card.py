@@ -105,8 +105,9 @@ def test_card_pulled_mid_command_then_removed(slots):
         with pytest.raises(CardRemoved):
             card.read_basic()
         time.sleep(0.6)  # pcscd's presence poll (400 ms) has now seen the card gone: SCARD_W_REMOVED_CARD
-        with pytest.raises(CardRemoved):
+        with pytest.raises(CardRemoved) as e:
             reader.transmit(b"\x00\xa4\x04\x00\x00")
+        assert e.value.pcsc_code == 0x80100069
         assert reader.wait_for_removal(2.0)
         with pytest.raises(NoCard):
             reader.connect()
@@ -126,9 +127,10 @@ def test_card_removed_between_commands_and_reinserted(slots):
     try:
         card = SocialSecurityCard(reader)
         card.read_basic()
-        s0.link.remove()
-        with pytest.raises(CardRemoved):
+        s0.link.remove()  # pcscd has not polled yet: the next transmit fails as "transaction failed"
+        with pytest.raises(CardRemoved) as e:
             card.read_basic()
+        assert e.value.pcsc_code == 0x80100016
     finally:
         reader.close()
         s0.ensure_inserted()
