@@ -100,6 +100,26 @@ def _read_pin(prompt: str, from_stdin: bool) -> str:
     return typer.prompt(prompt, hide_input=True)
 
 
+@contextmanager
+def pin_session(reader: str | None) -> Iterator[SocialSecurityCard]:
+    """The card in `reader` for a PIN command: wrong/blocked PIN exit 1 with the tries left, other errors 2."""
+    with card_errors():
+        r = open_reader(reader)
+        try:
+            yield SocialSecurityCard(r)
+        except PinWrong as e:
+            err.print(f"[red]wrong PIN[/red]: {e.tries_left} tries left")
+            raise typer.Exit(1) from None
+        except PinBlocked:
+            err.print("[red]PIN blocked[/red]: the card needs unblocking at a service hall")
+            raise typer.Exit(1) from None
+        except ValueError as e:  # not 4-12 digits: refused before the card sees it
+            err.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2) from None
+        finally:
+            _close(r)
+
+
 @app.command("verify-pin")
 def verify_pin(
     reader: str = typer.Option(None, "--reader", "-r", help=READER_HELP),
@@ -107,21 +127,8 @@ def verify_pin(
 ) -> None:
     """Verify the holder's PIN; prints the tries left on a wrong PIN (exit 1)."""
     pin = _read_pin("PIN", pin_stdin)
-    with card_errors():
-        r = open_reader(reader)
-        try:
-            SocialSecurityCard(r).verify_pin(pin)
-        except PinWrong as e:
-            err.print(f"[red]wrong PIN[/red]: {e.tries_left} tries left")
-            raise typer.Exit(1) from None
-        except PinBlocked:
-            err.print("[red]PIN blocked[/red]: the card needs unblocking at a service hall")
-            raise typer.Exit(1) from None
-        except ValueError as e:
-            err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2) from None
-        finally:
-            _close(r)
+    with pin_session(reader) as card:
+        card.verify_pin(pin)
     console.print("PIN ok")
 
 
@@ -133,19 +140,6 @@ def change_pin(
     """Change the holder's PIN."""
     old = _read_pin("Old PIN", pin_stdin)
     new = _read_pin("New PIN", pin_stdin)
-    with card_errors():
-        r = open_reader(reader)
-        try:
-            SocialSecurityCard(r).change_pin(old, new)
-        except PinWrong as e:
-            err.print(f"[red]wrong PIN[/red]: {e.tries_left} tries left")
-            raise typer.Exit(1) from None
-        except PinBlocked:
-            err.print("[red]PIN blocked[/red]")
-            raise typer.Exit(1) from None
-        except ValueError as e:
-            err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2) from None
-        finally:
-            _close(r)
+    with pin_session(reader) as card:
+        card.change_pin(old, new)
     console.print("PIN changed")

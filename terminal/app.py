@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from cardlib.errors import CardError
-from settlement.api_models import FeeLineIn
+from settlement.api_models import ErrorBody, FeeLineIn
 from settlement.errors import SettlementError
 from settlement.money import yuan
 from terminal import metrics
@@ -39,12 +39,6 @@ Pin = Annotated[SecretStr, Field(description="the holder's PIN (6 digits), typed
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class ErrorBody(BaseModel):
-    code: str = Field(examples=["PIN_WRONG"])
-    message: str
-    details: dict[str, Any] = {}
 
 
 class IdentityCheckIn(_In):

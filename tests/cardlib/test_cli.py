@@ -1,0 +1,46 @@
+"""The card commands against a simulated serial reader (no PC/SC needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from sim.personalize import issue_sample
+from sim.serial_reader import SerialReaderServer
+from sscard.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def reader():
+    srv = SerialReaderServer(issue_sample("zhang_san")).start()
+    yield srv
+    srv.stop()
+
+
+def test_card_read_json_and_national(reader):
+    out = runner.invoke(app, ["card", "read", "--reader", f"serial:{reader.url}", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["name"] == "张三"
+    out = runner.invoke(app, ["card", "read", "--reader", f"serial:{reader.url}", "--national"])
+    assert out.output.startswith("110100|110105198001010016|B10238475|")
+
+
+def test_verify_and_change_pin(reader):
+    r = f"serial:{reader.url}"
+    out = runner.invoke(app, ["card", "verify-pin", "--reader", r, "--pin-stdin"], input="000000\n")
+    assert out.exit_code == 1 and "2 tries left" in out.output
+    out = runner.invoke(app, ["card", "change-pin", "--reader", r, "--pin-stdin"], input="123456\n987654\n")
+    assert out.exit_code == 0 and "PIN changed" in out.output
+    out = runner.invoke(app, ["card", "verify-pin", "--reader", r, "--pin-stdin"], input="987654\n")
+    assert out.exit_code == 0 and "PIN ok" in out.output
+    out = runner.invoke(app, ["card", "verify-pin", "--reader", r, "--pin-stdin"], input="12x\n")
+    assert out.exit_code == 2
+
+
+def test_unreachable_reader_is_one_line_and_exit_2():
+    out = runner.invoke(app, ["card", "read", "--reader", "serial:socket://127.0.0.1:1"])
+    assert out.exit_code == 2 and "TransportError" in out.output
