@@ -29,7 +29,13 @@ accumulators) use one of:
   * `ledger.post_with(key, build, request_hash=...)`: `build(tx) -> Draft` runs only if the key is
     new, inside the unit, after the key is claimed (so it may read-modify-write accumulators and
     compute the transfers from them; a retry with the same key never runs `build` twice);
-  * `with ledger.transaction() as tx:` ... `ledger.post(...)` ...: one unit for several steps.
+  * `with ledger.transaction() as tx:` ... `ledger.post(...)` ...: one unit for several steps
+    (inside it, `post` of an existing key returns the first posting with `replayed=True` and the
+    caller's other writes still commit: check `replayed`, or prefer `post_with`).
+
+Tables (ledger_accounts, ledger_postings, ledger_transfers; see `schema()`) belong to the ledger;
+other modules may read them. Plain posts (no links_to, no extra) from concurrent callers are
+applied as one batch by `_post_many` (one pass of SQL per group commit); the rest run one by one.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from settlement.errors import (
@@ -112,16 +118,22 @@ class Transfer:
     memo: str = ""
 
     def __post_init__(self) -> None:
-        a = self.amount
-        if type(a) is not int or a <= 0:
+        a, d, c = self.amount, self.debit, self.credit
+        if type(a) is not int or a <= 0 or a > MAX_AMOUNT:
             fen(a, allow_zero=False, field="amount")  # raises InvalidAmount for bool/float/str/<=0
-        if a > MAX_AMOUNT:
             raise InvalidAmount(f"amount {a} exceeds the maximum of {MAX_AMOUNT} fen", field="amount")
-        _check_code(self.debit, "debit")
-        _check_code(self.credit, "credit")
-        if self.debit == self.credit:
-            raise InvalidRequest(f"transfer debits and credits the same account {self.debit!r}")
-        if type(self.memo) is not str:
+        if (
+            type(d) is not str
+            or type(c) is not str
+            or not 0 < len(d) <= MAX_CODE_LENGTH
+            or not 0 < len(c) <= MAX_CODE_LENGTH
+            or d == c
+            or type(self.memo) is not str
+        ):
+            _check_code(d, "debit")
+            _check_code(c, "credit")
+            if d == c:
+                raise InvalidRequest(f"transfer debits and credits the same account {d!r}")
             raise InvalidRequest("memo must be a string")
 
 
@@ -163,9 +175,11 @@ _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 
 def fingerprint(kind: str, transfers: Sequence[Transfer], links_to: str | None) -> str:
     """The default request fingerprint: kind, links_to and the transfers (not the payload)."""
-    # ascii() of str/int/None tuples is unambiguous and stable across Python versions
-    body = ascii((kind, links_to, tuple((t.debit, t.credit, t.amount, t.memo) for t in transfers)))
-    return hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
+    # fields joined by the ASCII unit separator (a collision needs that character in a code or memo)
+    parts = [kind, links_to or ""]
+    for t in transfers:
+        parts += (t.debit, t.credit, str(t.amount), t.memo)
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
 _second: tuple[int, str] = (0, "")
@@ -245,13 +259,13 @@ def schema(dialect: str) -> list[str]:
         )""",
         "CREATE INDEX IF NOT EXISTS ledger_postings_links_to ON ledger_postings (links_to)",
         f"""CREATE TABLE IF NOT EXISTS ledger_transfers (
-            posting_key TEXT NOT NULL REFERENCES ledger_postings (key),
+            posting_seq BIGINT NOT NULL REFERENCES ledger_postings (seq),
             idx INTEGER NOT NULL,
             debit TEXT NOT NULL REFERENCES ledger_accounts (code),
             credit TEXT NOT NULL REFERENCES ledger_accounts (code),
             amount BIGINT NOT NULL CHECK (amount > 0),
             memo TEXT NOT NULL,
-            PRIMARY KEY (posting_key, idx),
+            PRIMARY KEY (posting_seq, idx),
             CHECK (debit <> credit)
         ){without_rowid}""",
     ]
@@ -259,13 +273,14 @@ def schema(dialect: str) -> list[str]:
 
 _CLAIM = (
     "INSERT INTO ledger_postings (key, kind, payload, request_hash, created_at, status)"
-    " VALUES (?, ?, ?, ?, ?, 'posted') ON CONFLICT (key) DO NOTHING"
+    " VALUES (?, ?, ?, ?, ?, 'posted') ON CONFLICT (key) DO NOTHING RETURNING seq"
 )
 # Multi-row statements: one statement (one sqlite3_step, one round trip) per up to _ROWS rows.
 _ROWS = 64
-_INSERT_HEAD = "INSERT INTO ledger_postings (key, kind, payload, request_hash, created_at, status) VALUES "
-_INSERT_ROW = "(?, ?, ?, ?, ?, 'posted')"
-_JOURNAL_HEAD = "INSERT INTO ledger_transfers (posting_key, idx, debit, credit, amount, memo) VALUES "
+_CLAIM_HEAD = "INSERT INTO ledger_postings (key, kind, payload, request_hash, created_at, status) VALUES "
+_CLAIM_ROW = "(?, ?, ?, ?, ?, 'posted')"
+_CLAIM_TAIL = " ON CONFLICT (key) DO NOTHING RETURNING key, seq"
+_JOURNAL_HEAD = "INSERT INTO ledger_transfers (posting_seq, idx, debit, credit, amount, memo) VALUES "
 _JOURNAL_ROW = "(?, ?, ?, ?, ?, ?)"
 _APPLY_HEAD = (
     "UPDATE ledger_accounts SET debits_posted = debits_posted + v.column2,"
@@ -415,13 +430,14 @@ class Ledger:
             raise InvalidRequest("request_hash must be a string")
         created = _now()
         if links_to is None and extra is None:  # the hot path: concurrent posts share one commit and SQL
-            req = _PostReq(key, kind, ts, payload_json, rhash, created, _deltas(ts))
+            req = _post_req(key, kind, ts, payload, payload_json, rhash, created)
             return self.store.run_batched(self._post_many, req)  # type: ignore[no-any-return]
 
         def unit(tx: Tx) -> Posting:
-            if tx.execute(_CLAIM, (key, kind, payload_json, rhash, created)) == 0:
+            seq = _claim(tx, key, kind, payload_json, rhash, created)
+            if seq is None:
                 return self._replay(tx, key, rhash)
-            return self._apply(tx, key, kind, ts, links_to, payload_json, created, rhash, extra)
+            return self._apply(tx, seq, key, kind, ts, links_to, payload_json, created, rhash, extra)
 
         return self.store.run(unit)
 
@@ -439,7 +455,8 @@ class Ledger:
         created = _now()
 
         def unit(tx: Tx) -> Posting:
-            if tx.execute(_CLAIM, (key, _PENDING, "{}", request_hash, created)) == 0:
+            seq = _claim(tx, key, _PENDING, "{}", request_hash, created)
+            if seq is None:
                 return self._replay(tx, key, request_hash)
             draft = build(tx)
             if type(draft) is not Draft:
@@ -454,7 +471,9 @@ class Ledger:
             tx.execute(
                 "UPDATE ledger_postings SET kind = ?, payload = ? WHERE key = ?", (kind, payload_json, key)
             )
-            return self._apply(tx, key, kind, ts, draft.links_to, payload_json, created, request_hash, None)
+            return self._apply(
+                tx, seq, key, kind, ts, draft.links_to, payload_json, created, request_hash, None
+            )
 
         return self.store.run(unit)
 
@@ -473,7 +492,8 @@ class Ledger:
         created = _now()
 
         def unit(tx: Tx) -> Posting:
-            if tx.execute(_CLAIM, (key, REVERSAL, payload_json, rhash, created)) == 0:
+            seq = _claim(tx, key, REVERSAL, payload_json, rhash, created)
+            if seq is None:
                 return self._replay(tx, key, rhash)
             original, remaining = self._lock_original(tx, original_key)
             ts: list[Transfer] = []
@@ -487,7 +507,17 @@ class Ledger:
                 raise AlreadyReversed(f"posting {original_key!r} was fully refunded", key=original_key)
             tx.execute("UPDATE ledger_postings SET status = 'reversed' WHERE key = ?", (original_key,))
             return self._apply(
-                tx, key, REVERSAL, tuple(ts), original_key, payload_json, created, rhash, None, checked=True
+                tx,
+                seq,
+                key,
+                REVERSAL,
+                tuple(ts),
+                original_key,
+                payload_json,
+                created,
+                rhash,
+                None,
+                checked=True,
             )
 
         return self.store.run(unit)
@@ -525,7 +555,11 @@ class Ledger:
         return self.store.read(q)
 
     def postings(self, *, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, Posting]]:
-        """(seq, posting) in commit order after `after_seq`: for reconciliation and exports."""
+        """(seq, posting) after `after_seq`, in seq order: for reconciliation and exports.
+
+        seq is insertion order; on SQLite that is commit order. On PostgreSQL a lower seq may commit
+        after a higher one, so a reader paging by seq must first lock out writers (as reconcile does)
+        or re-read a margin."""
 
         def q(tx: Tx) -> list[tuple[int, Posting]]:
             rows = tx.rows(
@@ -540,73 +574,90 @@ class Ledger:
     def _post_many(self, tx: Tx, reqs: list[_PostReq]) -> list[Posting | Exception]:
         """Apply plain posts handed over together by the store; one result per request, in order.
 
-        One request: claim the key first (so concurrent servers serialise on it) and raise on error.
-        Several (single-writer store only): decide every request in Python against running balances,
-        then write all successful ones with three statements; a failed request gets its exception as
-        its result and writes nothing. Any unexpected database error raises, and the store then
-        retries the requests one by one.
+        One request: claim the key, check, apply; raise on error (the store undoes the unit).
+        Several: claim all keys with one statement, read (on a server: lock in code order) the
+        accounts to check, decide every request in Python against running balances, then delete the
+        refused requests' claims and write the rest with two statements. A refused request gets its
+        exception as its result and keeps nothing. Anything unexpected raises, and the store then
+        runs the requests one by one.
         """
         if len(reqs) == 1:
             r = reqs[0]
-            if tx.execute(_CLAIM, (r.key, r.kind, r.payload_json, r.rhash, r.created)) == 0:
+            seq = _claim(tx, r.key, r.kind, r.payload_json, r.rhash, r.created)
+            if seq is None:
                 return [self._replay(tx, r.key, r.rhash)]
-            return [self._apply(tx, r.key, r.kind, r.ts, None, r.payload_json, r.created, r.rhash, None, r.deltas)]
-        keys = list(dict.fromkeys(r.key for r in reqs))
-        existing = {
-            k for (k,) in tx.rows(f"SELECT key FROM ledger_postings WHERE key IN ({_marks(len(keys))})", keys)
-        }
+            return [
+                self._apply(
+                    tx, seq, r.key, r.kind, r.ts, None, r.payload_json, r.created, r.rhash, None, r.deltas
+                )
+            ]
+        if len({r.key for r in reqs}) != len(reqs):
+            raise _OneByOne("the same key twice in one batch")  # rare: let the store run them in order
+        # 1. claim every key in one statement (in key order: a global lock order on a server);
+        #    a key not returned was posted before, and its request is a repeat
+        claimed: dict[str, int] = {}
+        flat: list[Any] = []
+        for r in sorted(reqs, key=lambda r: r.key):
+            flat += r.claim
+        for i in range(0, len(flat), _ROWS * 5):
+            chunk = flat[i : i + _ROWS * 5]
+            for k, seq in tx.rows(_values_sql(_CLAIM_HEAD, _CLAIM_ROW, len(chunk) // 5, _CLAIM_TAIL), chunk):
+                claimed[k] = int(seq)
+        # 2. read (on a server: lock, in code order) the accounts whose balance must be checked
         cache = self._may_go_negative
-        need = {
-            c
-            for r in reqs
-            for c, (d, cr) in r.deltas.items()
-            if (m := cache.get(c)) is None or (not m and d > cr)
-        }
-        running: dict[str, list[Any]] = {}  # code -> [may_go_negative, balance as of this request]
+        need: set[str] = set()
+        for r in reqs:
+            if r.key in claimed:
+                for c in r.deltas:
+                    if c not in cache:
+                        need.add(c)
+                for c in r.debited:
+                    if cache.get(c) is False:
+                        need.add(c)
+        running: dict[str, int] = {}  # balance as of the request being decided, for accounts to check
         if need:
-            codes = sorted(need)
+            codes = sorted({c for r in reqs if r.key in claimed for c in r.deltas} if tx.for_update else need)
+            found = set()
             for c, m, b in tx.rows(
                 "SELECT code, may_go_negative, credits_posted - debits_posted FROM ledger_accounts"
-                f" WHERE code IN ({_marks(len(codes))})",
+                f" WHERE code IN ({_marks(len(codes))}) ORDER BY code{tx.for_update}",
                 codes,
             ):
-                running[c] = [bool(m), int(b)]
+                found.add(c)
                 cache[c] = bool(m)
+                if not m:
+                    running[c] = int(b)
             for c in codes:
-                if c not in running:
-                    cache.pop(c, None)
+                if c not in found:
+                    cache.pop(c, None)  # unknown account
+        # 3. decide each request, in arrival order, against the running balances
         results: list[Posting | Exception | None] = [None] * len(reqs)
-        first: dict[str, int] = {}
         new: list[_PostReq] = []
+        refused: list[int] = []
         for i, r in enumerate(reqs):
-            if r.key in existing:
-                continue
-            j = first.get(r.key)
-            if j is not None:  # the same key twice in one batch: the second is a repeat
-                p = results[j]
-                assert isinstance(p, Posting)
-                results[i] = (
-                    _replayed(p)
-                    if r.rhash == p.request_hash
-                    else IdempotencyConflict(f"key {r.key!r} was already used for a different request", key=r.key)
-                )
-                continue
+            if r.key not in claimed:
+                continue  # answered below, as a repeat
             err = _overdraft(r, running, cache)
             if err is not None:
                 results[i] = err
+                refused.append(claimed[r.key])
                 continue
-            for c, (d, cr) in r.deltas.items():
-                acc = running.get(c)
-                if acc is not None:
-                    acc[1] += cr - d
-            first[r.key] = i
+            if running:
+                for c, (d, cr) in r.deltas.items():
+                    if c in running:
+                        running[c] += cr - d
             new.append(r)
-            results[i] = Posting(r.key, r.kind, r.ts, None, json.loads(r.payload_json), r.created, POSTED, r.rhash)
+            results[i] = r.posting
+        # 4. write: drop refused claims, move the money, journal the transfers
+        if refused:
+            tx.execute(f"DELETE FROM ledger_postings WHERE seq IN ({_marks(len(refused))})", refused)
         if new:
-            rows = [(r.key, r.kind, r.payload_json, r.rhash, r.created) for r in new]
-            _write_rows(tx, _INSERT_HEAD, _INSERT_ROW, rows)
+            journal: list[Any] = []
             total: dict[str, list[int]] = {}
             for r in new:
+                jr = r.journal
+                jr[0::6] = [claimed[r.key]] * len(r.ts)
+                journal += jr
                 for c, (d, cr) in r.deltas.items():
                     a = total.get(c)
                     if a is None:
@@ -616,9 +667,9 @@ class Ledger:
                         a[1] += cr
             if not _apply_totals(tx, total):
                 raise InvalidState("an account vanished during a batch")  # the store retries one by one
-            _journal(tx, [(r.key, i, t.debit, t.credit, t.amount, t.memo) for r in new for i, t in enumerate(r.ts)])
+            _write_flat(tx, _JOURNAL_HEAD, _JOURNAL_ROW, 6, journal)
         for i, r in enumerate(reqs):
-            if r.key in existing:
+            if results[i] is None:  # posted before this batch
                 try:
                     results[i] = self._replay(tx, r.key, r.rhash)
                 except IdempotencyConflict as e:
@@ -628,6 +679,7 @@ class Ledger:
     def _apply(
         self,
         tx: Tx,
+        seq: int,
         key: str,
         kind: str,
         ts: tuple[Transfer, ...],
@@ -656,7 +708,7 @@ class Ledger:
         if not _apply_totals(tx, deltas):
             self._check_funds(tx, codes, deltas)  # raises UnknownAccount (cache was stale)
             raise InvalidState("accounts changed during the posting")  # pragma: no cover
-        _journal(tx, [(key, i, t.debit, t.credit, t.amount, t.memo) for i, t in enumerate(ts)])
+        _journal(tx, [(seq, i, t.debit, t.credit, t.amount, t.memo) for i, t in enumerate(ts)])
         posting = Posting(key, kind, ts, links_to, json.loads(payload_json), created, POSTED, rhash)
         if extra is not None:
             extra(tx, posting)
@@ -721,7 +773,7 @@ class Ledger:
     def _refunded(tx: Tx, original_key: str) -> dict[tuple[str, str], int]:
         rows = tx.rows(
             "SELECT t.credit, t.debit, SUM(t.amount) FROM ledger_transfers t"
-            " JOIN ledger_postings p ON p.key = t.posting_key WHERE p.links_to = ?"
+            " JOIN ledger_postings p ON p.seq = t.posting_seq WHERE p.links_to = ?"
             " GROUP BY t.credit, t.debit",
             (original_key,),
         )
@@ -737,18 +789,18 @@ class Ledger:
     @staticmethod
     def _load(tx: Tx, key: str) -> Posting | None:
         rows = tx.rows(
-            "SELECT kind, links_to, payload, created_at, status, request_hash"
+            "SELECT seq, kind, links_to, payload, created_at, status, request_hash"
             " FROM ledger_postings WHERE key = ?",
             (key,),
         )
         if not rows:
             return None
-        kind, links_to, payload, created, status, rhash = rows[0]
+        seq, kind, links_to, payload, created, status, rhash = rows[0]
         ts = tuple(
             Transfer(d, c, int(a), m)
             for d, c, a, m in tx.rows(
-                "SELECT debit, credit, amount, memo FROM ledger_transfers WHERE posting_key = ? ORDER BY idx",
-                (key,),
+                "SELECT debit, credit, amount, memo FROM ledger_transfers WHERE posting_seq = ? ORDER BY idx",
+                (seq,),
             )
         )
         return Posting(key, kind, ts, links_to, json.loads(payload), created, status, rhash)
@@ -759,9 +811,14 @@ class Ledger:
         self.store.read(_check_all)
 
 
+class _OneByOne(Exception):
+    """Raised by a batch handler to have the store run the batch's requests one at a time."""
+
+
 @dataclass(slots=True)
 class _PostReq:
-    """A validated plain post on its way to the store."""
+    """A validated plain post on its way to the store, with everything the writer needs precomputed
+    by the caller's thread (the writer thread is the bottleneck; callers run while it waits on I/O)."""
 
     key: str
     kind: str
@@ -769,7 +826,45 @@ class _PostReq:
     payload_json: str
     rhash: str
     created: str
-    deltas: dict[str, list[int]]
+    deltas: dict[str, list[int]]  # account -> [debited, credited]
+    debited: tuple[str, ...]  # accounts whose balance the posting lowers
+    posting: Posting  # the answer if it is posted
+    claim: list[Any]  # ledger_postings values for the claim
+    journal: list[Any]  # ledger_transfers values, flat, six per transfer, seq first (set by the writer)
+
+
+_SCALARS = (str, int, bool, type(None))
+
+
+def _post_req(
+    key: str,
+    kind: str,
+    ts: tuple[Transfer, ...],
+    payload: dict[str, Any] | None,
+    payload_json: str,
+    rhash: str,
+    created: str,
+) -> _PostReq:
+    deltas = _deltas(ts)
+    if not payload:
+        payload = {}
+    elif all(type(k) is str and type(v) in _SCALARS for k, v in payload.items()):
+        payload = dict(payload)  # what json.loads(payload_json) would give, for less
+    else:
+        payload = json.loads(payload_json)
+    return _PostReq(
+        key,
+        kind,
+        ts,
+        payload_json,
+        rhash,
+        created,
+        deltas,
+        tuple(c for c, (d, cr) in deltas.items() if d > cr),
+        Posting(key, kind, ts, None, payload, created, POSTED, rhash),
+        [key, kind, payload_json, rhash, created],
+        [x for i, t in enumerate(ts) for x in (0, i, t.debit, t.credit, t.amount, t.memo)],
+    )
 
 
 def _deltas(ts: Iterable[Transfer]) -> dict[str, list[int]]:
@@ -787,31 +882,36 @@ def _deltas(ts: Iterable[Transfer]) -> dict[str, list[int]]:
     return out
 
 
-def _overdraft(r: _PostReq, running: dict[str, list[Any]], cache: dict[str, bool]) -> Exception | None:
+def _overdraft(r: _PostReq, running: dict[str, int], cache: dict[str, bool]) -> Exception | None:
     """The error that posting `r` now would raise (unknown account, overdraft), or None."""
-    for c, (d, cr) in r.deltas.items():
-        acc = running.get(c)
-        if acc is None:
-            if c not in cache:
-                return UnknownAccount(f"no account {c!r}", account=c)
-            continue
-        mgn, bal = acc
-        if not mgn and bal - d + cr < 0:
-            return InsufficientFunds(
-                f"account {c!r} has {bal} fen, the posting needs {d - cr}", account=c, balance=bal, needed=d - cr
-            )
+    for c in r.deltas:
+        if c not in cache:
+            return UnknownAccount(f"no account {c!r}", account=c)
+    for c in r.debited:
+        bal = running.get(c)
+        if bal is not None:
+            d, cr = r.deltas[c]
+            if bal - d + cr < 0:
+                return InsufficientFunds(
+                    f"account {c!r} has {bal} fen, the posting needs {d - cr}",
+                    account=c,
+                    balance=bal,
+                    needed=d - cr,
+                )
     return None
 
 
 def _replayed(p: Posting) -> Posting:
-    return Posting(p.key, p.kind, p.transfers, p.links_to, p.payload, p.created_at, p.status, p.request_hash, True)
+    return Posting(
+        p.key, p.kind, p.transfers, p.links_to, p.payload, p.created_at, p.status, p.request_hash, True
+    )
 
 
 def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _values_sql(head: str, row: str, n: int, tail: str) -> str:
     return head + ",".join([row] * n) + tail
 
@@ -823,6 +923,14 @@ def _write_rows(tx: Tx, head: str, row: str, rows: Sequence[tuple[Any, ...]], ta
         chunk = rows[i : i + _ROWS]
         n += tx.execute(_values_sql(head, row, len(chunk), tail), [v for r in chunk for v in r])
     return n
+
+
+def _write_flat(tx: Tx, head: str, row: str, ncols: int, flat: list[Any]) -> None:
+    """Like _write_rows, for values already flattened (`ncols` per row)."""
+    step = _ROWS * ncols
+    for i in range(0, len(flat), step):
+        chunk = flat[i : i + step]
+        tx.execute(_values_sql(head, row, len(chunk) // ncols, ""), chunk)
 
 
 def _journal(tx: Tx, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -838,6 +946,14 @@ def _apply_totals(tx: Tx, totals: dict[str, list[int]]) -> bool:
         rows = [(c, totals[c][0], totals[c][1]) for c in codes]
         n = _write_rows(tx, _APPLY_HEAD, "(?, ?, ?)", rows, _APPLY_TAIL)
     return n == len(codes)
+
+
+def _claim(tx: Tx, key: str, kind: str, payload_json: str, rhash: str, created: str) -> int | None:
+    """Insert the posting row if `key` is new and return its seq; None if the key exists.
+
+    On PostgreSQL a concurrent claim of the same key waits here until the first one commits."""
+    rows = tx.rows(_CLAIM, (key, kind, payload_json, rhash, created))
+    return int(rows[0][0]) if rows else None
 
 
 def _pair_sums(ts: Iterable[Transfer]) -> dict[tuple[str, str], int]:
@@ -856,15 +972,15 @@ _INVARIANT_QUERIES: list[tuple[str, str]] = [
     (
         "1: posting without transfers",
         "SELECT p.key FROM ledger_postings p WHERE NOT EXISTS"
-        " (SELECT 1 FROM ledger_transfers t WHERE t.posting_key = p.key)",
+        " (SELECT 1 FROM ledger_transfers t WHERE t.posting_seq = p.seq)",
     ),
     (
         "1: transfer with non-positive amount or same account",
-        "SELECT posting_key, idx FROM ledger_transfers WHERE amount <= 0 OR debit = credit",
+        "SELECT posting_seq, idx FROM ledger_transfers WHERE amount <= 0 OR debit = credit",
     ),
     (
         "1: transfer names an unknown account",
-        "SELECT t.posting_key, t.idx FROM ledger_transfers t WHERE NOT EXISTS"
+        "SELECT t.posting_seq, t.idx FROM ledger_transfers t WHERE NOT EXISTS"
         " (SELECT 1 FROM ledger_accounts a WHERE a.code = t.debit)"
         " OR NOT EXISTS (SELECT 1 FROM ledger_accounts a WHERE a.code = t.credit)",
     ),
@@ -898,11 +1014,11 @@ _INVARIANT_QUERIES: list[tuple[str, str]] = [
     ),
     (
         "4: linked postings move back more than the original moved (or along no transfer of it)",
-        "WITH o AS (SELECT t.posting_key AS okey, t.debit, t.credit, SUM(t.amount) AS amt"
-        "  FROM ledger_transfers t JOIN ledger_postings p ON p.key = t.posting_key WHERE p.links_to IS NULL"
-        "  GROUP BY t.posting_key, t.debit, t.credit),"
+        "WITH o AS (SELECT p.key AS okey, t.debit, t.credit, SUM(t.amount) AS amt"
+        "  FROM ledger_transfers t JOIN ledger_postings p ON p.seq = t.posting_seq WHERE p.links_to IS NULL"
+        "  GROUP BY p.key, t.debit, t.credit),"
         " r AS (SELECT p.links_to AS okey, t.credit AS debit, t.debit AS credit, SUM(t.amount) AS amt"
-        "  FROM ledger_transfers t JOIN ledger_postings p ON p.key = t.posting_key"
+        "  FROM ledger_transfers t JOIN ledger_postings p ON p.seq = t.posting_seq"
         "  WHERE p.links_to IS NOT NULL"
         "  GROUP BY p.links_to, t.credit, t.debit)"
         " SELECT r.okey, r.debit, r.credit, r.amt, o.amt FROM r LEFT JOIN o"

@@ -14,7 +14,9 @@ SQL written against `Tx` is portable between the two stores when it follows thes
   * append `tx.for_update` to a SELECT of rows you will read-modify-write (" FOR UPDATE" on
     PostgreSQL, "" on SQLite where the single writer already serialises units).
 Functions passed to `run()` may be retried on PostgreSQL after a deadlock or serialization failure:
-keep them free of side effects outside `tx`.
+keep them free of side effects outside `tx`. Both stores run units on one writer thread (group
+commit, see settlement.store.batching): a unit must not wait for another thread's store call, and a
+long unit (or a long `with store.transaction()` block) delays every other write.
 """
 
 from __future__ import annotations

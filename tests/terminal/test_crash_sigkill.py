@@ -104,6 +104,7 @@ def test_sigkill_at_random_points_loses_nothing_and_posts_nothing_twice(tmp_path
     rng = random.Random(20261123)
     centre = start_centre(tmp_path / "centre")
     daemon = Daemon(tmp_path, centre, crash=True)
+    clean: Daemon | None = None
     kills = {"self": 0, "external": 0}
     outcomes: dict[str, int] = {}
     try:
@@ -185,4 +186,6 @@ def test_sigkill_at_random_points_loses_nothing_and_posts_nothing_twice(tmp_path
         assert final[CONFIRMED] > 50 and final[REVERSED] > 0
     finally:
         daemon.kill()
+        if clean is not None:
+            clean.kill()
         centre.stop()
