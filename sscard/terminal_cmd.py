@@ -45,3 +45,32 @@ def recover_cmd(config: Path = typer.Option(..., "--config", exists=True, dir_ok
     counts = t.journal.counts()
     typer.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
     raise typer.Exit(1 if counts.get("pending") else 0)
+
+
+@app.command("export")
+def export(
+    config: Path = typer.Option(..., "--config", exists=True, dir_okay=False),
+    day: str = typer.Option(None, "--day", help="Business day YYYY-MM-DD (default: today, China time)."),
+    out: Path = typer.Option(None, "--out", help="File to write (default: standard output)."),
+    jsonl: bool = typer.Option(False, "--jsonl", help="JSON lines instead of CSV."),
+) -> None:
+    """Export a business day of the journal for day-end reconciliation (`sscard reconcile --journal`)."""
+    import datetime as dt
+    import sys
+
+    from settlement.recon_journal import write_journal_csv, write_journal_jsonl
+    from terminal.config import load_config
+    from terminal.export import journal_lines
+    from terminal.journal import Journal, business_day_today
+
+    cfg = load_config(config)
+    journal = Journal(cfg.terminal.journal, cfg.terminal.id)
+    try:
+        the_day = dt.date.fromisoformat(day) if day else business_day_today()
+    except ValueError:
+        raise typer.BadParameter(f"not a date: {day!r} (use YYYY-MM-DD)") from None
+    lines = journal_lines(journal, the_day, cfg.terminal.institution)
+    write = write_journal_jsonl if jsonl else write_journal_csv
+    n = write(lines, out if out else sys.stdout)
+    journal.close()
+    typer.echo(f"{n} lines", err=True)

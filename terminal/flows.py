@@ -80,9 +80,9 @@ class Terminal:
         return self.sessions[reader]
 
     def _card(self, s: ReaderSession, pin: str | None, *, authenticate: bool = False) -> BasicInfo:
-        """Read the card afresh, check it is valid, verify the PIN at the card, authenticate it."""
+        """The card's data (re-read only when the card changed), validity, PIN at the card, authentication."""
         try:
-            info = s.read()
+            info = s.ensure_read()
             if info.expiry_date < dt.date.today():
                 raise TerminalError("CARD_EXPIRED", f"The card expired on {info.expiry_date}.", 403,
                                     expiry_date=info.expiry_date.isoformat())
@@ -217,12 +217,13 @@ class Terminal:
                use_account: bool) -> dict[str, Any]:
         s = self.session(reader)
         with s.claim("settle"):
+            registered = self.journal.visit(mdtrt_id)  # registered here: no need to ask the centre
             try:
-                visit = self.centre.visit(mdtrt_id)
+                person_id = registered["person_id"] if registered else self.centre.visit(mdtrt_id).person_id
             except SettlementError as e:
                 raise from_settlement_error(e) from e
             info = self._card(s, pin, authenticate=True)
-            if visit.person_id != info.social_security_number:
+            if person_id != info.social_security_number:
                 raise TerminalError("CARD_MISMATCH", "The card in the reader is not the visit's patient.", 409,
                                     mdtrt_id=mdtrt_id)
             total = sum(x.det_item_fee_sumamt for x in lines)

@@ -59,6 +59,7 @@ CREATE INDEX IF NOT EXISTS journal_state ON journal (state);
 CREATE INDEX IF NOT EXISTS journal_day ON journal (business_day);
 CREATE INDEX IF NOT EXISTS journal_card ON journal (card_no);
 CREATE INDEX IF NOT EXISTS journal_original ON journal (original_key);
+CREATE INDEX IF NOT EXISTS journal_visit ON journal (json_extract(response, '$.mdtrt_id')) WHERE kind = 'register';
 """
 
 
@@ -250,6 +251,13 @@ class Journal:
 
     def by_card(self, card_no: str, limit: int = 100) -> list[Entry]:
         return self._query("SELECT * FROM journal WHERE card_no = ? ORDER BY serial DESC LIMIT ?", (card_no, limit))
+
+    def visit(self, mdtrt_id: str) -> dict[str, Any] | None:
+        """The centre's answer to a registration made at this terminal (person, institution...), if any."""
+        rows = self._query(
+            "SELECT * FROM journal WHERE kind = 'register' AND state = 'confirmed'"
+            " AND json_extract(response, '$.mdtrt_id') = ? LIMIT 1", (mdtrt_id,))
+        return rows[0].response if rows else None
 
     def all(self) -> list[Entry]:
         return self._query("SELECT * FROM journal ORDER BY serial")

@@ -192,11 +192,12 @@ def test_card_for_another_patient_is_refused(api, centre, counter):
 @pytest.mark.parametrize(
     "ins,after,expect_code,posted",
     [
-        (0xB2, 0, "CARD_REMOVED", False),  # while the card is read
+        (0xB2, 0, "NO_CARD", False),  # while the terminal checks it is the same card: gone
         (0x20, 0, "CARD_REMOVED", False),  # during PIN verification
         (0x88, 0, "CARD_REMOVED", False),  # during internal authentication
         (0x82, 0, "CARD_REMOVED", False),  # during external authentication
-        (0xB2, 14, "CARD_REMOVED", False),  # the presence check just before sending
+        (0xB2, 1, "CARD_REMOVED", False),  # the presence check just before sending: nothing sent
+        (0xB2, 2, "CARD_REMOVED", False),  # the presence check after the answer: settled, then reversed
         (0xE2, 0, None, True),  # while the record is written: the settlement stands
     ],
 )
