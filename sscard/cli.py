@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sscard import card_cmd, hsm_cmd, settlement_cmd, sim_cmd, terminal_cmd
+from sscard import card_cmd, hsm_cmd, ops_cmd, settlement_cmd, sim_cmd, terminal_cmd
 
 app = typer.Typer(help="sscard: social security cards, terminals and settlement.", no_args_is_help=True)
 app.command("readers", help="List the PC/SC readers and whether a card is present.")(card_cmd.list_readers)
@@ -13,6 +13,7 @@ app.add_typer(sim_cmd.app, name="sim")
 app.add_typer(hsm_cmd.app, name="hsm")
 app.add_typer(settlement_cmd.app, name="settlement")
 app.add_typer(terminal_cmd.app, name="terminal")
+ops_cmd.register(app)  # reconcile, clear, load
 
 if __name__ == "__main__":  # pragma: no cover
     app()

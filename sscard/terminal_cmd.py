@@ -69,7 +69,7 @@ def export(
         the_day = dt.date.fromisoformat(day) if day else business_day_today()
     except ValueError:
         raise typer.BadParameter(f"not a date: {day!r} (use YYYY-MM-DD)") from None
-    lines = journal_lines(journal, the_day, cfg.terminal.institution)
+    lines = journal_lines(journal, the_day, cfg.terminal.institution, cfg.terminal.region)
     write = write_journal_jsonl if jsonl else write_journal_csv
     n = write(lines, out if out else sys.stdout)
     journal.close()

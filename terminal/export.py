@@ -39,7 +39,24 @@ def _settle_request(e: Entry, register: Entry | None, institution: str) -> dict[
     }
 
 
-def journal_lines(journal: Journal, day: dt.date, institution: str) -> list[JournalLine]:
+def _regions(e: Entry, by_key: dict[str, Entry], everything: list[Entry], region: str) -> tuple[str, str]:
+    """(insured region, treatment region): from the answer, else the settlement or visit it belongs to,
+    else this terminal's own region."""
+    seen: Entry | None = e
+    for _ in range(3):  # the entry, the settlement it refers to, that settlement's registration
+        if seen is None:
+            break
+        resp = seen.response or {}
+        if resp.get("insured_region"):
+            return resp["insured_region"], resp.get("treatment_region") or resp.get("collect_region") or region
+        if seen.kind == "settle":
+            seen = _register_for(everything, seen.request["mdtrt_id"])
+        else:
+            seen = by_key.get(seen.original_key or "")
+    return region, region
+
+
+def journal_lines(journal: Journal, day: dt.date, institution: str, region: str = "") -> list[JournalLine]:
     """The day's money-moving entries as journal lines (the whole journal is searched for registrations)."""
     everything = journal.all()
     by_key = {e.key: e for e in everything}
@@ -48,8 +65,6 @@ def journal_lines(journal: Journal, day: dt.date, institution: str) -> list[Jour
         if e.business_day != day.isoformat() or e.kind not in MONEY_KINDS:
             continue
         resp = e.response or {}
-        original = by_key.get(e.original_key or "")
-        origin = (original.response or {}) if original else {}
         parts = {p: 0 for p in PARTS}
         amount = e.amount
         request: dict[str, Any] | None = None
@@ -67,14 +82,11 @@ def journal_lines(journal: Journal, day: dt.date, institution: str) -> list[Jour
             request = {k: e.request[k] for k in ("person_id", "amount", "institution")}
         if amount == 0 and e.kind != "void":
             continue  # a refund of "all that is left" that never got an answer: nothing known, nothing moved
-        regions = resp if e.kind == "settle" else origin
-        if e.kind == "pension_collect":
-            regions = {"insured_region": resp.get("insured_region", ""),
-                       "treatment_region": resp.get("collect_region", "")}
+        insured, treatment = _regions(e, by_key, everything, region)
         out.append(JournalLine(
             terminal_id=journal.terminal_id, business_day=e.business_day, key=e.key, kind=e.kind, status=e.state,
-            amount=amount, institution_id=institution, insured_region=regions.get("insured_region", ""),
-            treatment_region=regions.get("treatment_region", ""), at=e.created_at,
+            amount=amount, institution_id=institution, insured_region=insured,
+            treatment_region=treatment, at=e.created_at,
             original_key=e.original_key or "", request=request, **parts,
         ))
     return out

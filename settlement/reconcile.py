@@ -1,0 +1,296 @@
+"""Day-end reconciliation: terminal journals against the ledger, and the ledger against bank or fund
+statements (the national platform's 3201 totals and 3202 details, for our own terminals).
+
+    recon = Reconciler(engine)
+    recon.register_terminal("T0001", "H110001")
+    recon.import_journal(["T0001-2024-03-01.csv"], actor="ops")      # JournalLine files (recon_journal.py)
+    recon.import_statement(["hifp-2024-03-01.csv"], actor="ops")     # statement files (recon_statement.py)
+    report = recon.reconcile("2024-03-01", actor="ops")              # Report (recon_report.py)
+    result = recon.repair("2024-03-01", actor="ops")                 # replays and voids, audited
+    recon.accept("2024-03-01", "T0001:000042", actor="ops", note="HIS corrected the bill")
+    recon.close_day("2024-03-01", actor="ops")
+
+How it works: journal lines are imported into `recon_journal` (a terminal's day is replaced whole when it
+is imported again); the ledger is copied incrementally into `recon_centre` (one row per posting, by ledger
+seq); the comparison is SQL inside the store (settlement/recon_sql.py), the same on SQLite and PostgreSQL.
+Totals per terminal and per fund are what is in force at the end of the day on each side; details are by
+idempotency key, each difference classified once (settlement/recon_report.py lists the classes).
+
+Repairs go through the engine's own idempotent paths, never around them: a transaction missing at the
+centre is replayed with its original key and request (medical register + settle, refund, pension
+collect); a settlement in force at the centre but voided, failed, pending or missing at the terminal is
+voided (with the terminal's own void key when its journal has one, else `RECON:V<hash of the key>`). Each
+repair is written to `recon_repairs` (so its posting counts for the day it repairs) and to the audit
+table before it runs, and its outcome after; running a repair again replays instead of posting twice.
+Nothing else is ever posted by reconciliation. A closed day refuses imports, runs, repairs and acceptances
+(DAY_CLOSED).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from settlement import recon_import as imports
+from settlement import recon_sql as q
+from settlement.errors import DayClosed, InvalidJournalRow, InvalidRequest, InvalidState
+from settlement.recon_compare import compare
+from settlement.recon_import import ImportResult
+from settlement.recon_import import audit as _audit
+from settlement.recon_import import check_open as _check_open
+from settlement.recon_journal import (
+    CSV_HEADER,
+    FIELDS,
+    KINDS,
+    STATUSES,
+    JournalLine,
+    Row,
+    check_day,
+    iter_rows,
+    read_journal,
+    row_from_json,
+    write_journal_csv,
+    write_journal_jsonl,
+)
+from settlement.recon_repair import RECON_TERMINAL, RepairAction, Repairs, recon_void_key
+from settlement.recon_report import REPAIRABLE, Difference, Report
+from settlement.store.base import Tx
+
+if TYPE_CHECKING:
+    from settlement.engine import Engine
+
+__all__ = [
+    "CSV_HEADER", "FIELDS", "KINDS", "STATUSES", "JournalLine", "read_journal", "write_journal_csv",
+    "write_journal_jsonl", "Reconciler", "Report", "Difference", "RepairAction", "RepairResult", "ImportResult",
+    "AuditEntry", "RECON_TERMINAL", "recon_void_key",
+]
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    """A repair run: the report before, what was done, the report after."""
+
+    before: Report
+    actions: list[RepairAction]
+    after: Report
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One row of the reconciliation audit trail (who, when, what key, outcome)."""
+
+    seq: int
+    at: str
+    actor: str
+    business_day: str
+    action: str
+    key: str
+    posting_key: str
+    outcome: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def _day(day: str) -> str:
+    try:
+        return check_day(day)
+    except ValueError as e:
+        raise InvalidRequest(str(e), field="business_day") from None
+
+
+class Reconciler:
+    """Reconciliation over one engine (its store and ledger; its flows for repairs)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.store.ensure_schema(q.schema(self.store.dialect))
+        self.repairs = Repairs(engine)
+        self._link: str | None = None
+
+    # -- terminals --------------------------------------------------------------------------------------------
+    def register_terminal(self, terminal_id: str, institution_id: str | None = None) -> None:
+        """Allow `terminal_id`'s journals (idempotent; a new institution replaces the old)."""
+        self.register_terminals([(terminal_id, institution_id)])
+
+    def register_terminals(self, terminals: Iterable[tuple[str, str | None]]) -> int:
+        """Register (terminal id, institution or None) pairs; returns how many."""
+        items = list(terminals)
+        for tid, inst in items:
+            if type(tid) is not str or not _ID.fullmatch(tid):
+                raise InvalidRequest(f"terminal id must be 1-64 letters, digits, '_', '.' or '-': {tid!r}")
+            if inst is not None and (type(inst) is not str or not inst.strip()):
+                raise InvalidRequest(f"terminal {tid}: institution must be a non-empty text or None")
+        at = self.engine.stamp()
+
+        def unit(tx: Tx) -> int:
+            tx.executemany(
+                "INSERT INTO recon_terminals (terminal_id, institution_id, registered_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (terminal_id) DO UPDATE SET institution_id = excluded.institution_id",
+                [(t, i, at) for t, i in items])
+            return len(items)
+
+        return self.store.run(unit)
+
+    def terminals(self) -> dict[str, str | None]:
+        """Registered terminals and their institutions."""
+        rows = self.store.read(lambda tx: tx.rows("SELECT terminal_id, institution_id FROM recon_terminals"))
+        return dict(rows)  # type: ignore[arg-type]
+
+    # -- imports ----------------------------------------------------------------------------------------------
+    def import_journal(self, paths: Sequence[str | Path], *, actor: str,
+                       progress: Callable[[int], None] | None = None) -> ImportResult:
+        """Import journal files (CSV, or JSON lines by extension) in one unit: all rows or none.
+
+        Each (business day, terminal) found in the files replaces what was imported for it before.
+        `progress(n)` is called as rows are stored (from the store's writer thread)."""
+        if not paths:
+            raise InvalidRequest("give at least one journal file")
+        in_sql = self.store.dialect == "sqlite"  # SQLite checks the request JSON in bulk, in SQL
+
+        def rows() -> Iterator[tuple[Row, str, int]]:
+            for p in paths:
+                name = Path(p).name
+                for n, row in enumerate(iter_rows(p, check_request=not in_sql), 1):
+                    yield row, name, n
+
+        return imports.import_rows(self.store, self.engine.stamp(), rows, actor=actor,
+                                   sources=[Path(p).name for p in paths], json_in_sql=in_sql, progress=progress)
+
+    def import_lines(self, lines: Iterable[JournalLine], *, actor: str, source: str = "lines") -> ImportResult:
+        """Import JournalLine objects (e.g. straight from a terminal journal export) in one unit."""
+        items = list(lines)
+
+        def rows() -> Iterator[tuple[Row, str, int]]:
+            for n, ln in enumerate(items, 1):
+                if not isinstance(ln, JournalLine):
+                    raise InvalidJournalRow(f"{source} row {n}: not a JournalLine", file=source, row=n)
+                yield row_from_json(ln.to_dict()), source, n
+
+        return imports.import_rows(self.store, self.engine.stamp(), rows, actor=actor, sources=[source],
+                                   json_in_sql=False)
+
+    def import_statement(self, paths: Sequence[str | Path], *, actor: str) -> int:
+        """Import bank or fund statement files (recon_statement.py) in one unit; returns the lines read."""
+        return imports.import_statement(self.store, self.engine.stamp(), paths, actor=actor)
+
+    def sync(self, progress: Callable[[int], None] | None = None) -> int:
+        """Copy ledger postings not yet copied into the reconciliation tables; returns how many.
+
+        Incremental (by ledger seq) and cheap when run often: a day-end run copies only what is new."""
+        return imports.sync(self.store, progress)
+
+    def _links(self) -> str:
+        if self._link is None:
+            self._link = imports.transfer_link(self.store)
+        return self._link
+
+    # -- reconciliation ---------------------------------------------------------------------------------------
+    def reconcile(self, day: str, *, actor: str = "operator") -> Report:
+        """Reconcile business day `day` (YYYY-MM-DD) and record the run; returns its Report."""
+        day = _day(day)
+        self._require_open(day)
+        self.sync()
+        link = self._links()
+        report = self.store.read(lambda tx: compare(tx, day, actor, link))
+        at = self.engine.stamp()
+
+        def unit(tx: Tx) -> Report:
+            _check_open(tx, day)
+            tx.execute("INSERT INTO recon_days (business_day, status) VALUES (?, 'open')"
+                       " ON CONFLICT (business_day) DO NOTHING", (day,))
+            run_id = tx.value("INSERT INTO recon_runs (business_day, at, actor, open_differences, report)"
+                              " VALUES (?, ?, ?, ?, '{}') RETURNING run_id",
+                              (day, at, actor, len(report.open_differences)))
+            report.run_id, report.at = int(run_id), at
+            tx.execute("UPDATE recon_runs SET report = ? WHERE run_id = ?",
+                       (json.dumps(report.to_dict(), ensure_ascii=False), run_id))
+            _audit(tx, at, actor, day, "reconcile", "", "", "clean" if report.clean else "differences",
+                   {"run_id": report.run_id, "counts": {k: v for k, v in report.counts().items() if v}})
+            return report
+
+        return self.store.run(unit)
+
+    def report(self, day: str) -> Report | None:
+        """The last recorded run of `day`, or None."""
+        day = _day(day)
+        text = self.store.read(lambda tx: tx.value(
+            "SELECT report FROM recon_runs WHERE business_day = ? ORDER BY run_id DESC LIMIT 1", (day,)))
+        if text is None:
+            return None
+        report = Report.from_dict(json.loads(text))
+        report.closed = self.is_closed(day)
+        return report
+
+    # -- repairs ----------------------------------------------------------------------------------------------
+    def repair(self, day: str, *, actor: str, keys: Iterable[str] | None = None) -> RepairResult:
+        """Reconcile, run every repairable open difference's repair (or only those of `keys`), reconcile again."""
+        if not actor:
+            raise InvalidRequest("a repair needs an actor (who is repairing)")
+        before = self.reconcile(day, actor=actor)
+        wanted = set(keys) if keys is not None else None
+        actions = [self.repairs.repair_one(before.business_day, d, actor) for d in before.open_differences
+                   if d.repair in REPAIRABLE and (wanted is None or d.key in wanted)]
+        return RepairResult(before, actions, self.reconcile(day, actor=actor))
+
+    # -- acceptance and closing -------------------------------------------------------------------------------
+    def accept(self, day: str, key: str, *, actor: str, note: str) -> None:
+        """Accept the difference(s) on `key` (or statement reference) for `day`, with a reason (audited)."""
+        day = _day(day)
+        if not actor or not note or not note.strip():
+            raise InvalidRequest("accepting a difference needs an actor and a note saying why")
+        at = self.engine.stamp()
+
+        def unit(tx: Tx) -> None:
+            _check_open(tx, day)
+            tx.execute("INSERT INTO recon_accepted (business_day, key, actor, at, note) VALUES (?, ?, ?, ?, ?)"
+                       " ON CONFLICT (business_day, key) DO UPDATE SET actor = excluded.actor, at = excluded.at,"
+                       " note = excluded.note", (day, key, actor, at, note))
+            _audit(tx, at, actor, day, "accept", key, "", "ok", {"note": note})
+
+        self.store.run(unit)
+
+    def close_day(self, day: str, *, actor: str, force: bool = False, note: str = "") -> Report:
+        """Reconcile once more and close the day; refuses (INVALID_STATE) while differences are open,
+        unless `force` (the count is audited)."""
+        if not actor:
+            raise InvalidRequest("closing a day needs an actor")
+        report = self.reconcile(day, actor=actor)
+        if not report.clean and not force:
+            n = len(report.open_differences) + len(report.open_statement_differences)
+            raise InvalidState(f"business day {report.business_day} still has {n} open differences: repair or "
+                               "accept them, or close with force", business_day=report.business_day, open=n)
+        at = self.engine.stamp()
+
+        def unit(tx: Tx) -> None:
+            _check_open(tx, report.business_day)
+            tx.execute("UPDATE recon_days SET status = 'closed', closed_at = ?, closed_by = ?, run_id = ?, note = ?"
+                       " WHERE business_day = ?", (at, actor, report.run_id, note, report.business_day))
+            _audit(tx, at, actor, report.business_day, "close", "", "", "forced" if not report.clean else "ok",
+                   {"run_id": report.run_id, "open": len(report.open_differences), "note": note})
+
+        self.store.run(unit)
+        report.closed = True
+        return report
+
+    def is_closed(self, day: str) -> bool:
+        return self.store.read(lambda tx: tx.value(
+            "SELECT status FROM recon_days WHERE business_day = ?", (day,))) == "closed"
+
+    def _require_open(self, day: str) -> None:
+        if self.is_closed(day):
+            raise DayClosed(f"business day {day} is closed", business_day=day)
+
+    def audit(self, day: str) -> list[AuditEntry]:
+        """The audit trail of `day`, oldest first."""
+        day = _day(day)
+        rows = self.store.read(lambda tx: tx.rows(
+            "SELECT seq, at, actor, business_day, action, key, posting_key, outcome, detail FROM recon_audit"
+            " WHERE business_day = ? ORDER BY seq", (day,)))
+        return [AuditEntry(*r[:8], json.loads(r[8])) for r in rows]  # type: ignore[arg-type]

@@ -1,0 +1,319 @@
+"""Operator commands: `sscard reconcile`, `sscard clear`, `sscard load generate`.
+
+    sscard load generate --db day.db --out day/ --discrepancy missing_at_centre=2
+    sscard reconcile --day 2026-03-02 --db day.db --journal day/journal.csv --statement day/statement.csv \\
+        --policies day/policies --report-dir day/reports [--repair] [--close]
+    sscard clear --period 2026-03 --db day.db --report-dir day/reports
+
+`reconcile` exits 0 when the day is clean, 1 when differences remain, 2 on bad input (the message names
+the file and row). Call `register(app)` to add the commands to a Typer app.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from settlement.engine import Engine
+    from settlement.policy import PolicyBook
+    from settlement.recon_report import Report
+    from settlement.store.base import Store
+
+console = Console()
+load_app = typer.Typer(help="Workload generators: a hospital day and a pension day.", no_args_is_help=True)
+
+DB = typer.Option(None, "--db", help="SQLite database file (the default store).")
+POSTGRES = typer.Option(None, "--postgres", help="PostgreSQL DSN, instead of --db.")
+POLICIES = typer.Option(None, "--policies", file_okay=False, exists=True,
+                        help="Directory of extra policy TOML files (loaded with the shipped ones), for repairs.")
+ACTOR = typer.Option(None, "--actor", help="Who is running this (audited); default: the login name.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `reconcile`, `clear` and `load generate` to `app`."""
+    app.command("reconcile")(reconcile)
+    app.command("clear")(clear)
+    app.add_typer(load_app, name="load")
+
+
+def _actor(actor: str | None) -> str:
+    if actor:
+        return actor
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # pragma: no cover - no login name
+        return "operator"
+
+
+def _book(extra: Path | None) -> PolicyBook:
+    from settlement.policy import POLICY_DIR, PolicyBook, load_policy
+
+    files = sorted(POLICY_DIR.glob("*.toml")) + (sorted(extra.glob("*.toml")) if extra else [])
+    return PolicyBook(load_policy(p) for p in files)
+
+
+@contextmanager
+def _engine(db: Path | None, postgres: str | None, policies: PolicyBook) -> Iterator[Engine]:
+    from settlement.engine import Engine
+
+    if (db is None) == (postgres is None):
+        raise typer.BadParameter("give exactly one of --db PATH or --postgres DSN")
+    store: Store
+    if postgres is not None:
+        from settlement.store.postgres import PostgresStore
+
+        store = PostgresStore(postgres)
+    else:
+        from settlement.store.sqlite import SqliteStore
+
+        store = SqliteStore(db)  # type: ignore[arg-type]
+    try:
+        yield Engine(store, policies=policies)
+    finally:
+        store.close()
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def _fail(e: Exception) -> typer.Exit:
+    code = getattr(e, "code", type(e).__name__)
+    console.print(f"[red]error[/red] {code}: {getattr(e, 'message', str(e))}")
+    return typer.Exit(2)
+
+
+def _yuan(fen: int) -> str:
+    from settlement.money import yuan
+
+    return yuan(fen)
+
+
+# -- reconcile -------------------------------------------------------------------------------------------------
+def reconcile(
+    day: str = typer.Option(..., "--day", help="Business day, YYYY-MM-DD."),
+    journal: list[Path] = typer.Option(None, "--journal", exists=True, dir_okay=False,
+                                       help="Terminal journal file (CSV, or .jsonl); repeat for several."),
+    statement: list[Path] = typer.Option(None, "--statement", exists=True, dir_okay=False,
+                                         help="Bank or fund statement CSV; repeat for several."),
+    db: Path = DB,
+    postgres: str = POSTGRES,
+    terminals: Path = typer.Option(None, "--terminals", exists=True, dir_okay=False,
+                                   help="Terminal keys file (settlement/auth.py) to register terminals from."),
+    policies: Path = POLICIES,
+    repair: bool = typer.Option(False, "--repair", help="Replay and void what repair can fix (audited)."),
+    close: bool = typer.Option(False, "--close", help="Close the day if it is clean."),
+    report_dir: Path = typer.Option(None, "--report-dir", file_okay=False, help="Write CSV and JSON reports here."),
+    actor: str = ACTOR,
+) -> None:
+    """Reconcile a business day: terminal journals and statements against the ledger."""
+    from settlement.errors import SettlementError
+    from settlement.reconcile import Reconciler
+
+    who = _actor(actor)
+    with _engine(db, postgres, _book(policies)) as eng:
+        recon = Reconciler(eng)
+        try:
+            with _progress() as prog:
+                if terminals is not None:
+                    from settlement.auth import load_terminal_keys
+
+                    keys = load_terminal_keys(terminals)
+                    recon.register_terminals((k.terminal_id, k.institution) for k in keys)
+                if journal:
+                    task = prog.add_task("importing journals", total=None)
+                    res = recon.import_journal(journal, actor=who, progress=lambda n: prog.advance(task, n))
+                    prog.update(task, total=res.lines, completed=res.lines)
+                if statement:
+                    task = prog.add_task("importing statements", total=None)
+                    n = recon.import_statement(statement, actor=who)
+                    prog.update(task, total=n, completed=n)
+                task = prog.add_task("copying the ledger", total=None)
+                copied = recon.sync(progress=lambda n: prog.advance(task, n))
+                prog.update(task, total=copied, completed=copied)
+                task = prog.add_task("comparing", total=None)
+                if repair:
+                    result = recon.repair(day, actor=who)
+                    report = result.after
+                else:
+                    report = recon.reconcile(day, actor=who)
+                prog.update(task, total=1, completed=1)
+            if repair:
+                _repairs(result.actions)
+            if close and report.clean:
+                report = recon.close_day(day, actor=who)
+        except SettlementError as e:
+            raise _fail(e) from None
+    _summary(report)
+    if report_dir is not None:
+        for p in report.write(report_dir):
+            console.print(f"wrote {p}")
+    raise typer.Exit(0 if report.clean else 1)
+
+
+def _repairs(actions: list) -> None:  # type: ignore[type-arg]
+    if not actions:
+        console.print("repair: nothing to repair")
+        return
+    t = Table(title="Repairs")
+    for col in ("key", "action", "posting key", "outcome", "detail"):
+        t.add_column(col)
+    for a in actions:
+        style = "red" if a.outcome == "failed" else "green"
+        t.add_row(a.key, a.action, a.posting_key, f"[{style}]{a.outcome}[/{style}]", a.detail)
+    console.print(t)
+
+
+def _summary(report: Report) -> None:
+    from settlement.recon_report import TOTAL_FIELDS
+
+    n_j, n_s = len(report.open_differences), len(report.open_statement_differences)
+    state = ("[green]clean[/green]" if report.clean else
+             f"[red]{n_j + n_s} open differences[/red] ({n_j} journal, {n_s} statement)")
+    console.print(f"business day {report.business_day} (run {report.run_id}): {report.journal_lines:,} journal "
+                  f"lines, {report.centre_postings:,} centre postings, {len(report.terminals)} terminals: {state}"
+                  + (" [bold]closed[/bold]" if report.closed else ""))
+    t = Table(title="Totals in force at day end (yuan)")
+    t.add_column("field")
+    t.add_column("journals", justify="right")
+    t.add_column("centre", justify="right")
+    t.add_column("difference", justify="right")
+    for f, (j, c) in report.fund_totals().items():
+        if f in TOTAL_FIELDS:
+            fmt = (lambda v: f"{v:,}") if f == "count" else _yuan
+            diff = "" if j == c else f"[red]{fmt(j - c)}[/red]"
+            t.add_row(f, fmt(j), fmt(c), diff)
+    console.print(t)
+    counts = {k: v for k, v in report.counts().items() if v}
+    if counts:
+        t = Table(title="Open differences by class")
+        t.add_column("class")
+        t.add_column("count", justify="right")
+        for k, v in counts.items():
+            t.add_row(k, str(v))
+        console.print(t)
+        t = Table(title="Differences (first 20)")
+        for col in ("class", "key", "terminal", "repair", "what"):
+            t.add_column(col, overflow="fold")
+        for d in report.open_differences[:20]:
+            t.add_row(d.cls, d.key, d.terminal_id, d.repair, d.message)
+        for s in report.open_statement_differences[:max(0, 20 - len(report.open_differences))]:
+            t.add_row(s.cls, s.reference, s.account, "manual", s.message)
+        console.print(t)
+
+
+# -- clear -----------------------------------------------------------------------------------------------------
+def clear(
+    period: str = typer.Option(..., "--period", help="YYYY-MM, YYYY-MM-DD or YYYY-MM-DD..YYYY-MM-DD."),
+    db: Path = DB,
+    postgres: str = POSTGRES,
+    policies: Path = POLICIES,
+    report_dir: Path = typer.Option(None, "--report-dir", file_okay=False, help="Write CSV and JSON statements here."),
+    actor: str = ACTOR,
+) -> None:
+    """Clear a period: net what regions owe each other and post the clearing transfers."""
+    from settlement.clearing import Clearing
+    from settlement.errors import SettlementError
+
+    with _engine(db, postgres, _book(policies)) as eng:
+        try:
+            with _progress() as prog:
+                task = prog.add_task(f"clearing {period}", total=1)
+                result = Clearing(eng).clear(period, actor=_actor(actor))
+                prog.update(task, completed=1)
+        except SettlementError as e:
+            raise _fail(e) from None
+    t = Table(title=f"Clearing {result.period} ({result.start}..{result.end})"
+                    + (" - already cleared, nothing changed" if result.replayed else ""))
+    for col in ("region", "owes", "is owed", "net position", "posting"):
+        t.add_column(col, justify="right" if col in ("owes", "is owed", "net position") else "left")
+    for s in result.statements:
+        t.add_row(s.region, _yuan(s.total_owes), _yuan(s.total_owed), _yuan(s.net_position), s.posting_key or "")
+    console.print(t)
+    console.print(f"{result.postings_consumed} postings consumed ({result.late_postings} from earlier days); "
+                  f"net positions sum to {_yuan(result.net_sum())}")
+    if report_dir is not None:
+        for p in result.write(report_dir):
+            console.print(f"wrote {p}")
+
+
+# -- load generate ---------------------------------------------------------------------------------------------
+def _counts(items: list[str] | None, what: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items or []:
+        name, _, n = item.partition("=")
+        try:
+            out[name] = int(n or "1")
+        except ValueError:
+            raise typer.BadParameter(f"{what} must look like CLASS=N, got {item!r}") from None
+    return out
+
+
+@load_app.command("generate")
+def generate(
+    out: Path = typer.Option(..., "--out", file_okay=False, help="Directory for journal, statement and policies."),
+    db: Path = DB,
+    postgres: str = POSTGRES,
+    seed: int = typer.Option(1, "--seed", help="Same seed, same day."),
+    visits: int = typer.Option(300, "--visits", min=0, help="Hospital visits."),
+    collections: int = typer.Option(100, "--collections", min=0, help="Pension collections."),
+    persons: int = typer.Option(150, "--persons-per-region", min=10),
+    discrepancy: list[str] = typer.Option(None, "--discrepancy",
+                                          help="Seed discrepancies in the hospital day, CLASS=N (missing_at_centre,"
+                                               " missing_at_terminal, amount_mismatch, status_mismatch, duplicate);"
+                                               " repeatable."),
+    statement_discrepancy: list[str] = typer.Option(None, "--statement-discrepancy",
+                                                    help="Seed statement discrepancies, CLASS=N (statement_only,"
+                                                         " ledger_only, statement_amount_mismatch,"
+                                                         " statement_duplicate); repeatable."),
+) -> None:
+    """Drive a hospital day and a pension day through the engine; write the journals and a fund statement."""
+    from settlement.errors import SettlementError
+    from settlement.recon_statement import write_statement
+    from settlement.reconcile import Reconciler, write_journal_csv, write_journal_jsonl
+    from sim import load
+
+    counts = _counts(discrepancy, "--discrepancy")
+    st_counts = _counts(statement_discrepancy, "--statement-discrepancy")
+    out.mkdir(parents=True, exist_ok=True)
+    pop = load.population(seed, persons_per_region=persons)
+    with _engine(db, postgres, load.policy_book()) as eng:
+        recon = Reconciler(eng)
+        try:
+            with _progress() as prog:
+                task = prog.add_task("population", total=len(pop.persons))
+                load.install(eng, pop, recon, progress=lambda n: prog.advance(task, n))
+                task = prog.add_task("hospital day", total=visits)
+                day = load.hospital_day(eng, pop, seed=seed, visits=visits, discrepancies=counts,
+                                        progress=lambda n: prog.advance(task, n))
+                task = prog.add_task("pension day", total=min(collections, sum(1 for h in pop.persons if h.pension)))
+                day.extend(load.pension_day(eng, pop, seed=seed, collections=collections,
+                                            progress=lambda n: prog.advance(task, n)))
+            accounts = sorted({f"{r}/fund/hifp" for r in load.REGIONS})
+            lines, seeded_st = load.fund_statement(eng, day.day, accounts, seed=seed, discrepancies=st_counts)
+        except (SettlementError, ValueError) as e:
+            raise _fail(e) from None
+    write_journal_csv(day.journal, out / "journal.csv")
+    write_journal_jsonl(day.journal, out / "journal.jsonl")
+    write_statement(lines, out / "statement.csv")
+    load.write_policies(out / "policies")
+    (out / "seeded.json").write_text(json.dumps({"day": day.day, "seed": seed, "journal": day.seeded,
+                                                 "statement": seeded_st, "stats": dict(day.stats)},
+                                                ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    console.print(f"business day {day.day}: {len(day.journal):,} journal lines, {len(lines):,} statement lines "
+                  f"in {out}; seeded {sum(len(v) for v in day.seeded.values())} journal and "
+                  f"{sum(len(v) for v in seeded_st.values())} statement discrepancies")
+    console.print(f"next: sscard reconcile --day {day.day} --journal {out / 'journal.csv'} "
+                  f"--statement {out / 'statement.csv'} --policies {out / 'policies'} "
+                  + (f"--db {db}" if db else "--postgres DSN"))
