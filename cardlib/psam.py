@@ -86,13 +86,19 @@ class Psam:
 
 class PsamSecurity:
     """A `SecurityModule` backed by a PSAM. `factor_offset`: which card-id bytes form the diversification
-    factor (region configuration)."""
+    factor (region configuration). `regions`: region-code prefixes whose issuer keys this PSAM holds (e.g.
+    {"11"} for Beijing's cards); a card from elsewhere gets SecurityModuleError, so the terminal can turn to
+    the centre's HSM instead of wrongly calling the card a counterfeit. None: every card."""
 
-    def __init__(self, psam: Psam, factor_offset: int = 8) -> None:
+    def __init__(self, psam: Psam, factor_offset: int = 8, regions: set[str] | None = None) -> None:
         self.psam = psam
         self.factor_offset = factor_offset
+        self.regions = regions
 
     def _load(self, key: KeyType, card_id: bytes, suite: str) -> None:
+        region = card_id[:3].hex().upper()
+        if self.regions is not None and not any(region.startswith(p) for p in self.regions):
+            raise SecurityModuleError(f"this PSAM holds no keys for cards of region {region}")
         self.psam.deliver_key(key, suite, factor(card_id, self.factor_offset))
 
     def external_auth_cryptogram(self, card_id: bytes, suite: str, challenge: bytes) -> bytes:

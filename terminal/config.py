@@ -13,6 +13,7 @@ port = 8600
 [readers]
 user_card = "sscard Virtual 00 00"   # PC/SC name, serial:URL, or memory:SAMPLE (demo/tests)
 psam = "sscard Virtual 00 01"        # "" = no PSAM: the HSM does the cryptography
+psam_regions = ["11"]                # the PSAM's issuer keys cover Beijing cards; others go to the HSM
 
 [settlement]
 url = "http://127.0.0.1:8700"
@@ -60,6 +61,7 @@ class TerminalSection(_Section):
 class ReadersSection(_Section):
     user_card: str
     psam: str = ""
+    psam_regions: list[str] | None = None  # region-code prefixes the PSAM has keys for; other cards go to the HSM
 
 
 class SettlementSection(_Section):

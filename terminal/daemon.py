@@ -62,7 +62,8 @@ def build_security(cfg: TerminalConfig) -> tuple[SecurityModule | None, str]:
             terminal_number = psam.terminal_number()
         except CardError as e:
             log.warning("PSAM in %s not usable: %s", cfg.readers.psam, e)
-        psam_sm = PsamSecurity(psam)
+        regions = set(cfg.readers.psam_regions) if cfg.readers.psam_regions is not None else None
+        psam_sm = PsamSecurity(psam, regions=regions)
     hsm_sm: SecurityModule | None = None
     if cfg.hsm.host:
         from hsm_mock.client import HsmClient

@@ -69,3 +69,20 @@ def test_hsm_without_the_keys_is_a_typed_security_error(issuer, tcp_hsm):
     _sim, card = card_for("zhang_san", issuer)
     with pytest.raises(errors.SecurityModuleError):
         card.authenticate(HsmSecurity(tcp_hsm, prefix="OTHER-PROVINCE"))
+
+
+def test_psam_for_one_province_hands_other_cards_to_the_hsm(issuer, tcp_hsm):
+    """A Guangzhou card at a Beijing counter: the PSAM (Beijing keys only) declines, the HSM serves it."""
+    from cardlib.psam import Psam, PsamSecurity
+    from sim.psam import SimPsam
+    from terminal.daemon import FallbackSecurity
+
+    psam = PsamSecurity(Psam(MemoryReader(SimPsam(issuer))), regions={"11"})
+    sm = FallbackSecurity(psam, HsmSecurity(tcp_hsm))
+    _sim, card = card_for("li_si", issuer)  # region 440100
+    with pytest.raises(errors.SecurityModuleError):
+        card.authenticate(psam)
+    card.authenticate(sm)
+    card.append_record(sm, layout.DF04, TX, bytes(TX.record_length))
+    _sim, beijing = card_for("zhang_san", issuer)
+    beijing.authenticate(psam)  # the PSAM's own region
