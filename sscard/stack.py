@@ -7,7 +7,6 @@ or straight in-process (`memory:` readers).
 
 from __future__ import annotations
 
-import os
 import secrets
 import socket
 import threading
@@ -19,7 +18,6 @@ from typing import Any
 import uvicorn
 
 from hsm_mock import KeyStore, Lmk, LocalHsm
-from hsm_mock.client import HsmClient
 from hsm_mock.server import ServerThread
 from settlement.auth import TerminalKey, hash_key
 from settlement.client import SettlementClient
@@ -30,12 +28,9 @@ from sim.issuer import DEFAULT_ISSUER, Issuer, install_into_hsm
 from sim.world import seed
 from terminal.app import create_app as create_terminal_app
 from terminal.config import TerminalConfig, hash_token
-from terminal.daemon import FallbackSecurity
+from terminal.daemon import build_terminal
 from terminal.flows import Terminal
-from terminal.journal import Journal
-from terminal.recovery import Forwarder, recover
-from terminal.security import HsmSecurity
-from terminal.session import ReaderSession, open_reader
+from terminal.recovery import Forwarder
 
 INSTITUTION = "H11000301"
 TERMINAL_ID = "T0001"
@@ -161,23 +156,8 @@ def start_counter(centre: Centre, user_card: str = "memory:zhang_san", psam: str
     """A terminal daemon served on a free port: PSAM first, the centre's HSM as fallback."""
     token = secrets.token_urlsafe(24)
     cfg = terminal_config(centre.workdir, user_card, psam, centre, token, terminal_id)
-    journal = Journal(cfg.terminal.journal, terminal_id)
-    session = ReaderSession(user_card, open_reader(user_card))
-    hsm_sm = HsmSecurity(HsmClient(*centre.hsm_address, timeout=cfg.hsm.timeout))
-    security: Any = hsm_sm
-    number = ""
-    if psam:
-        from cardlib.psam import Psam, PsamSecurity
-
-        p = Psam(open_reader(psam))
-        number = p.terminal_number()
-        security = FallbackSecurity(PsamSecurity(p), hsm_sm)
-    t = Terminal(cfg, journal, {user_card: session}, security, centre.client(terminal_id, settlement_timeout), number)
-    recover(t)
-    session.watch()
+    t = build_terminal(cfg, centre=centre.client(terminal_id, settlement_timeout))
+    for s in t.sessions.values():
+        s.watch()
     http = UvicornThread(create_terminal_app(t)).start()
     return Counter(t, http, token, Forwarder(t).start())
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")
