@@ -145,18 +145,25 @@ class SecurityCommands:
         name = self.cur_df.name  # type: ignore[attr-defined]
         return maintenance_key(name) if name.startswith("DF") else None
 
-    def _update_record(self, cmd: CommandAPDU) -> bytes:
-        ef = self._protected_file(cmd.p2)
+    def _write_gate(self, cmd: CommandAPDU, p2: int, addressing: Addressing | None) -> tuple[EF, bytes] | bytes:
+        """The checks every protected write passes, in order: the file (and its addressing, if given), a
+        maintenance key for the DF, the terminal authenticated, the MAC. (file, data) or the SW to answer."""
+        ef = self._protected_file(p2)
         if isinstance(ef, bytes):
             return ef
         kt = self._write_key()
-        if kt is None:
+        if kt is None or (addressing is not None and ef.addressing is not addressing):
             return _sw(0x6985)
         if not self.ext_auth:
             return _sw(0x6982)
         data, err = self._check_mac(cmd, kt)
-        if err:
-            return err
+        return err if err else (ef, data)
+
+    def _update_record(self, cmd: CommandAPDU) -> bytes:
+        gate = self._write_gate(cmd, cmd.p2, None)
+        if isinstance(gate, bytes):
+            return gate
+        ef, data = gate
         if ef.addressing is Addressing.TAG:
             old = ef.find(cmd.p1)
             if old is None:
@@ -175,17 +182,10 @@ class SecurityCommands:
     def _append_record(self, cmd: CommandAPDU) -> bytes:
         if cmd.p1:
             return _sw(0x6A86)
-        ef = self._protected_file((cmd.p2 & 0xF8) | 0x04)
-        if isinstance(ef, bytes):
-            return ef
-        kt = self._write_key()
-        if kt is None or ef.addressing is not Addressing.NUMBER:
-            return _sw(0x6985)
-        if not self.ext_auth:
-            return _sw(0x6982)
-        data, err = self._check_mac(cmd, kt)
-        if err:
-            return err
+        gate = self._write_gate(cmd, (cmd.p2 & 0xF8) | 0x04, Addressing.NUMBER)
+        if isinstance(gate, bytes):
+            return gate
+        ef, data = gate
         if ef.record_length and len(data) != ef.record_length:
             return _sw(0x6700)
         ef.records.insert(0, data)  # cyclic: the newest is record 1, the oldest falls off

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cardlib import readers
 from cardlib.card import SocialSecurityCard
 from cardlib.errors import CardError, PinBlocked, PinWrong
 from cardlib.readers.base import Reader
@@ -23,14 +24,8 @@ READER_HELP = "PC/SC reader name (or a unique part of it), or serial:URL (e.g. s
 
 
 def open_reader(name: str | None) -> Reader:
-    """A Reader for a --reader option: serial:URL, or a PC/SC reader name."""
-    if name and name.startswith("serial:"):
-        from cardlib.readers.serial import SerialReader
-
-        return SerialReader(name.removeprefix("serial:"))
-    from cardlib.readers.pcsc import PcscReader, resolve_reader
-
-    return PcscReader(resolve_reader(name))
+    """A Reader for a --reader option: serial:URL, or a PC/SC reader name or a unique part of it."""
+    return readers.open_reader(name, resolve=True)
 
 
 @contextmanager

@@ -141,24 +141,16 @@ def create_app(t: Terminal) -> FastAPI:
     app.state.terminal = t
     Auth = Depends(require_token)
 
-    @app.exception_handler(TerminalError)
-    def _terminal_error(request: Request, e: TerminalError) -> JSONResponse:
-        return JSONResponse(e.to_dict(), status_code=e.status)
+    def handler(convert):
+        def respond(request: Request, e: Exception) -> JSONResponse:
+            err = convert(e)
+            return JSONResponse(err.to_dict(), status_code=err.status)
 
-    @app.exception_handler(SessionError)
-    def _session_error(request: Request, e: SessionError) -> JSONResponse:
-        err = from_session_error(e)
-        return JSONResponse(err.to_dict(), status_code=err.status)
+        return respond
 
-    @app.exception_handler(CardError)
-    def _card_error(request: Request, e: CardError) -> JSONResponse:
-        err = from_card_error(e)
-        return JSONResponse(err.to_dict(), status_code=err.status)
-
-    @app.exception_handler(SettlementError)
-    def _settlement_error(request: Request, e: SettlementError) -> JSONResponse:
-        err = from_settlement_error(e)
-        return JSONResponse(err.to_dict(), status_code=err.status)
+    for exc, convert in ((TerminalError, lambda e: e), (SessionError, from_session_error),
+                         (CardError, from_card_error), (SettlementError, from_settlement_error)):
+        app.add_exception_handler(exc, handler(convert))
 
     @app.exception_handler(JournalError)
     def _journal_error(request: Request, e: JournalError) -> JSONResponse:

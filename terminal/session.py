@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from cardlib import layout
+from cardlib import layout, readers
 from cardlib.card import BasicInfo, SocialSecurityCard
 from cardlib.errors import CardError, CardRemoved, NoCard, TransportError
 from cardlib.readers.base import Reader
@@ -55,13 +55,7 @@ def open_reader(spec: str) -> Reader:
         from sim.personalize import issue_sample
 
         return MemoryReader(issue_sample(what), name=spec)
-    if spec.startswith("serial:"):
-        from cardlib.readers.serial import SerialReader
-
-        return SerialReader(spec.removeprefix("serial:"))
-    from cardlib.readers.pcsc import PcscReader
-
-    return PcscReader(spec.removeprefix("pcsc:"))
+    return readers.open_reader(spec)
 
 
 @dataclass
