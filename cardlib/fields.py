@@ -48,7 +48,7 @@ class _PaddedTextAdapter(Adapter):
 
     def _decode(self, obj: bytes, context: Any, path: Any) -> str:
         body = obj.rstrip(bytes([self.pad]))
-        if 0 in body and self.pad != 0:
+        if 0 in body:  # what encode refuses, decode refuses: build(parse(raw)) == raw
             raise FieldError(f"{self.encoding} value has a NUL inside: {obj.hex()}")
         try:
             text = body.decode(self.encoding)
@@ -67,8 +67,10 @@ class _PaddedTextAdapter(Adapter):
             raise FieldError(f"{obj!r} cannot be written in {self.encoding}") from e
         if len(raw) > self.n:
             raise FieldError(f"{obj!r} is {len(raw)} bytes in {self.encoding}, field holds {self.n}")
-        if raw.endswith(bytes([self.pad])) or (self.pad == 0 and 0 in raw):
+        if raw.endswith(bytes([self.pad])):
             raise FieldError(f"{obj!r} ends with the padding byte")
+        if 0 in raw:
+            raise FieldError(f"{obj!r} has a NUL inside")
         if self.encoding == "ascii" and not obj.isprintable():
             raise FieldError(f"an value has control characters: {obj!r}")
         return raw.ljust(self.n, bytes([self.pad]))

@@ -88,6 +88,7 @@ def test_unencodable_values_raise_field_error(fmt, value):
         (fields.an(3), "41FF00"),  # not ASCII
         (fields.an(3), "410041"),  # NUL inside a 00-padded value
         (fields.gbk(2), "D500"),  # half a GBK character
+        (fields.gbk(4), "00000001"),  # a NUL before the value's end: build would refuse it
         (fields.an(2), "41"),  # wrong length
     ],
 )
