@@ -125,6 +125,11 @@ class HsmApi(Protocol):
         ...
 
     # ---- PINs ---------------------------------------------------------------------------------------
+    def encrypt_pin(self, pik: str, pin: str, pan: str) -> bytes:
+        """The ISO 9564 format-0 block of a clear PIN (4..12 digits) under `pik` (8 bytes for a 3DES PIK,
+        16 for SM4): a PIN pad's job, for a terminal without a PSAM. The PIN is neither kept nor audited."""
+        ...
+
     def pin_reference(self, pik: str, pvk: str, pin_block: bytes, pan: str) -> bytes:
         """The one-way PIN reference (16 bytes) for a PIN block under `pik`, keyed by `pvk`."""
         ...

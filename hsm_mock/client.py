@@ -238,6 +238,9 @@ class HsmClient:
     def verify_mac(self, key: str, data: bytes, mac: bytes, iv: bytes = b"") -> None:
         self._none(self._call("verify_mac", key, data, mac, iv))
 
+    def encrypt_pin(self, pik: str, pin: str, pan: str) -> bytes:
+        return self._one(self._call("encrypt_pin", pik, pin, pan))
+
     def pin_reference(self, pik: str, pvk: str, pin_block: bytes, pan: str) -> bytes:
         return self._one(self._call("pin_reference", pik, pvk, pin_block, pan))
 

@@ -18,6 +18,9 @@ Card keys are derived inside each command and never leave it in clear. Exactly, 
 6. PIN blocks: ISO 9564 format 0 (`hsm_mock.pinblock`), ECB-encrypted under a PIK. The PIN reference is
    HMAC(PVK, "sscard-hsm pin ref|" || 12 PAN digits || "|" || PIN digits), SHA-256 for a 3DES PVK,
    SM3 for an SM4 PVK, first 16 bytes: one-way, and useless without the PVK.
+   `encrypt_pin` (host command BA, after Thales' "encrypt a clear PIN") takes a clear PIN from a PIN-entry
+   stand-in and returns its format-0 block under a PIK; it is the terminal's path when it has no PSAM.
+   The PIN is never audited or echoed: the audit entry names only the PIK.
 
 Every command is audited (`hsm_mock.audit`): name, key references, result code, time, duration.
 Stored keys are unwrapped once and kept loaded (`KeyStore.handle`); card keys exist only for the
@@ -192,6 +195,11 @@ class LocalHsm:
             if len(reference) != PIN_REF_SIZE:
                 raise InvalidInput(f"a PIN reference is {PIN_REF_SIZE} bytes")
             _verify(self._reference(pik, pvk, pin_block, pan), reference)
+
+    def encrypt_pin(self, pik: str, pin: str, pan: str) -> bytes:
+        with Audited(self.audit, "encrypt_pin", pik):
+            handle = self.keystore.handle(pik, KeyType.PIK)[1]
+            return handle.encrypt(pinblock.encode_format0(pin, pan, handle.suite.block_size))
 
     def translate_pin(self, src_pik: str, dst_pik: str, pin_block: bytes, pan: str) -> bytes:
         with Audited(self.audit, "translate_pin", src_pik, dst_pik):

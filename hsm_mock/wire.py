@@ -62,6 +62,7 @@ COMMANDS: dict[str, CommandSpec] = {
         CommandSpec("MG", "verify_session_mac", "sbbbb"),
         CommandSpec("MA", "generate_mac", "sbbi"),
         CommandSpec("MC", "verify_mac", "sbbb"),
+        CommandSpec("BA", "encrypt_pin", "sss"),
         CommandSpec("PA", "pin_reference", "ssbs"),
         CommandSpec("PC", "verify_pin", "ssbsb"),
         CommandSpec("PE", "translate_pin", "ssbs"),

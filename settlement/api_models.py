@@ -16,7 +16,7 @@ from settlement.accumulators import Accumulators, CareTotals
 from settlement.audit import AuditEntry
 from settlement.breakdown import Breakdown, FeeLine, Piece
 from settlement.fraud import Flag
-from settlement.identity import Certification, CertificationStatus
+from settlement.identity import Certification, CertificationStatus, pin_pan
 from settlement.medical import PreSettlement, Refund, RefundParts, Settlement, SettlementRecord, Visit, Void
 from settlement.pension import Collection, IssueBatch, Pensioner
 from settlement.registry import Person
@@ -26,12 +26,16 @@ __all__ = [
     "CertifyRequest", "CollectRequest", "Collection", "DeathReportRequest", "ErrorBody", "FeeLineIn", "Flag",
     "IssueBatch", "IssueRequest", "PersonBalances", "Pensioner", "Person", "Piece", "PostingOut", "PreSettleRequest",
     "PreSettlement", "Refund", "RefundParts", "RefundRequest", "RegisterRequest", "Settlement", "SettleRequest",
-    "SettlementRecord", "TransferOut", "Visit", "Void", "VoidRequest",
+    "SettlementRecord", "TransferOut", "Visit", "Void", "VoidRequest", "pin_pan",
 ]
 
 Fen = Annotated[int, Field(strict=True, ge=0, description="amount in fen (1 yuan = 100 fen)")]
 Serial = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="the terminal's serial number for "
                               "this request (流水号); with the terminal id it is the idempotency key")]
+PinBlockHex = Annotated[str, Field(
+    pattern=r"^(?:[0-9A-Fa-f]{16}|[0-9A-Fa-f]{32})$",
+    description="the PIN as an ISO 9564 format-0 PIN block encrypted under the terminal PIN key, hex: 16 digits "
+                "(3DES key) or 32 (SM4); PAN = the person's social security number (`pin_pan`)")]
 AMOUNT_FIELDS = frozenset({"det_item_fee_sumamt", "overlmt_amt", "amount"})
 
 
@@ -101,13 +105,18 @@ class VoidRequest(_In):
 
 
 class CertifyRequest(_In):
-    """A certification attempt. card_pin needs card_no and pin_verified; biometric needs score, modality
-    and device_id; assisted needs agent_id and agent_region."""
+    """A certification attempt. card_pin needs card_no and pin_block (checked online against the PIN
+    reference recorded at issuance; pin_verified, optional, says whether the card accepted the PIN; a
+    centre without an online PIN check takes pin_verified alone); biometric needs score, modality and
+    device_id; assisted needs agent_id and agent_region."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # never echo a PIN block
 
     terminal_serial: Serial
     person_id: str
     method: Literal["card_pin", "biometric", "assisted"]
     card_no: str | None = None
+    pin_block: PinBlockHex | None = Field(None, repr=False)
     pin_verified: bool | None = None
     score: float | None = Field(None, description="match score in [0, 1] from the biometric device")
     modality: Literal["face", "fingerprint"] | None = None

@@ -152,7 +152,10 @@ class SettlementClient:
 
     # -- identity and persons ------------------------------------------------------------------------------
     def certify(self, *, serial: str, person_id: str, method: str, **evidence: Any) -> Certification:
-        """evidence: card_no + pin_verified | score + modality + device_id | agent_id + agent_region (+ note)."""
+        """evidence: card_no + pin_block (hex; + pin_verified) | score + modality + device_id | agent_id +
+        agent_region (+ note). A `bytes` pin_block is sent as hex."""
+        if isinstance(evidence.get("pin_block"), bytes):
+            evidence["pin_block"] = evidence["pin_block"].hex().upper()
         return self._call("POST", "/v1/identity/certify", Certification, json=self._body(
             terminal_serial=serial, person_id=person_id, method=method, **evidence))
 

@@ -89,6 +89,13 @@ UnknownInstitution = _error(
     "UnknownInstitution", "UNKNOWN_INSTITUTION", 404, "No designated institution with that code."
 )
 Forbidden = _error("Forbidden", "FORBIDDEN", 403, "This terminal may not make this request.")
+PinCheckUnavailable = _error(
+    "PinCheckUnavailable",
+    "PIN_CHECK_UNAVAILABLE",
+    503,
+    "The centre could not check the PIN block (no PIN verifier configured, or its HSM did not answer); "
+    "nothing was recorded: try again.",
+)
 ServiceUnreachable = _error(
     "ServiceUnreachable",
     "SERVICE_UNREACHABLE",

@@ -4,6 +4,12 @@ A person has one region and category of record (the insured region whose policy 
 medical-assistance eligibility class, and, once reported, a date of death. Enrolments list every region
 that reports the person as actively insured (the region of record included): more than one active region
 is a fraud flag (settlement/fraud.py). Institutions carry their region and level.
+
+PIN references: at issuance the card's PIN is turned, inside the HSM, into a one-way PIN reference (the
+HSM's `pin_reference`: an HMAC under the PIN verification key, never the PIN and useless without that
+key), recorded here per person together with the card it belongs to (`reg_pin_references`). The centre's
+online PIN check for certification (settlement/identity.py) verifies a PIN block against it. The
+reference is never returned by the API, audited or logged.
 """
 
 from __future__ import annotations
@@ -50,6 +56,12 @@ def schema(dialect: str) -> list[str]:
             since TEXT NOT NULL,
             PRIMARY KEY (person_id, region)
         )""",
+        """CREATE TABLE IF NOT EXISTS reg_pin_references (
+            person_id TEXT PRIMARY KEY REFERENCES reg_persons (person_id),
+            card_no TEXT NOT NULL,
+            reference TEXT NOT NULL,
+            set_at TEXT NOT NULL
+        )""",
         """CREATE TABLE IF NOT EXISTS reg_institutions (
             code TEXT PRIMARY KEY,
             name TEXT NOT NULL,
@@ -84,6 +96,17 @@ class Institution(BaseModel):
     level: str
 
 
+class PinReference(BaseModel):
+    """The PIN reference recorded for a person's card (centre-internal: never in an API answer)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    card_no: str
+    reference: bytes
+    set_at: str
+
+
+PIN_REFERENCE_SIZE = 16
 _PERSON_COLS = "person_id, name, card_no, region, category, assistance_class, death_date"
 
 
@@ -96,6 +119,14 @@ def load_person(tx: Tx, person_id: str, *, lock: bool = False) -> Person:
     if row is None:
         raise UnknownPerson(f"no insured person {person_id!r}", person_id=person_id)
     return Person(**row)
+
+
+def load_pin_reference(tx: Tx, person_id: str) -> PinReference | None:
+    """The PIN reference recorded for the person's card, or None."""
+    row = tx.one("SELECT card_no, reference, set_at FROM reg_pin_references WHERE person_id = ?", (person_id,))
+    if row is None:
+        return None
+    return PinReference(card_no=row["card_no"], reference=bytes.fromhex(row["reference"]), set_at=row["set_at"])
 
 
 def load_institution(tx: Tx, code: str) -> Institution:
@@ -158,6 +189,40 @@ class Registry:
 
     def person(self, person_id: str) -> Person:
         return self.engine.store.read(lambda tx: load_person(tx, person_id))
+
+    def set_pin_reference(self, person_id: str, card_no: str, reference: bytes, *, actor: str,
+                          source: str = "issuance") -> None:
+        """Record the PIN reference of the person's card (at issuance, or after a PIN change or a new card),
+        replacing any earlier one. Audited without the reference; recording the same one again is a no-op."""
+        _text(card_no, "card_no")
+        if not isinstance(reference, bytes) or len(reference) != PIN_REFERENCE_SIZE:
+            raise InvalidRequest(f"a PIN reference is {PIN_REFERENCE_SIZE} bytes", field="reference")
+        eng = self.engine
+
+        def unit(tx: Tx) -> None:
+            load_person(tx, person_id, lock=True)
+            old = load_pin_reference(tx, person_id)
+            if old is not None and (old.card_no, old.reference) == (card_no, reference):
+                return
+            at = eng.stamp()
+            tx.execute(
+                "INSERT INTO reg_pin_references (person_id, card_no, reference, set_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (person_id) DO UPDATE SET card_no = excluded.card_no,"
+                " reference = excluded.reference, set_at = excluded.set_at",
+                (person_id, card_no, reference.hex(), at),
+            )
+            audit.record(tx, at=at, person_id=person_id, event="pin_reference_set", actor=actor, card_no=card_no,
+                         source=source, replaced=old is not None)
+
+        eng.store.run(unit)
+
+    def pin_reference(self, person_id: str) -> PinReference | None:
+        """The PIN reference on record for the person (None if none was enrolled)."""
+        def q(tx: Tx) -> PinReference | None:
+            load_person(tx, person_id)
+            return load_pin_reference(tx, person_id)
+
+        return self.engine.store.read(q)
 
     def set_assistance_class(self, person_id: str, assistance_class: str | None, *, actor: str) -> Person:
         """Grant or withdraw medical-assistance eligibility (audited)."""

@@ -8,6 +8,12 @@ SHA-256; see settlement/auth.py). Money-moving requests carry `terminal_serial`;
 result back (`replayed: true`). Errors are `{code, message, details}` with the HTTP status of their
 code (settlement/errors.py); malformed bodies are 422 INVALID_REQUEST, or INVALID_AMOUNT when only
 amounts are wrong. The OpenAPI schema is at /openapi.json.
+
+Online PIN check: `create_app(..., pin_verifier=sscard.hsm_pin.HsmPinVerifier(hsm))` lets card_pin certifications be
+verified against the PIN references recorded at issuance (settlement/identity.py); `hsm` is any
+hsm_mock `HsmApi` (the TCP `HsmClient` in production: `sscard settlement serve --hsm HOST:PORT`); the adapter
+lives with the composition (sscard/) so that settlement imports no other layer. PIN
+blocks are never logged: validation errors name the field, never its value.
 """
 
 
@@ -59,6 +65,7 @@ from settlement.auth import KeyRing, TerminalKey
 from settlement.engine import Engine, Settings, utc_now
 from settlement.errors import Forbidden, SettlementError, Unauthorized, UnknownTransaction
 from settlement.idempotency import make_key
+from settlement.identity import PinVerifier
 from settlement.policy import PolicyBook
 from settlement.store.base import Store
 
@@ -80,9 +87,13 @@ def create_app(
     policies: PolicyBook | None = None,
     settings: Settings | None = None,
     clock: Callable[[], dt.datetime] = utc_now,
+    pin_verifier: PinVerifier | None = None,
 ) -> FastAPI:
-    """The service app over `store` (or an existing Engine), accepting the given terminals' keys."""
+    """The service app over `store` (or an existing Engine), accepting the given terminals' keys;
+    `pin_verifier` turns on the online PIN check of card_pin certifications."""
     engine = store if isinstance(store, Engine) else Engine(store, policies=policies, settings=settings, clock=clock)
+    if pin_verifier is not None:
+        engine.identity.pin_verifier = pin_verifier
     keys = KeyRing(terminals)
     app = FastAPI(
         title="sscard settlement service",

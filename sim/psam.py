@@ -1,8 +1,9 @@
 """A simulated PSAM: the terminal's security module card, holding the issuer's master keys.
 
 It answers the commands cardlib.psam documents: READ BINARY of the terminal number (SFI 16), GET
-CHALLENGE, DELIVER KEY (diversify a card key into the working key), ENCRYPT and MAC with the working key.
-Master keys come from an `Issuer` (loaded at personalisation, never readable back).
+CHALLENGE, DELIVER KEY (diversify a card key into the working key), ENCRYPT and MAC with the working key,
+and PIN ENCIPHER (a format-0 PIN block under the terminal PIN key). Master keys and PIN keys come from an
+`Issuer` (loaded at personalisation, never readable back).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from cardlib.apdu import CommandAPDU
 from cardlib.crypto import CipherSuite, CryptoError, Suite, suite_for
 from cardlib.errors import MalformedResponse
 from cardlib.layout import KeyType
+from cardlib.psam import INS_PIN_ENCIPHER
 from sim.card import make_atr
 from sim.issuer import DEFAULT_ISSUER, Issuer
 
@@ -79,7 +81,32 @@ class SimPsam:
             return self._deliver_key(cmd)
         if cmd.cla == 0x80 and cmd.ins == 0xFA:
             return self._cipher(cmd)
+        if cmd.cla == 0x80 and cmd.ins == INS_PIN_ENCIPHER:
+            return self._encipher_pin(cmd)
         return _sw(0x6D00)
+
+    def _encipher_pin(self, cmd: CommandAPDU) -> bytes:
+        """80 F8 00 <suite> 10 <PIN field> <PAN field>: E(PIK, PIN field XOR PAN field), see cardlib.psam."""
+        suite = SUITES_BY_CODE.get(cmd.p2)
+        if cmd.p1 != 0x00 or suite is None:
+            return _sw(0x6A86)
+        if len(cmd.data) != 16:
+            return _sw(0x6700)
+        pin_f, pan_f = cmd.data[:8].hex().upper(), cmd.data[8:].hex().upper()
+        n = int(pin_f[1], 16)
+        digits, pad = pin_f[2 : 2 + n], pin_f[2 + n :]
+        if (pin_f[0] != "0" or not 4 <= n <= 12 or not digits.isdigit() or pad != "F" * len(pad)
+                or not (pan_f.startswith("0000") and pan_f.isdigit())):
+            return _sw(0x6A80)
+        try:
+            pik = self._issuer.pin_key(suite)
+        except KeyError:
+            return _sw(0x6A88)
+        cs = suite_for(suite)
+        size = cs.block
+        clear = bytes(a ^ b for a, b in zip(bytes.fromhex(pin_f.ljust(2 * size, "F")),
+                                            bytes.fromhex(pan_f.rjust(2 * size, "0")), strict=True))
+        return cs.encrypt(pik, clear) + b"\x90\x00"
 
     def _deliver_key(self, cmd: CommandAPDU) -> bytes:
         try:

@@ -19,6 +19,11 @@ def serve(
     port: int = typer.Option(8700, help="TCP port."),
     policies: Path = typer.Option(None, "--policies", file_okay=False, help="Directory of policy TOML files."),
     biometric_threshold: float = typer.Option(0.80, min=0.0, max=1.0, help="Biometric match score to pass."),
+    hsm: str = typer.Option(None, "--hsm", metavar="HOST:PORT",
+                            help="The centre's HSM (host-command protocol): card_pin certifications are then "
+                                 "checked online against the PIN references recorded at issuance."),
+    hsm_prefix: str = typer.Option("SSSE", help="Label prefix of the issuer's keys in the HSM (<prefix>-SM4-PVK...)."),
+    hsm_timeout: float = typer.Option(2.0, min=0.1, help="Seconds per HSM command."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve the settlement HTTP API (OpenAPI at /docs and /openapi.json)."""
@@ -28,9 +33,18 @@ def serve(
     from settlement.engine import Settings
     from settlement.policy import PolicyBook
     from settlement.service import create_app
+    from sscard.hsm_pin import HsmPinVerifier
 
     if (db is None) == (postgres is None):
         raise typer.BadParameter("give exactly one of --db PATH or --postgres DSN")
+    verifier = None
+    if hsm:
+        from hsm_mock.client import HsmClient
+
+        host, sep, port_text = hsm.rpartition(":")
+        if not sep or not host or not port_text.isdigit():
+            raise typer.BadParameter("--hsm takes HOST:PORT, e.g. 127.0.0.1:1500")
+        verifier = HsmPinVerifier(HsmClient(host, int(port_text), timeout=hsm_timeout), hsm_prefix)
     if postgres is not None:
         from settlement.store.postgres import PostgresStore
 
@@ -42,9 +56,11 @@ def serve(
     try:
         book = PolicyBook.load(policies) if policies else None
         app_ = create_app(store, terminals=load_terminal_keys(keys), policies=book,
-                          settings=Settings(biometric_threshold=biometric_threshold))
+                          settings=Settings(biometric_threshold=biometric_threshold), pin_verifier=verifier)
         uvicorn.run(app_, host=host, port=port, log_level=log_level)
     finally:
+        if verifier is not None:
+            verifier.hsm.close()
         store.close()
 
 

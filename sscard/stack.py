@@ -26,6 +26,7 @@ from settlement.service import create_app as create_settlement_app
 from settlement.store.sqlite import SqliteStore
 from sim.issuer import DEFAULT_ISSUER, Issuer, install_into_hsm
 from sim.world import seed
+from sscard.hsm_pin import HsmPinVerifier
 from terminal.app import create_app as create_terminal_app
 from terminal.config import TerminalConfig, hash_token
 from terminal.daemon import build_terminal
@@ -98,7 +99,9 @@ class Centre:
 
 def start_centre(workdir: Path, *, issuer: Issuer = DEFAULT_ISSUER, terminals: tuple[str, ...] = (TERMINAL_ID,),
                  port: int | None = None) -> Centre:
-    """The mock HSM (keys from `issuer`, by key ceremony) on TCP and the settlement service on SQLite, seeded."""
+    """The mock HSM (keys from `issuer`, by key ceremony) on TCP and the settlement service on SQLite, seeded
+    with the sample holders and their PIN references; the service checks card_pin certifications online
+    with the same HSM (in-process)."""
     workdir.mkdir(parents=True, exist_ok=True)
     keystore = KeyStore(Lmk.ephemeral(), workdir / "hsm-keys.db")
     hsm = LocalHsm(keystore)
@@ -107,10 +110,11 @@ def start_centre(workdir: Path, *, issuer: Issuer = DEFAULT_ISSUER, terminals: t
     hsm_server = ServerThread(hsm).start()
     store = SqliteStore(workdir / "settlement.db")
     engine = Engine(store)
-    seed(engine)
+    seed(engine, hsm=hsm)  # with the HSM: each sample card's PIN reference, as issuance records it
     keys = {t: secrets.token_urlsafe(24) for t in terminals}
     ring = [TerminalKey(t, hash_key(k), INSTITUTION, False) for t, k in keys.items()]
-    service = UvicornThread(create_settlement_app(engine, terminals=ring), port).start()
+    service = UvicornThread(create_settlement_app(engine, terminals=ring, pin_verifier=HsmPinVerifier(hsm)),
+                            port).start()
     return Centre(workdir, issuer, hsm, hsm_server, store, engine, service, keys)
 
 

@@ -256,7 +256,12 @@ def create_app(t: Terminal) -> FastAPI:
     # ---- pensions ------------------------------------------------------------------------------------
     @app.post("/v1/pension/certify", tags=["pension"], dependencies=[Auth], responses=ERRORS)
     def certify(body: CertifyIn) -> dict[str, Any]:
-        """Eligibility certification: card + PIN, or a biometric match score."""
+        """Eligibility certification: card + PIN, or a biometric match score.
+
+        With the PIN: the card verifies it first (PIN_WRONG with tries_left), then the PSAM (or the HSM)
+        enciphers it into a PIN block that the centre checks online against the PIN reference recorded at
+        issuance. A PIN the card accepts but the centre does not know gives `passed: false`,
+        `failure: "pin_wrong"`; nothing else changes. Neither the PIN nor the block is journaled or logged."""
         pin = body.pin.get_secret_value() if body.pin is not None else None
         return t.certify(body.reader, pin, body.biometric_score, body.modality, body.device_id)
 

@@ -31,6 +31,7 @@ tokens_sha256 = ["..."]
 
 [policy]
 biometric_threshold = 0.80
+pin_suite = "SM4"                    # PIN blocks for the centre under the SM4 (16 bytes) or 3DES (8) PIN key
 ```
 """
 
@@ -40,6 +41,7 @@ import hashlib
 import os
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -93,6 +95,7 @@ class AuthSection(_Section):
 class PolicySection(_Section):
     biometric_threshold: float = Field(0.80, ge=0, le=1)
     require_card_auth: bool = True
+    pin_suite: Literal["SM4", "3DES"] = "SM4"  # the terminal PIN key (PSAM/HSM) the centre's PIN blocks use
 
 
 class TerminalConfig(_Section):

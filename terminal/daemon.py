@@ -51,6 +51,9 @@ class FallbackSecurity:
                     data: bytes) -> bytes:
         return self._try("command_mac", key, card_id, suite, challenge, header, data)
 
+    def pin_block(self, pin: str, pan: str) -> bytes:
+        return self._try("pin_block", pin, pan)
+
 
 def build_security(cfg: TerminalConfig) -> tuple[SecurityModule | None, str]:
     """(security module, PSAM terminal number or '')."""
@@ -63,13 +66,14 @@ def build_security(cfg: TerminalConfig) -> tuple[SecurityModule | None, str]:
         except CardError as e:
             log.warning("PSAM in %s not usable: %s", cfg.readers.psam, e)
         regions = set(cfg.readers.psam_regions) if cfg.readers.psam_regions is not None else None
-        psam_sm = PsamSecurity(psam, regions=regions)
+        psam_sm = PsamSecurity(psam, regions=regions, pin_suite=cfg.policy.pin_suite)
     hsm_sm: SecurityModule | None = None
     if cfg.hsm.host:
         from hsm_mock.client import HsmClient
         from terminal.security import HsmSecurity
 
-        hsm_sm = HsmSecurity(HsmClient(cfg.hsm.host, cfg.hsm.port, timeout=cfg.hsm.timeout), cfg.hsm.prefix)
+        hsm_sm = HsmSecurity(HsmClient(cfg.hsm.host, cfg.hsm.port, timeout=cfg.hsm.timeout), cfg.hsm.prefix,
+                             pin_suite=cfg.policy.pin_suite)
     if psam_sm and hsm_sm:
         return FallbackSecurity(psam_sm, hsm_sm), terminal_number
     return psam_sm or hsm_sm, terminal_number

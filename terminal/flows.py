@@ -10,8 +10,16 @@ Each money-moving step follows the same discipline:
 7. after a confirmed settlement, the transaction record is appended to the card's DF04 file with a MAC.
    A failed card write never undoes the settlement; the receipt says so.
 
-PINs arrive with the request (standing in for a PIN pad), go to the card's VERIFY and nowhere else: never
-journaled, never logged.
+PINs arrive with the request (standing in for a PIN pad) and go to the card's VERIFY. For a pension
+certification (card_pin), once the card has accepted it, the PIN also goes into the security module's PIN
+encipher command (the PSAM's PIN ENCIPHER, or the HSM's `encrypt_pin` when the PSAM cannot serve), which
+returns an ISO 9564 format-0 PIN block under the terminal PIN key; the block travels to the centre, which
+checks it online against the PIN reference recorded at issuance (PAN: the social security number,
+`settlement.identity.pin_pan`). Nowhere else: neither the PIN nor the block is journaled or logged (the
+journal keeps the certification request without the block; a resend after a restart only replays an
+attempt the centre recorded). The terminal has no change-PIN flow; a PIN changed at the card alone
+(`sscard card change-pin`) leaves the centre's reference behind, so online certification fails with
+`pin_wrong` until the reference is enrolled again (`registry.set_pin_reference`, at a service hall).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from cardlib import layout
 from cardlib.card import BasicInfo
 from cardlib.errors import CardError, CardRemoved
 from cardlib.security import SecurityModule
-from settlement.api_models import FeeLineIn
+from settlement.api_models import FeeLineIn, pin_pan
 from settlement.client import SettlementClient
 from settlement.errors import AlreadyReversed, ServiceUnreachable, SettlementError
 from terminal import metrics
@@ -91,11 +99,11 @@ class Terminal:
             if authenticate and self.security is not None and self.config.policy.require_card_auth:
                 s.card.authenticate(self.security)
             return info
-        except ValueError as e:  # a PIN that is not 4-12 digits: refused before the card sees it
-            raise TerminalError("INVALID_PIN_FORMAT", str(e), 422) from e
-        except CardError as e:
+        except CardError as e:  # first: some card errors are ValueErrors too (a reader's framing error)
             metrics.reader_errors.labels(s.name, type(e).__name__).inc()
             raise from_card_error(e) from e
+        except ValueError as e:  # a PIN that is not 4-12 digits: refused before the card sees it
+            raise TerminalError("INVALID_PIN_FORMAT", str(e), 422) from e
 
     def _begin(self, kind: str, request: dict[str, Any], **kw: Any) -> Entry:
         entry = self.journal.begin(kind, request, **kw)
@@ -262,11 +270,29 @@ class Terminal:
                 body = {"person_id": person, "method": "card_pin", "card_no": info.card_number, "pin_verified": True}
             else:
                 raise TerminalError("INVALID_REQUEST", "Certification needs the PIN or a biometric score.", 422)
-            entry = self._begin("certify", body, person_id=person, card_no=info.card_number)
+            block = self._pin_block(s, pin, person) if body["method"] == "card_pin" and pin is not None else None
+            entry = self._begin("certify", body, person_id=person, card_no=info.card_number)  # never the block
             evidence = {k: v for k, v in body.items() if k not in ("person_id", "method")}
+            if block is not None:
+                evidence["pin_block"] = block
             result = self._send(entry, None, lambda serial: self.centre.certify(
                 serial=serial, person_id=person, method=body["method"], **evidence), reverse_on_unknown=False)
         return {"key": entry.key, **result.model_dump(mode="json")}
+
+    def _pin_block(self, s: ReaderSession, pin: str, person_id: str) -> str | None:
+        """The PIN as a PIN block (hex) for the centre's online check; None without a security module (the
+        centre then has only the card's word, which a centre with an online PIN check refuses)."""
+        if self.security is None:
+            return None
+        try:
+            return self.security.pin_block(pin, pin_pan(person_id)).hex().upper()
+        except SettlementError as e:  # a person id that cannot be a PAN
+            raise from_settlement_error(e) from e
+        except CardError as e:  # before ValueError: some transport errors are ValueErrors too
+            metrics.reader_errors.labels(s.name, type(e).__name__).inc()
+            raise from_card_error(e) from e
+        except ValueError as e:
+            raise TerminalError("INVALID_PIN_FORMAT", str(e), 422) from e
 
     def collect_pension(self, reader: str | None, pin: str, amount: int) -> dict[str, Any]:
         s = self.session(reader)

@@ -33,7 +33,7 @@ PARTS = {
     "card": ("transmit",),
     "centre": ("visit", "settle", "register_visit", "refund", "void", "settlement", "posting", "certify",
                "collect_pension", "presettle"),
-    "security": ("external_auth_cryptogram", "verify_internal_auth", "command_mac", "terminal_random"),
+    "security": ("external_auth_cryptogram", "verify_internal_auth", "command_mac", "terminal_random", "pin_block"),
     "journal": ("begin", "confirm", "fail", "set_card_record", "mark_reversed"),
 }
 

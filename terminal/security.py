@@ -4,6 +4,11 @@ When the PSAM cannot handle a card (another province's keys) the terminal sends 
 challenges to the HSM and gets cryptograms and MACs back. `HsmSecurity` wraps any `HsmApi` (in-process
 `LocalHsm` or the TCP `HsmClient`) into cardlib's `SecurityModule`, so the card code is the same either way.
 Master keys are named `<prefix>-<suite>-<key type>` (see sim.issuer.hsm_label).
+
+PIN blocks: with no PSAM, the PIN the holder typed goes to the HSM's `encrypt_pin` (host command BA) and
+comes back as a format-0 block under the terminal PIN key `<prefix>-<pin_suite>-PIK`, the same key the
+PSAMs hold, so the centre verifies it either way. The clear PIN crosses the HSM link once (in production
+that link is a protected channel, or the PIN pad itself encrypts); it is never logged or kept.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 from cardlib.crypto import suite_for
 from cardlib.errors import SecurityModuleError
 from cardlib.layout import KeyType
+from cardlib.psam import pan_field, pin_field
 from hsm_mock.api import HsmApi
 from hsm_mock.errors import HsmError, VerificationFailed
 
@@ -20,9 +26,10 @@ from hsm_mock.errors import HsmError, VerificationFailed
 class HsmSecurity:
     """cardlib `SecurityModule` backed by the HSM; every HSM failure becomes a SecurityModuleError."""
 
-    def __init__(self, hsm: HsmApi, prefix: str = "SSSE") -> None:
+    def __init__(self, hsm: HsmApi, prefix: str = "SSSE", pin_suite: str = "SM4") -> None:
         self.hsm = hsm
         self.prefix = prefix
+        self.pin_suite = suite_for(pin_suite).suite.value
 
     def _label(self, suite: str, key: KeyType) -> str:
         return f"{self.prefix}-{suite_for(suite).suite.value}-{key.name}"
@@ -53,3 +60,10 @@ class HsmSecurity:
             return self.hsm.session_mac(self._label(suite, key), card_id, challenge, message)
         except HsmError as e:
             raise SecurityModuleError(f"HSM could not MAC the command: {e}") from e
+
+    def pin_block(self, pin: str, pan: str) -> bytes:
+        pin_field(pin), pan_field(pan)  # ValueError before anything leaves the terminal
+        try:
+            return self.hsm.encrypt_pin(f"{self.prefix}-{self.pin_suite}-PIK", pin, pan)
+        except HsmError as e:  # the message never quotes the PIN (hsm_mock.errors)
+            raise SecurityModuleError(f"HSM could not encipher the PIN: {e}") from e

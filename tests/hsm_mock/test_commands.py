@@ -257,3 +257,37 @@ def test_every_command_is_audited_without_secrets(hsm: LocalHsm) -> None:
     assert pin not in words and pan not in words
     assert hsm.audit.entries(command="verify_pin")[0].labels == ("pik.3des", "pvk.3des")
     assert len(hsm.audit.entries(label="mk.ea.3des")) == 1
+
+
+# ---- encrypt a clear PIN (BA) -----------------------------------------------------------------------------
+@pytest.mark.parametrize(("pik", "suite", "size"), [("pik.3des", "3DES", 8), ("pik.sm4", "SM4", 16)])
+def test_encrypt_pin_round_trips_and_verifies(hsm: LocalHsm, pik: str, suite: str, size: int) -> None:
+    pan, pin = "6230606601007726888", "2468013579"
+    block = hsm.encrypt_pin(pik, pin, pan)
+    clear = ecb(suite, key(pik), block, decrypt=True)
+    assert len(block) == size and clear == encode_format0(pin, pan, size)
+    assert decode_format0(clear, pan) == pin
+    ref = hsm.pin_reference(pik, "pvk.sm4", block, pan)
+    hsm.verify_pin(pik, "pvk.sm4", block, pan, ref)
+    other = "pik.sm4" if suite == "3DES" else "pik.3des"  # the reference does not depend on the PIK
+    hsm.verify_pin(other, "pvk.sm4", hsm.encrypt_pin(other, pin, pan), pan, ref)
+    with pytest.raises(VerificationFailed):
+        hsm.verify_pin(pik, "pvk.sm4", hsm.encrypt_pin(pik, "2468013578", pan), pan, ref)
+    assert hsm.translate_pin(pik, other, block, pan) == hsm.encrypt_pin(other, pin, pan)
+
+
+def test_encrypt_pin_refusals_never_quote_the_pin(hsm: LocalHsm) -> None:
+    for pin in ("123", "1234567890123", "12a456", "١٢٣٤٥٦"):
+        with pytest.raises(InvalidInput) as e:
+            hsm.encrypt_pin("pik.sm4", pin, "4000001234562")
+        assert pin not in str(e.value)
+    with pytest.raises(InvalidInput):
+        hsm.encrypt_pin("pik.sm4", "918273", "40000X")
+    with pytest.raises(WrongKeyType):  # only a PIN key encrypts PINs
+        hsm.encrypt_pin("mak.sm4", "918273", "4000001234562")
+    with pytest.raises(KeyNotFound):
+        hsm.encrypt_pin("pik.none", "918273", "4000001234562")
+    entries = hsm.audit.entries(command="encrypt_pin")
+    assert [e.result for e in entries][-3:] == ["15", "11", "10"]
+    assert all(e.labels in (("pik.sm4",), ("mak.sm4",), ("pik.none",)) for e in entries)
+    assert "918273" not in repr(hsm.audit.entries())

@@ -49,6 +49,10 @@ def test_client_matches_local(hsm: LocalHsm, client: HsmClient) -> None:
     client.verify_pin("pik.3des", "pvk.3des", block, pan, ref)
     assert client.translate_pin("pik.3des", "pik2.3des", block, pan) == hsm.translate_pin(
         "pik.3des", "pik2.3des", block, pan)
+    for pik in ("pik.3des", "pik.sm4"):  # encrypt a clear PIN (BA): ECB, so the same block either way
+        assert client.encrypt_pin(pik, "1234", pan) == hsm.encrypt_pin(pik, "1234", pan)
+    assert client.encrypt_pin("pik.3des", "1234", pan) == block
+    client.verify_pin("pik.sm4", "pvk.3des", client.encrypt_pin("pik.sm4", "1234", pan), pan, ref)
     info = client.generate_key("new.kek", "KEK", "SM4")
     assert hsm.keystore.get("new.kek") == info
     assert client.list_keys("new.") == [info]
@@ -72,6 +76,11 @@ def test_client_raises_the_same_errors(client: HsmClient) -> None:
         client.generate_mac("mak.3des", b"data", b"iv-longer-than-a-block")
     with pytest.raises(InvalidInput):
         client.generate_mac("bad label", b"data")
+    with pytest.raises(InvalidInput) as e:
+        client.encrypt_pin("pik.sm4", "98765", "4000001234562X")
+    assert "98765" not in str(e.value)
+    with pytest.raises(WrongKeyType):
+        client.encrypt_pin("pvk.sm4", "98765", "4000001234562")
     assert client.ping()  # the connection is still fine after errors
 
 

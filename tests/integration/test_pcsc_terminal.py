@@ -68,7 +68,9 @@ def test_pension_through_pcscd(counter_on_pcsc):
     with httpx.Client(base_url=counter.url, headers=counter.headers(), timeout=20) as api:
         wrong = api.post("/v1/pension/certify", json={"pin": "000000"})
         assert wrong.status_code == 403 and wrong.json()["details"]["tries_left"] == 2
-        assert api.post("/v1/pension/certify", json={"pin": "111111"}).json()["passed"]
+        cert = api.post("/v1/pension/certify", json={"pin": "111111"}).json()
+        assert cert["passed"] and "PIN verified by the centre" in cert["reason"]  # PSAM's block over pcscd
+        assert [e.result for e in centre.hsm.audit.entries(command="verify_pin")] == ["00"]
         r = api.post("/v1/pension/collect", json={"pin": "111111", "amount": 2000_00})
         assert r.status_code == 200, r.text
         assert r.json()["card_record"] == "written"

@@ -102,6 +102,7 @@ def test_pension_certify_and_collect(centre):
             assert r.status_code == 409 and r.json()["code"] == "INSUFFICIENT_FUNDS"
             c = api.post("/v1/pension/certify", json={"pin": "111111"})
             assert c.status_code == 200 and c.json()["passed"], c.text
+            assert "PIN verified by the centre" in c.json()["reason"]  # the PIN block, checked online
             r = api.post("/v1/pension/collect", json={"pin": "111111", "amount": 1000_00})
             assert r.status_code == 200, r.text
             assert r.json()["response"]["balance_after"] == 4_200_00 - 1000_00
