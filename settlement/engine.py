@@ -50,10 +50,11 @@ class Engine:
         clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         self.store = store
-        self.ledger = Ledger(store)
+        self.clock = clock
+        # the ledger stamps postings with the engine's clock (its own cheaper wall clock when that is the default)
+        self.ledger = Ledger(store, stamp=None if clock is utc_now else self.stamp)
         self.policies = policies if policies is not None else PolicyBook.load()
         self.settings = settings or Settings()
-        self.clock = clock
         store.ensure_schema(
             audit.schema(store.dialect) + registry.schema(store.dialect) + medical.schema(store.dialect)
             + pension.schema(store.dialect) + identity.schema(store.dialect) + fraud.schema(store.dialect)

@@ -296,8 +296,11 @@ _APPLY = (
 class Ledger:
     """The ledger over a store. Thread-safe; every write is one atomic, durable unit of the store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, stamp: Callable[[], str] | None = None) -> None:
+        """`stamp()` gives the UTC ISO 8601 time written on accounts and postings (default: the wall
+        clock); the engine passes its own clock so that postings fall on the business day it reasons in."""
         self.store = store
+        self._stamp = stamp or _now
         self._may_go_negative: dict[str, bool] = {}  # immutable per account: a cache, never a truth
         store.ensure_schema(schema(store.dialect))
 
@@ -336,7 +339,7 @@ class Ledger:
             tx.execute(
                 "INSERT INTO ledger_accounts (code, kind, region, owner, may_go_negative, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (code) DO NOTHING",
-                (code, k.value, region, owner, int(mgn), _now()),
+                (code, k.value, region, owner, int(mgn), self._stamp()),
             )
             acct = self._account(tx, code)
             assert acct is not None
@@ -428,7 +431,7 @@ class Ledger:
         rhash = request_hash if request_hash is not None else fingerprint(kind, ts, links_to)
         if type(rhash) is not str:
             raise InvalidRequest("request_hash must be a string")
-        created = _now()
+        created = self._stamp()
         if links_to is None and extra is None:  # the hot path: concurrent posts share one commit and SQL
             req = _post_req(key, kind, ts, payload, payload_json, rhash, created)
             return self.store.run_batched(self._post_many, req)  # type: ignore[no-any-return]
@@ -452,7 +455,7 @@ class Ledger:
         _check_code(key, "key")
         if type(request_hash) is not str or not request_hash:
             raise InvalidRequest("post_with needs the request_hash of the caller's request")
-        created = _now()
+        created = self._stamp()
 
         def unit(tx: Tx) -> Posting:
             seq = _claim(tx, key, _PENDING, "{}", request_hash, created)
@@ -489,7 +492,7 @@ class Ledger:
             raise InvalidRequest("a reversal needs its own key")
         payload_json = _dump_payload(payload)
         rhash = hashlib.blake2b(f"reversal\x00{original_key}".encode(), digest_size=16).hexdigest()
-        created = _now()
+        created = self._stamp()
 
         def unit(tx: Tx) -> Posting:
             seq = _claim(tx, key, REVERSAL, payload_json, rhash, created)
