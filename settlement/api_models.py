@@ -18,12 +18,13 @@ from settlement.breakdown import Breakdown, FeeLine, Piece
 from settlement.fraud import Flag
 from settlement.identity import Certification, CertificationStatus, pin_pan
 from settlement.medical import PreSettlement, Refund, RefundParts, Settlement, SettlementRecord, Visit, Void
-from settlement.pension import Collection, IssueBatch, Pensioner
+from settlement.pension import Collection, CollectionVoid, IssueBatch, Pensioner
 from settlement.registry import Person
 
 __all__ = [
     "Accumulators", "AuditEntry", "Balances", "Breakdown", "CareTotals", "Certification", "CertificationStatus",
-    "CertifyRequest", "CollectRequest", "Collection", "DeathReportRequest", "ErrorBody", "FeeLineIn", "Flag",
+    "CertifyRequest", "CollectRequest", "Collection", "CollectionVoid",
+    "CollectionVoidRequest", "DeathReportRequest", "ErrorBody", "FeeLineIn", "Flag",
     "IssueBatch", "IssueRequest", "PersonBalances", "Pensioner", "Person", "Piece", "PostingOut", "PreSettleRequest",
     "PreSettlement", "Refund", "RefundParts", "RefundRequest", "RegisterRequest", "Settlement", "SettleRequest",
     "SettlementRecord", "TransferOut", "Visit", "Void", "VoidRequest", "pin_pan",
@@ -133,6 +134,13 @@ class CollectRequest(_In):
     person_id: str
     amount: Fen
     institution: str
+
+
+class CollectionVoidRequest(_In):
+    """Void (冲正) a pension collection whose answer the counter never got; also one not arrived yet."""
+
+    terminal_serial: Serial
+    collection_key: str
 
 
 class IssueRequest(_In):

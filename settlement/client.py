@@ -26,6 +26,7 @@ from settlement.api_models import (
     Certification,
     CertificationStatus,
     Collection,
+    CollectionVoid,
     FeeLineIn,
     Flag,
     IssueBatch,
@@ -183,6 +184,10 @@ class SettlementClient:
     def collect_pension(self, *, serial: str, person_id: str, amount: int, institution: str) -> Collection:
         return self._call("POST", "/v1/pension/collect", Collection, json=self._body(
             terminal_serial=serial, person_id=person_id, amount=amount, institution=institution))
+
+    def void_collection(self, *, serial: str, collection_key: str) -> CollectionVoid:
+        return self._call("POST", "/v1/pension/void", CollectionVoid, json=self._body(
+            terminal_serial=serial, collection_key=collection_key))
 
     def issue_pensions(self, *, region: str, month: str) -> IssueBatch:
         return self._call("POST", "/v1/pension/issue", IssueBatch, json={"region": region, "month": month})

@@ -3,7 +3,7 @@ by itself (the flows refuse what the rules forbid, e.g. benefits after a reporte
 
 Kinds:
   insured_in_two_regions      a person actively enrolled in more than one region (duplicate insurance)
-  benefit_after_death         a settlement, pension month or collection dated after the reported date
+  benefit_after_death         a settlement, pension month or (not voided) collection dated after the reported date
                               of death, or an attempt refused because of the death report
   two_institutions_in_window  one card settled at two institutions within `Settings.fraud_window`
 
@@ -122,7 +122,8 @@ class Fraud:
                  " WHERE p.death_date IS NOT NULL AND i.month > substr(p.death_date, 1, 7)"),
                 ("pension collection", "SELECT c.key, c.person_id, c.collected_on, p.death_date FROM pen_collections c"
                  " JOIN reg_persons p ON p.person_id = c.person_id"
-                 " WHERE p.death_date IS NOT NULL AND c.collected_on > p.death_date"),
+                 " WHERE p.death_date IS NOT NULL AND c.collected_on > p.death_date"
+                 " AND NOT EXISTS (SELECT 1 FROM pen_voids v WHERE v.collection_key = c.key)"),  # voided: not paid
             ]
             for what, sql in after_death:
                 for key, pid, when, death in tx.rows(sql + only, args):

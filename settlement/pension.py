@@ -13,17 +13,22 @@ Benefit status codes (as on the card): 1 normal, 2 suspended, 3 terminated, 4 aw
   account, through the inter-regional accounts when the counter is in another region.
 * A death report suspends (code 2, reason death_reported); `terminate` ends the benefit (code 3).
   A passed certification resumes a lapse suspension; only an assisted one withdraws a death report.
+* A void (冲正) of a collection whose answer the counter never got (no answer, card pulled in flight,
+  terminal restarted) reverses it: the money goes back to the pensioner account. A void that arrives
+  before its collection leaves a tombstone (`pen_voids`), and the collection is then refused with
+  ALREADY_REVERSED when it lands, so a counter that voided never finds the pension paid behind its back.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from settlement import audit, chart
 from settlement.errors import (
+    AlreadyReversed,
     BenefitSuspended,
     DeathReported,
     IdempotencyConflict,
@@ -74,6 +79,13 @@ def schema(dialect: str) -> list[str]:
             collected_at TEXT NOT NULL,
             collected_on TEXT NOT NULL
         )""",
+        """CREATE TABLE IF NOT EXISTS pen_voids (
+            collection_key TEXT PRIMARY KEY,
+            void_key TEXT NOT NULL UNIQUE,
+            status TEXT NOT NULL CHECK (status IN ('voided', 'void_before_arrival')),
+            amount BIGINT NOT NULL CHECK (amount >= 0),
+            voided_at TEXT NOT NULL
+        )""",
     ]
 
 
@@ -101,6 +113,19 @@ class IssueBatch(BaseModel):
     amount_issued: int = 0
 
 
+class CollectionVoid(BaseModel):
+    """A void (冲正) of a pension collection. "voided": the collection was reversed and `amount` fen went
+    back to the pensioner account; "voided_before_arrival": it had not arrived and never will be applied."""
+
+    model_config = ConfigDict(frozen=True)
+
+    void_key: str
+    collection_key: str
+    status: Literal["voided", "voided_before_arrival"]
+    amount: int = 0
+    replayed: bool = False
+
+
 class Collection(BaseModel):
     """A pension collection at a counter."""
 
@@ -116,6 +141,13 @@ class Collection(BaseModel):
     collected_at: str
     balance_after: int
     replayed: bool = False
+
+
+def _one_at_a_time(tx: Tx, collection_key: str) -> None:
+    """Serialise a collection and a void of it on a server store (a void may race with its late collection;
+    on SQLite the single writer already does)."""
+    if tx.dialect == "postgres":
+        tx.value("SELECT pg_advisory_xact_lock(hashtextextended(?, 7))", (collection_key,))
 
 
 def _month(month: str) -> str:
@@ -270,6 +302,11 @@ class Pensions:
         rhash = request_hash("pension.collect", [person_id, amount, institution])
 
         def build(tx: Tx) -> Draft:
+            _one_at_a_time(tx, key)
+            tomb = tx.value("SELECT void_key FROM pen_voids WHERE collection_key = ?", (key,))
+            if tomb is not None:
+                raise AlreadyReversed(f"collection {key} was voided by {tomb} before it arrived; nothing was paid",
+                                      key=key, void_key=tomb)
             person = load_person(tx, person_id, lock=True)
             today = eng.today()
             if person.death_date is not None and person.death_date < today:
@@ -321,3 +358,45 @@ class Pensions:
         if posting.kind != "pension.collect":
             raise IdempotencyConflict(f"key {key!r} was used for a {posting.kind}", key=key)
         return Collection.model_validate({**posting.payload["result"], "replayed": posting.replayed})
+
+    def void(self, key: str, collection_key: str) -> CollectionVoid:
+        """Reverse collection `collection_key`, or tombstone it if it has not arrived (idempotent on `key`)."""
+        eng = self.engine
+        if key == collection_key:
+            raise InvalidRequest("a void needs its own key")
+
+        def seen(row: dict[str, Any]) -> CollectionVoid:
+            if row["void_key"] != key:
+                raise AlreadyReversed(f"collection {collection_key} was already voided by {row['void_key']}",
+                                      key=collection_key, void_key=row["void_key"])
+            status = "voided" if row["status"] == "voided" else "voided_before_arrival"
+            return CollectionVoid(void_key=key, collection_key=collection_key, status=status,
+                                  amount=int(row["amount"]), replayed=True)
+
+        def unit(tx: Tx) -> CollectionVoid:
+            _one_at_a_time(tx, collection_key)
+            kind = tx.value("SELECT kind FROM ledger_postings WHERE key = ?", (collection_key,))
+            if kind is not None and kind != "pension.collect":
+                raise InvalidState(f"{collection_key} is a {kind}, not a pension collection",
+                                   key=collection_key, kind=kind)
+            other = tx.value("SELECT collection_key FROM pen_voids WHERE void_key = ?", (key,))
+            if other is not None and other != collection_key:
+                raise IdempotencyConflict(f"key {key!r} already voided collection {other}", key=key)
+            sql = f"SELECT void_key, status, amount FROM pen_voids WHERE collection_key = ?{tx.for_update}"
+            row = tx.one(sql, (collection_key,))
+            if row is not None:
+                return seen(row)
+            if kind is None:  # not arrived (yet): a tombstone refuses it when it lands
+                if tx.execute("INSERT INTO pen_voids (collection_key, void_key, status, amount, voided_at)"
+                              " VALUES (?, ?, 'void_before_arrival', 0, ?) ON CONFLICT (collection_key) DO NOTHING",
+                              (collection_key, key, eng.stamp())) == 0:
+                    return seen(tx.one(sql, (collection_key,)) or {})  # a concurrent void won
+                return CollectionVoid(void_key=key, collection_key=collection_key, status="voided_before_arrival")
+            amount = int(tx.value("SELECT amount FROM pen_collections WHERE key = ?", (collection_key,)))
+            result = CollectionVoid(void_key=key, collection_key=collection_key, status="voided", amount=amount)
+            eng.ledger.reverse(key, collection_key, payload={"result": result.model_dump(mode="json")})
+            tx.execute("INSERT INTO pen_voids (collection_key, void_key, status, amount, voided_at)"
+                       " VALUES (?, ?, 'voided', ?, ?)", (collection_key, key, amount, eng.stamp()))
+            return result
+
+        return eng.store.run(unit)

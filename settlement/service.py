@@ -38,6 +38,8 @@ from settlement.api_models import (
     CertificationStatus,
     CertifyRequest,
     Collection,
+    CollectionVoid,
+    CollectionVoidRequest,
     CollectRequest,
     DeathReportRequest,
     ErrorBody,
@@ -246,6 +248,13 @@ def create_app(
         at_own(t, req.institution)
         return engine.pensions.collect(make_key(t.terminal_id, req.terminal_serial), req.person_id, req.amount,
                                        req.institution, actor=t.terminal_id)
+
+    @v1.post("/pension/void", tags=["pension"], operation_id="void_collection")
+    def void_collection(req: CollectionVoidRequest, t: Term) -> CollectionVoid:
+        """Void (冲正) a pension collection: the money goes back to the pensioner account. A void that
+        arrives first leaves a tombstone, and the collection is refused with ALREADY_REVERSED when it lands."""
+        own_key(t, req.collection_key)
+        return engine.pensions.void(make_key(t.terminal_id, req.terminal_serial), req.collection_key)
 
     @v1.post("/pension/issue", tags=["pension"], operation_id="issue_pensions")
     def issue_pensions(req: IssueRequest, t: Oper) -> IssueBatch:

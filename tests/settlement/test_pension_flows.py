@@ -146,3 +146,65 @@ def test_bad_pension_input(eng, call, code):
         call(eng)
     assert e.value.code == code
     assert posting_count(eng) == n
+
+
+# -- voids (冲正) of collections -------------------------------------------------------------------------
+def test_void_reverses_a_collection_once(eng):
+    certify(eng, "c1")
+    eng.pensions.issue_month("110000", "2024-03")
+    eng.pensions.collect("T1:p1", "RET", 1_000 * Y, "BJHALL")
+    v = eng.pensions.void("T1:v1", "T1:p1")
+    assert (v.status, v.amount, v.replayed) == ("voided", 1_000 * Y, False)
+    # the money is back where it was: 4,321.50 in the pensioner account, nothing out of the counter's cash
+    assert eng.ledger.balance(chart.pensioner_account("RET")) == MONTHLY
+    assert eng.ledger.balance(chart.institution_cash("BJHALL")) == 0
+    assert eng.ledger.get("T1:p1").status == "reversed"
+    n = posting_count(eng)
+    again = eng.pensions.void("T1:v1", "T1:p1")
+    assert (again.status, again.amount, again.replayed) == ("voided", 1_000 * Y, True)
+    with pytest.raises(errors.AlreadyReversed):
+        eng.pensions.void("T1:v2", "T1:p1")
+    assert eng.pensions.collect("T1:p1", "RET", 1_000 * Y, "BJHALL").replayed  # a resend moves nothing
+    assert posting_count(eng) == n
+    assert eng.ledger.balance(chart.pensioner_account("RET")) == MONTHLY
+    eng.ledger.check_invariants()
+
+
+def test_void_before_arrival_refuses_the_late_collection(eng):
+    certify(eng, "c1")
+    eng.pensions.issue_month("110000", "2024-03")
+    v = eng.pensions.void("T1:v1", "T1:p1")
+    assert (v.status, v.amount) == ("voided_before_arrival", 0)
+    n = posting_count(eng)
+    with pytest.raises(errors.AlreadyReversed, match="voided by T1:v1 before it arrived"):
+        eng.pensions.collect("T1:p1", "RET", 1_000 * Y, "BJHALL")
+    assert posting_count(eng) == n
+    assert eng.ledger.balance(chart.pensioner_account("RET")) == MONTHLY
+    assert eng.pensions.void("T1:v1", "T1:p1").replayed
+    assert eng.pensions.collect("T1:p2", "RET", 1_000 * Y, "BJHALL").amount == 1_000 * Y  # a new key pays
+    eng.ledger.check_invariants()
+
+
+def test_void_of_a_cross_region_collection_unwinds_the_interregional_accounts(eng):
+    certify(eng, "c1")
+    eng.pensions.issue_month("110000", "2024-03")
+    eng.pensions.collect("T9:p1", "RET", 2_000 * Y, "EXHALL")
+    eng.pensions.void("T9:v1", "T9:p1")
+    bal = eng.ledger.balances([chart.payable("110000", "990100"), chart.receivable("990100", "110000"),
+                               chart.institution_cash("EXHALL"), chart.pensioner_account("RET")])
+    assert list(bal.values()) == [0, 0, 0, MONTHLY]
+    eng.ledger.check_invariants()
+
+
+def test_void_refuses_what_is_not_a_collection(eng):
+    certify(eng, "c1")
+    eng.pensions.issue_month("110000", "2024-03")
+    n = posting_count(eng)
+    with pytest.raises(errors.InvalidState, match="not a pension collection"):
+        eng.pensions.void("T1:v1", "pension:RET:2024-03")
+    with pytest.raises(errors.InvalidRequest):
+        eng.pensions.void("T1:v1", "T1:v1")
+    eng.pensions.void("T1:v1", "T1:p1")
+    with pytest.raises(errors.IdempotencyConflict):
+        eng.pensions.void("T1:v1", "T1:p2")  # one void key, one collection
+    assert posting_count(eng) == n

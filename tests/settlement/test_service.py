@@ -149,6 +149,17 @@ def test_pension_day_over_http(http):
     assert ops.balances(["inst/BJ3/cash"]) == {"inst/BJ3/cash": 1_000 * Y}
     assert [a.event for a in ops.audit_trail("RET")] == ["certified"]
     assert counter.pensioner("RET").status == 1
+    counter.collect_pension(serial="p2", person_id="RET", amount=500 * Y, institution="BJ3")
+    v = counter.void_collection(serial="v2", collection_key="T1:p2")  # the counter never got p2's answer
+    assert (v.status, v.amount) == ("voided", 500 * Y)
+    assert counter.void_collection(serial="v2", collection_key="T1:p2").replayed
+    assert ops.balances(["inst/BJ3/cash"]) == {"inst/BJ3/cash": 1_000 * Y}
+    early = counter.void_collection(serial="v3", collection_key="T1:p3")
+    assert early.status == "voided_before_arrival"
+    with pytest.raises(errors.AlreadyReversed):
+        counter.collect_pension(serial="p3", person_id="RET", amount=500 * Y, institution="BJ3")
+    r = raw(http, "POST", "/v1/pension/void", json={"terminal_serial": "v4", "collection_key": "T2:p1"})
+    assert (r.status_code, r.json()["code"]) == (403, "FORBIDDEN")
     ops.report_death("RET", dt.date(2024, 2, 25), source="civil affairs")
     assert {f.detail["key"] for f in ops.fraud_flags(person_id="RET")} == {"pension:RET:2024-03", "T1:p1"}
 
