@@ -268,7 +268,8 @@ def create_app(t: Terminal) -> FastAPI:
     @app.post("/v1/pension/collect", tags=["pension"], dependencies=[Auth], responses=ERRORS,
               response_model=Receipt)
     def collect(body: CollectIn) -> dict[str, Any]:
-        """Pay out pension at the counter (needs a certification no older than 12 months)."""
+        """Pay out pension at the counter (needs a certification no older than 12 months). Pay the cash only on
+        a 200: no answer from the centre (503) or the card pulled in flight (409) reverses the collection."""
         return t.collect_pension(body.reader, body.pin.get_secret_value(), body.amount)
 
     @app.get("/v1/pension/status", tags=["pension"], dependencies=[Auth], responses=ERRORS)

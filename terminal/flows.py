@@ -5,7 +5,8 @@ Each money-moving step follows the same discipline:
 2. journal the request under the next serial (durable) *before* it leaves the terminal;
 3. make sure the card is still there, then send it to the centre with its idempotency key;
 4. write the answer to the journal; an error the centre gives means nothing was posted (`failed`);
-5. no answer (timeout, centre down) -> reverse: a void is journaled and forwarded until acknowledged;
+5. no answer (timeout, centre down) -> reverse: a void is journaled and forwarded until acknowledged
+   (settlements and pension collections: money the counter never confirmed to the holder);
 6. the card removed while the request was in flight -> reverse as well (the holder left mid-flow);
 7. after a confirmed settlement, the transaction record is appended to the card's DF04 file with a MAC.
    A failed card write never undoes the settlement; the receipt says so.
@@ -163,8 +164,12 @@ class Terminal:
     def forward_void(self, void: Entry) -> Entry:
         if void.state != PENDING:
             return void
+        serial, original_key = void.request["terminal_serial"], void.original_key or ""
         try:
-            result = self.centre.void(serial=void.request["terminal_serial"], setl_id=void.original_key or "")
+            if self.journal.get(original_key).kind == "pension_collect":
+                result = self.centre.void_collection(serial=serial, collection_key=original_key)
+            else:
+                result = self.centre.void(serial=serial, setl_id=original_key)
         except ServiceUnreachable as e:
             self.journal.note_attempt(void.key, {"code": e.code, "message": e.message})
             return self.journal.get(void.key)
@@ -304,7 +309,7 @@ class Terminal:
                                        person_id=person, card_no=info.card_number, amount=amount)
             self._send(entry, s, lambda serial: self.centre.collect_pension(
                 serial=serial, person_id=person, amount=amount, institution=self.config.terminal.institution),
-                reverse_on_unknown=False)
+                reverse_on_unknown=True)
             metrics.transactions.labels("pension_collect", "confirmed").inc()
             parts = {"medfee_sumamt": amount, "fund_pay_sumamt": amount, "acct_pay": 0, "psn_cash_pay": 0}
             outcome = self.write_card_record(s, entry, "pension_collect", parts)

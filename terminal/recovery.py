@@ -1,10 +1,11 @@
 """Resolve what the journal left in flight: at start-up after a crash, and periodically.
 
 - a pending void is forwarded again until the centre acknowledges it (store and forward);
-- a pending settlement is looked up at the centre: applied -> confirmed; not applied -> voided (the
-  void leaves a tombstone at the centre, so a request still on the wire is refused when it lands);
-- a pending refund, pension collection, registration or certification is sent again with the same
-  serial: the centre applies a key once, so a repeat returns the first outcome.
+- a pending settlement or pension collection is looked up at the centre: applied -> confirmed (the
+  receipt can be printed again from the journal); not applied -> voided (the void leaves a tombstone at
+  the centre, so a request still on the wire is refused when it lands);
+- a pending refund, registration or certification is sent again with the same serial: the centre applies
+  a key once, so a repeat returns the first outcome.
 Every step is idempotent, so recovery itself may crash and run again.
 """
 
@@ -38,9 +39,6 @@ def _resend(t: Terminal, e: Entry):
     serial = r["terminal_serial"]
     if e.kind == "refund":
         return t.centre.refund(serial=serial, setl_id=r["setl_id"], amount=r.get("amount"))
-    if e.kind == "pension_collect":
-        return t.centre.collect_pension(serial=serial, person_id=r["person_id"], amount=r["amount"],
-                                        institution=r["institution"])
     if e.kind == "register":
         return t.centre.register_visit(serial=serial, person_id=r["person_id"], institution=r["institution"],
                                        care=r["care"], card_no=r.get("card_no"))
@@ -48,6 +46,28 @@ def _resend(t: Terminal, e: Entry):
         evidence = {k: v for k, v in r.items() if k not in ("person_id", "method", "terminal_serial")}
         return t.centre.certify(serial=serial, person_id=r["person_id"], method=r["method"], **evidence)
     raise ValueError(f"no resend for {e.kind}")
+
+
+def _resolve_collection(t: Terminal, e: Entry, rep: RecoveryReport) -> None:
+    """A pension collection left in flight: confirmed if the centre applied it, else voided (tombstone)."""
+    voids = t.journal.voids_of(e.key)
+    if voids:
+        v = t.forward_void(voids[0])
+        (rep.reversed if v.state != PENDING else rep.still_pending).append(e.key)
+        return
+    try:
+        posting = t.centre.posting(e.key)
+    except UnknownTransaction:
+        v = t.reverse(e, "interrupted before the centre applied it (recovered after restart)")
+        (rep.reversed if v.state != PENDING else rep.still_pending).append(e.key)
+        return
+    if posting.status != "posted":  # voided at the centre already
+        t.journal.mark_reversed(e.key, "found reversed at the centre by recovery")
+        rep.reversed.append(e.key)
+        return
+    t.journal.confirm(e.key, posting.payload["result"])
+    t.journal.set_reason(e.key, "confirmed by recovery: the centre had applied it")
+    rep.confirmed.append(e.key)
 
 
 def recover(t: Terminal) -> RecoveryReport:
@@ -61,6 +81,8 @@ def recover(t: Terminal) -> RecoveryReport:
             if e.kind == "void":
                 v = t.forward_void(e)
                 (rep.confirmed if v.state != PENDING else rep.still_pending).append(e.key)
+            elif e.kind == "pension_collect":
+                _resolve_collection(t, e, rep)
             elif e.kind == "settle":
                 if t.journal.voids_of(e.key):
                     v = t.forward_void(t.journal.voids_of(e.key)[0])

@@ -12,7 +12,8 @@ from tests.terminal.conftest import LINES
 
 
 def test_exported_day_reconciles_clean(api, counter, centre):
-    # a settlement with a partial refund, one reversed because its answer was lost, a pension collection
+    # a settlement with a partial refund, one reversed because its answer was lost, a pension collection, and
+    # one reversed because its answer was lost
     mdtrt = api.post("/v1/visits", json={"care": "outpatient"}).json()["mdtrt_id"]
     rec = api.post(f"/v1/visits/{mdtrt}/settle", json={"lines": LINES, "pin": "123456"}).json()
     assert api.post(f"/v1/settlements/{rec['key']}/refund", json={"amount": 30_00}).status_code == 200
@@ -32,12 +33,22 @@ def test_exported_day_reconciles_clean(api, counter, centre):
     try:
         with httpx.Client(base_url=k2.url, headers=k2.headers(), timeout=15) as api2:
             assert api2.post("/v1/pension/collect", json={"pin": "111111", "amount": 500_00}).status_code == 200
+            real_collect = k2.terminal.centre.collect_pension
+
+            def collected_then_lost(**kw):
+                real_collect(**kw)
+                from settlement.errors import ServiceUnreachable
+
+                raise ServiceUnreachable("timed out")
+
+            k2.terminal.centre.collect_pension = collected_then_lost  # type: ignore[method-assign]
+            assert api2.post("/v1/pension/collect", json={"pin": "111111", "amount": 200_00}).status_code == 503
         day = business_day_today()
         lines = journal_lines(counter.terminal.journal, day, INSTITUTION, "110000")
         # the second counter is terminal T0001 too: it shares the journal file
         kinds = sorted((x.kind, x.status) for x in lines)
-        assert kinds == [("pension_collect", "confirmed"), ("refund", "confirmed"), ("settle", "confirmed"),
-                         ("settle", "reversed"), ("void", "confirmed")]
+        assert kinds == [("pension_collect", "confirmed"), ("pension_collect", "reversed"), ("refund", "confirmed"),
+                         ("settle", "confirmed"), ("settle", "reversed"), ("void", "confirmed"), ("void", "confirmed")]
         recon = Reconciler(centre.engine)
         recon.register_terminal("T0001", INSTITUTION)
         recon.import_lines(lines, actor="test")
