@@ -12,7 +12,11 @@ invariants): posting a million settlements through the engine would take far lon
 reconciliation being measured. The journal is written as a CSV file in the documented layout. What is
 timed is exactly what `sscard reconcile` does: importing the CSV through the validating reader, copying
 the ledger into the reconciliation tables, and the SQL comparison (totals and details) plus recording the
-run. The bench then checks that every seeded discrepancy was found and nothing else was flagged.
+run. On SQLite the import copies the ledger alongside (settlement/recon_scratch.py), so the "import" figure
+includes the copy and the separate `sync()` the CLI calls next finds nothing left; the total is what counts.
+Before the clock starts, the build's objects are dropped and its writes flushed (`os.sync`): neither is
+part of a reconciliation. The bench then checks that every seeded discrepancy was found and nothing else
+was flagged.
 
     .venv/bin/python bench/reconcile.py [--sizes 100000 1000000] [--keep DIR]
 """
@@ -20,8 +24,10 @@ run. The bench then checks that every seeded discrepancy was found and nothing e
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
+import os
 import random
 import shutil
 import sqlite3
@@ -232,7 +238,8 @@ def bulk_load(db: Path, day: Day) -> None:
 
 def run(n: int, workdir: Path, build_only: bool = False) -> dict[str, float]:
     db = workdir / f"recon-{n}.db"
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", "-recon", "-recon-wal", "-recon-shm", "-recon-centre", "-recon-centre-wal",
+                   "-recon-centre-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     t = time.perf_counter()
     day = Day(n)
@@ -254,10 +261,15 @@ def run(n: int, workdir: Path, build_only: bool = False) -> dict[str, float]:
     (workdir / f"terminals-{n}.json").write_text(json.dumps([(tid, code) for tid, code, _ in day.terms]))
     if build_only:
         return {}
+    terminals = [(tid, code) for tid, code, _ in day.terms]
+    seeded = day.seeded
+    del day  # the build's objects (millions) would otherwise be walked by every full GC in the timed region
+    gc.collect()
+    os.sync()  # the build's writes (a 1.3 GB database at 1M) reach the disk before the clock starts, not during
     with SqliteStore(db) as store:
         engine = Engine(store, policies=policy_book())
         recon = Reconciler(engine)
-        recon.register_terminals([(tid, code) for tid, code, _ in day.terms])
+        recon.register_terminals(terminals)
         t0 = time.perf_counter()
         recon.import_journal([csv_path], actor="bench")
         t1 = time.perf_counter()
@@ -265,13 +277,15 @@ def run(n: int, workdir: Path, build_only: bool = False) -> dict[str, float]:
         t2 = time.perf_counter()
         report = recon.reconcile(DAY, actor="bench")
         t3 = time.perf_counter()
+        recon.close()
     found = {(d.cls, d.key) for d in report.differences}
-    missed, extra = day.seeded - found, found - day.seeded
+    missed, extra = seeded - found, found - seeded
     total = t3 - t0
-    print(f"  import {t1 - t0:.2f} s, ledger copy {t2 - t1:.2f} s ({copied:,} postings), compare {t3 - t2:.2f} s;"
+    print(f"  import (the ledger copied alongside) {t1 - t0:.2f} s, then ledger copy {t2 - t1:.2f} s"
+          f" ({copied:,} postings left), compare {t3 - t2:.2f} s;"
           f" total {total:.2f} s = {rows / total:,.0f} journal rows/s", flush=True)
     print(f"  compare steps: {report.timings}", flush=True)
-    print(f"  seeded {len(day.seeded):,}, found {len(found):,}, missed {len(missed)}, false positives {len(extra)}"
+    print(f"  seeded {len(seeded):,}, found {len(found):,}, missed {len(missed)}, false positives {len(extra)}"
           f" {report.counts()}", flush=True)
     if missed or extra:
         print(f"  MISSED {sorted(missed)[:5]} EXTRA {sorted(extra)[:5]}")

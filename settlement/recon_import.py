@@ -3,22 +3,22 @@ from the ledger (incrementally, by ledger seq). Every write is one unit of the s
 
 from __future__ import annotations
 
+import contextlib
 import json
-import operator
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from settlement import recon_sql as q
-from settlement.errors import DayClosed, InvalidJournalRow, InvalidRequest, InvalidStatementRow, UnknownTerminal
-from settlement.recon_journal import AMOUNTS, Row
+from settlement.errors import DayClosed, InvalidJournalRow, InvalidRequest, InvalidStatementRow
+from settlement.recon_journal import ROWS_PER_FILE, Chunk, Terminals
 from settlement.recon_statement import iter_statement
 from settlement.store.base import Store, Tx
 
-_CHUNK = 5_000
-_SORT_CHUNK = 200_000
-_ORDER = operator.itemgetter(1, 0, 2)  # business_day, terminal_id, key of a journal DB row
+_WINDOW = 20_000  # journal lines gathered, then written per (day, terminal) in key order
 _EXTRACT_CHUNK = 250_000
 
 
@@ -36,91 +36,141 @@ def transfer_link(store: Store) -> str:
     return q.transfer_link(cols)
 
 
-def import_rows(store: Store, at: str, rows: Callable[[], Iterator[tuple[Row, str, int]]], *, actor: str,
-                sources: list[str], json_in_sql: bool, progress: Callable[[int], None] | None = None) -> ImportResult:
-    """Import journal rows `(db row, file name, file row)` in one unit of `store`: all or none.
+def import_rows(store: Store, at: str, chunks: Callable[[Terminals], Iterator[Chunk]], *, actor: str,
+                sources: list[str], progress: Callable[[int], None] | None = None,
+                run: Callable[[Callable[[Tx], Any]], Any] | None = None) -> ImportResult:
+    """Import journal lines in one unit: all or none. `chunks(terminals)` gives the validated lines
+    (recon_journal.Chunk), checked against the registered terminals. The unit runs with `run` where the
+    journal lives (the SQLite scratch file's `write`), then the audit is written in `store`; by default both
+    are one unit of `store`.
 
-    Each (business day, terminal) met replaces what an earlier import brought for it. Rows are written in
-    (day, terminal, key) order, the table's clustering, a chunk at a time; duplicate keys are counted here."""
-    cols = ("terminal_id", "business_day", "key", "kind", "original_key", "status", *AMOUNTS, "parts_known",
-            "institution_id", "insured_region", "treatment_region", "at", "request", "row_no", "source",
-            "source_row")
-    insert = f"INSERT INTO recon_journal ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    Each (business day, terminal) met replaces what an earlier import brought for it. Lines are gathered a
+    window at a time (small: its rows are still in the CPU's caches when written) and written per (day,
+    terminal) in key order, the table's clustering; duplicate keys are counted here."""
+    insert = q.journal_insert(store.dialect)
 
     def unit(tx: Tx) -> ImportResult:
         known = dict(tx.rows("SELECT terminal_id, institution_id FROM recon_terminals"))
+        checked: set[str] = set()
         days: dict[tuple[str, str], int] = {}
-        seen: dict[str, set[str]] = {}  # keys per day in this import: duplicates are counted here
+        top: dict[tuple[str, str], str] = {}  # greatest key written per (day, terminal)
         copies: dict[tuple[str, str, str], int] = {}
-        buf: list[tuple[Any, ...]] = []
-        n = 0
+        window: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+        names: dict[int, str] = {}
+        size = n = 0
 
-        def flush() -> None:  # in key order: the table is clustered by (day, terminal, key)
-            buf.sort(key=_ORDER)
-            for i in range(0, len(buf), _CHUNK):
-                tx.executemany(insert, buf[i:i + _CHUNK])
-            if progress is not None:
-                progress(len(buf))
-            buf.clear()
+        def flush() -> None:
+            for pair in sorted(window):
+                rows = window[pair]
+                rows.sort()  # by key; lines come in key order from a terminal, so this is a linear pass
+                if pair not in days:
+                    tx.execute("DELETE FROM recon_journal WHERE business_day = ? AND terminal_id = ?", pair)
+                    days[pair] = 0
+                _count_copies(tx, pair, rows, top.get(pair), copies)
+                try:
+                    tx.executemany(insert, rows)
+                except Exception:
+                    bad = _bad_request(tx, window, names)
+                    if bad is not None:
+                        raise bad from None
+                    raise
+                days[pair] += len(rows)
+                top[pair] = rows[-1][2]
+            if progress is not None and size:
+                progress(size)
+            window.clear()
 
-        for row, name, row_no in rows():
-            pair = (row[1], row[0])
-            count = days.get(pair)
-            if count is None:
-                count = _new_pair(tx, pair, known, name, row_no)
-            inst = known[pair[1]]
-            if inst is not None and row[14] != inst:
-                raise InvalidJournalRow(f"{name} row {row_no}: institution_id: terminal {pair[1]} belongs to "
-                                        f"{inst}, not {row[14]}", file=name, row=row_no, field="institution_id")
-            days[pair] = count + 1
-            n += 1
-            keys = seen.get(pair[0])
-            if keys is None:
-                keys = seen[pair[0]] = set()
-            if row[2] in keys:
-                dup = (pair[0], pair[1], row[2])
-                copies[dup] = copies.get(dup, 1) + 1
-            else:
-                keys.add(row[2])
-            buf.append((*row, n, name, row_no))
-            if len(buf) >= _SORT_CHUNK:
+        for chunk in chunks(known):
+            names[chunk.file_index] = chunk.name
+            for d in sorted({d for d, _ in chunk.groups} - checked):
+                check_open(tx, d)
+                checked.add(d)
+            for pair, rows in chunk.groups.items():
+                have = window.get(pair)
+                if have is None:
+                    window[pair] = rows
+                else:
+                    have += rows
+            size += chunk.lines
+            n += chunk.lines
+            if size >= _WINDOW:
                 flush()
-        if buf:
-            flush()
-        seen.clear()
+                size = 0
+        flush()
+        if tx.dialect != "sqlite":  # (SQLite's insert leaves them out already)
+            tx.executemany(q.DROP_POSTED_REQUESTS, sorted(days))
         tx.executemany("UPDATE recon_journal SET copies = ? WHERE business_day = ? AND terminal_id = ? AND key = ?",
                        [(c, *k) for k, c in sorted(copies.items())])
-        if json_in_sql:
-            for day in sorted({d for d, _ in days}):
-                bad = tx.one(
-                    "SELECT source, source_row FROM recon_journal WHERE business_day = ? AND request <> ''"
-                    " AND (CASE WHEN json_valid(request) THEN json_type(request) ELSE '' END) <> 'object'"
-                    " ORDER BY row_no LIMIT 1", (day,))
-                if bad is not None:
-                    raise InvalidJournalRow(f"{bad['source']} row {bad['source_row']}: request: not a JSON object",
-                                            file=bad["source"], row=bad["source_row"], field="request")
         tx.executemany(
             "INSERT INTO recon_receipts (business_day, terminal_id, lines, sources, imported_at, imported_by)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (business_day, terminal_id) DO UPDATE SET"
             " lines = excluded.lines, sources = excluded.sources, imported_at = excluded.imported_at,"
             " imported_by = excluded.imported_by",
             [(d, t, c, " ".join(sources), at, actor) for (d, t), c in sorted(days.items())])
-        for d in sorted({d for d, _ in days}):
-            audit(tx, at, actor, d, "import_journal", "", "", "ok",
-                  {"sources": sources, "terminals": {t: c for (dd, t), c in sorted(days.items()) if dd == d}})
+        if run is None:
+            audit_import(tx, at, actor, sources, days)
         return ImportResult(n, days)
 
-    return store.run(unit)
+    if run is None:
+        return store.run(unit)
+    result: ImportResult = run(unit)
+    store.run(lambda tx: audit_import(tx, at, actor, sources, result.days))
+    return result
 
-def _new_pair(tx: Tx, pair: tuple[str, str], known: dict[str, str | None], name: str, row_no: int) -> int:
-    """First line of a (day, terminal) in this import: check it, and drop what an earlier import brought."""
-    day, tid = pair
-    if tid not in known:
-        raise UnknownTerminal(f"{name} row {row_no}: terminal {tid} is not registered for reconciliation",
-                              terminal_id=tid, file=name, row=row_no)
-    check_open(tx, day)
-    tx.execute("DELETE FROM recon_journal WHERE business_day = ? AND terminal_id = ?", pair)
-    return 0
+
+def audit_import(tx: Tx, at: str, actor: str, sources: list[str], days: dict[tuple[str, str], int]) -> None:
+    for d in sorted({d for d, _ in days}):
+        audit(tx, at, actor, d, "import_journal", "", "", "ok",
+              {"sources": sources, "terminals": {t: c for (dd, t), c in sorted(days.items()) if dd == d}})
+
+
+class Background:
+    """`fn()` on a thread of its own, started at once; what it raises is dropped (a later call of the same
+    work reports it)."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="recon-background", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _run(fn: Callable[[], object]) -> None:
+        with contextlib.suppress(Exception):
+            fn()
+
+    def join(self) -> None:
+        self._thread.join()
+
+
+def _count_copies(tx: Tx, pair: tuple[str, str], rows: list[tuple[Any, ...]], top: str | None,
+                  copies: dict[tuple[str, str, str], int]) -> None:
+    """Count the keys of `rows` (one day and terminal, in key order) met more than once in this import."""
+    keys = [r[2] for r in rows]
+    stored: dict[str, int] = {}
+    if top is not None and keys[0] <= top:  # keys written by an earlier window may come again
+        stored = {k: int(c) for k, c in tx.rows(
+            "SELECT key, COUNT(*) FROM recon_journal WHERE business_day = ? AND terminal_id = ? AND key >= ?"
+            " GROUP BY key", (*pair, keys[0]))}
+    if not stored and len(set(keys)) == len(keys):
+        return
+    for key, c in Counter(keys).items():
+        total = c + stored.get(key, 0)
+        if total > 1:
+            copies[(*pair, key)] = total
+
+
+def _bad_request(tx: Tx, window: dict[tuple[str, str], list[tuple[Any, ...]]], names: dict[int, str]
+                 ) -> InvalidJournalRow | None:
+    """After a failed write: the error for the first line of the window (in file order) whose request SQL
+    refuses, or None if none is refused (the failure was something else)."""
+    if tx.dialect != "sqlite":
+        return None
+    at = q.JOURNAL_COLS.index("request")
+    for r in sorted((r for rs in window.values() for r in rs if r[at]), key=lambda r: r[-1]):
+        if not tx.value(q.REQUEST_OK, (r[at], r[at], r[at])):
+            name, row = names[r[-1] // ROWS_PER_FILE], r[-1] % ROWS_PER_FILE
+            return InvalidJournalRow(f"{name} row {row}: request: not a JSON object", file=name, row=row,
+                                     field="request")
+    return None
 
 
 def import_statement(store: Store, at: str, paths: Sequence[str | Path], *, actor: str) -> int:
@@ -162,19 +212,26 @@ def import_statement(store: Store, at: str, paths: Sequence[str | Path], *, acto
     return store.run(unit)
 
 
-def sync(store: Store, progress: Callable[[int], None] | None = None) -> int:
+def sync(run: Callable[[Callable[[Tx], Any]], Any], dialect: str, link: str,
+         progress: Callable[[int], None] | None = None) -> int:
     """Copy ledger postings not yet extracted into recon_centre; returns how many were copied.
 
-    Incremental (by ledger seq) and cheap when run often: day-end runs copy only what is new."""
+    `run(fn)` runs `fn(tx)` as a unit where recon_centre lives (the store's `run`, or the SQLite scratch
+    file's `write`). Incremental (by ledger seq) and cheap when run often: day-end runs copy only what is
+    new; a chunk of postings per unit, so no unit holds its writer for long."""
     def bound(tx: Tx) -> tuple[int, int]:
         if tx.dialect == "postgres":  # wait out transactions that hold a seq but have not committed
             tx.execute("LOCK TABLE ledger_postings IN SHARE MODE")
         hi = int(tx.value("SELECT COALESCE(MAX(seq), 0) FROM ledger_postings"))
-        lo = tx.value("SELECT seq FROM recon_cursor WHERE name = 'ledger'")
-        return int(lo or 0), hi
+        lo = int(tx.value("SELECT seq FROM recon_cursor WHERE name = 'ledger'") or 0)
+        if lo > hi:  # the copy is ahead of the ledger (restored from a backup?): copy it again, whole
+            tx.execute("DELETE FROM recon_centre")
+            tx.execute("DELETE FROM recon_cursor")
+            lo = 0
+        return lo, hi
 
-    lo, hi = store.run(bound)
-    extract = q.extract_sql(store.dialect, transfer_link(store))
+    lo, hi = run(bound)
+    extract = q.extract_sql(dialect, link)
     copied = 0
     while lo < hi:
         top = min(hi, lo + _EXTRACT_CHUNK)
@@ -189,7 +246,7 @@ def sync(store: Store, progress: Callable[[int], None] | None = None) -> int:
                        " ON CONFLICT (name) DO UPDATE SET seq = excluded.seq", (top,))
             return n
 
-        n = store.run(unit)
+        n = run(unit)
         copied += n
         lo = top
         if progress is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,16 +50,17 @@ def recon_void_key(setl_id: str) -> str:
 class Repairs:
     """Repairs over one engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, read: Callable[[Callable[[Tx], Any]], Any] | None = None) -> None:
         self.engine = engine
         self.store = engine.store
+        self.read = read or self.store.read  # where the journals are read (a SQLite store's scratch file)
 
     def repair_one(self, day: str, d: Difference, actor: str) -> RepairAction:
         """Run the repair of difference `d` (replay or void): intent audited first, outcome after."""
         eng = self.engine
         if d.repair == "replay":
             posting_key = d.key
-            line = self.store.read(lambda tx: tx.one(
+            line = self.read(lambda tx: tx.one(
                 "SELECT kind, original_key, amount, request FROM recon_journal WHERE business_day = ?"
                 " AND terminal_id = ? AND key = ? ORDER BY row_no LIMIT 1", (day, d.terminal_id, d.key)))
             if line is None or not line["request"]:
@@ -69,7 +71,7 @@ class Repairs:
             def run() -> str:
                 return self.replay(line["kind"], d.key, line["original_key"], int(line["amount"]), req, actor)
         else:
-            void_key = self.store.read(lambda tx: tx.value(
+            void_key = self.read(lambda tx: tx.value(
                 "SELECT key FROM recon_journal WHERE original_key = ? AND original_key <> '' AND kind = 'void'"
                 " AND status IN ('confirmed', 'pending') AND business_day <= ? ORDER BY business_day, row_no"
                 " LIMIT 1", (d.key, day)))

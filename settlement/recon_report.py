@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -203,13 +203,21 @@ class Report:
 
     # -- serialisation ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """The report as plain data (what `dataclasses.asdict` gives, plus `clean`, `counts` and each
+        difference's `message`), built field by field: asdict's deep copies cost ~35 us per difference."""
+        d = dict(self.__dict__)
+        d["terminals"] = list(self.terminals)
+        d["totals"] = [{"terminal_id": t.terminal_id, "journal": dict(t.journal.__dict__),
+                        "centre": dict(t.centre.__dict__), "journal_received": t.journal_received}
+                       for t in self.totals]
+        d["differences"] = [{**x.__dict__, "journal": None if x.journal is None else dict(x.journal),
+                             "centre": None if x.centre is None else dict(x.centre), "message": x.message}
+                            for x in self.differences]
+        d["statement_differences"] = [{**x.__dict__, "message": x.message} for x in self.statement_differences]
+        d["statement_totals"] = [dict(x.__dict__) for x in self.statement_totals]
+        d["timings"] = dict(self.timings)
         d["clean"] = self.clean
         d["counts"] = self.counts()
-        for diff, obj in zip(d["differences"], self.differences, strict=True):
-            diff["message"] = obj.message
-        for diff, obj in zip(d["statement_differences"], self.statement_differences, strict=True):
-            diff["message"] = obj.message
         return d
 
     @classmethod

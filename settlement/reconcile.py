@@ -12,9 +12,16 @@ statements (the national platform's 3201 totals and 3202 details, for our own te
 
 How it works: journal lines are imported into `recon_journal` (a terminal's day is replaced whole when it
 is imported again); the ledger is copied incrementally into `recon_centre` (one row per posting, by ledger
-seq); the comparison is SQL inside the store (settlement/recon_sql.py), the same on SQLite and PostgreSQL.
-Totals per terminal and per fund are what is in force at the end of the day on each side; details are by
-idempotency key, each difference classified once (settlement/recon_report.py lists the classes).
+seq); the comparison is SQL (settlement/recon_sql.py), the same on SQLite and PostgreSQL. Totals per terminal
+and per fund are what is in force at the end of the day on each side; details are by idempotency key, each
+difference classified once (settlement/recon_report.py lists the classes).
+
+Where the tables live: on PostgreSQL all in the store. On SQLite the journals and the copy of the ledger
+(the bulk: a million rows each a day) live in two scratch files beside the ledger's, with writers of their
+own and relaxed durability (settlement/recon_scratch.py: nothing in them is original, and a lost file is
+made again); statements, repairs, runs, acceptances, closed days and the audit trail stay in the store.
+An import copies the ledger alongside (SQL without the GIL on one core, the files read in Python on the
+other), and a comparison runs its journal side and its centre side on two threads.
 
 Repairs go through the engine's own idempotent paths, never around them: a transaction missing at the
 centre is replayed with its original key and request (medical register + settle, refund, pension
@@ -33,12 +40,12 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from settlement import recon_import as imports
 from settlement import recon_sql as q
 from settlement.errors import DayClosed, InvalidJournalRow, InvalidRequest, InvalidState
-from settlement.recon_compare import compare
+from settlement.recon_compare import compare_in
 from settlement.recon_import import ImportResult
 from settlement.recon_import import audit as _audit
 from settlement.recon_import import check_open as _check_open
@@ -47,18 +54,23 @@ from settlement.recon_journal import (
     FIELDS,
     KINDS,
     STATUSES,
+    Chunk,
     JournalLine,
     Row,
+    Terminals,
     check_day,
-    iter_rows,
+    iter_import,
     read_journal,
     row_from_json,
     write_journal_csv,
     write_journal_jsonl,
 )
+from settlement.recon_journal import chunks as journal_chunks
 from settlement.recon_repair import RECON_TERMINAL, RepairAction, Repairs, recon_void_key
 from settlement.recon_report import REPAIRABLE, Difference, Report
+from settlement.recon_scratch import Scratch
 from settlement.store.base import Tx
+from settlement.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from settlement.engine import Engine
@@ -95,6 +107,7 @@ class AuditEntry:
 
 
 _ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+T = TypeVar("T")
 
 
 def _day(day: str) -> str:
@@ -110,9 +123,60 @@ class Reconciler:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.store = engine.store
-        self.store.ensure_schema(q.schema(self.store.dialect))
-        self.repairs = Repairs(engine)
+        # On SQLite the imported journals and the centre's copy of the ledger live in scratch files beside
+        # the ledger's (recon_scratch.py); on PostgreSQL in the store.
+        self.scratch = Scratch(self.store.path) if isinstance(self.store, SqliteStore) else None
+        self.store.run(self._migrate)
+        if self.scratch is not None:
+            self._move_to_scratch()
+        self.store.ensure_schema(q.schema(self.store.dialect, scratch=self.scratch is not None))
+        self.repairs = Repairs(engine, read=self._read)
         self._link: str | None = None
+
+    @staticmethod
+    def _migrate(tx: Tx) -> None:
+        """Bring reconciliation tables of an earlier layout to the current one (nothing when current)."""
+        cols = {c for (c,) in tx.rows(q.TABLE_COLUMNS[tx.dialect], ("recon_journal",))}
+        if cols & set(q.JOURNAL_V1_ONLY):
+            for sql in q.migrate_journal(tx.dialect):
+                tx.execute(sql)
+
+    def _move_to_scratch(self) -> None:
+        """An earlier version kept journals (and the copy of the ledger) in a SQLite store: move the journals
+        to the scratch file, drop the copy (it is made again from the ledger), then drop them from the store."""
+        assert self.scratch is not None
+        there = {t for t in q.SCRATCH_TABLES
+                 if self.store.read(lambda tx, t=t: tx.rows(q.TABLE_COLUMNS[tx.dialect], (t,)))}
+        if not there:
+            return
+
+        def move(tx: Tx) -> None:
+            for table, cols in (("recon_journal", (*q.JOURNAL_COLS, "copies")), ("recon_receipts", q.RECEIPT_COLS)):
+                if table in there:
+                    names = ", ".join(cols)
+                    tx.execute(f"DELETE FROM main.{table}")
+                    tx.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM ledger.{table}")
+
+        self.scratch.write_journal(move)
+
+        def drop(tx: Tx) -> None:
+            for table in there:
+                tx.execute(f"DROP TABLE IF EXISTS {table}")
+
+        self.store.run(drop)
+
+    def _centre_run(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn(tx)` as a unit where recon_centre is written (the scratch file, or the store)."""
+        return self.scratch.write_centre(fn) if self.scratch is not None else self.store.run(fn)
+
+    def _read(self, fn: Callable[[Tx], T]) -> T:
+        """Run read-only `fn(tx)` where both the store's and the centre's reconciliation tables are seen."""
+        return self.scratch.read(fn) if self.scratch is not None else self.store.read(fn)
+
+    def close(self) -> None:
+        """Close the scratch files' connections (the store is the caller's to close)."""
+        if self.scratch is not None:
+            self.scratch.close()
 
     # -- terminals --------------------------------------------------------------------------------------------
     def register_terminal(self, terminal_id: str, institution_id: str | None = None) -> None:
@@ -149,32 +213,42 @@ class Reconciler:
         """Import journal files (CSV, or JSON lines by extension) in one unit: all rows or none.
 
         Each (business day, terminal) found in the files replaces what was imported for it before.
-        `progress(n)` is called as rows are stored (from the store's writer thread)."""
+        `progress(n)` is called as rows are stored (from the thread storing them). On SQLite the ledger is
+        copied (`sync`) alongside, so a reconciliation that follows has nothing left to copy."""
         if not paths:
             raise InvalidRequest("give at least one journal file")
-        in_sql = self.store.dialect == "sqlite"  # SQLite checks the request JSON in bulk, in SQL
+        in_python = self.store.dialect != "sqlite"  # SQLite checks the request JSON in bulk, in SQL
 
-        def rows() -> Iterator[tuple[Row, str, int]]:
-            for p in paths:
-                name = Path(p).name
-                for n, row in enumerate(iter_rows(p, check_request=not in_sql), 1):
-                    yield row, name, n
+        def chunks(terminals: Terminals) -> Iterator[Chunk]:
+            for i, p in enumerate(paths):
+                yield from iter_import(p, terminals, check_request=in_python, file_index=i)
 
-        return imports.import_rows(self.store, self.engine.stamp(), rows, actor=actor,
-                                   sources=[Path(p).name for p in paths], json_in_sql=in_sql, progress=progress)
+        if self.scratch is None:
+            return imports.import_rows(self.store, self.engine.stamp(), chunks, actor=actor,
+                                       sources=[Path(p).name for p in paths], progress=progress)
+        # The ledger is copied into its scratch file (SQL, on a connection of its own, without the GIL) while
+        # the files are read, checked and stored in theirs (Python, then SQL): each has a core.
+        copier = imports.Background(self.sync)
+        try:
+            return imports.import_rows(self.store, self.engine.stamp(), chunks, actor=actor,
+                                       sources=[Path(p).name for p in paths], progress=progress,
+                                       run=self.scratch.write_journal)
+        finally:
+            copier.join()
 
     def import_lines(self, lines: Iterable[JournalLine], *, actor: str, source: str = "lines") -> ImportResult:
         """Import JournalLine objects (e.g. straight from a terminal journal export) in one unit."""
         items = list(lines)
 
-        def rows() -> Iterator[tuple[Row, str, int]]:
+        def numbered() -> Iterator[tuple[int, Row]]:
             for n, ln in enumerate(items, 1):
                 if not isinstance(ln, JournalLine):
                     raise InvalidJournalRow(f"{source} row {n}: not a JournalLine", file=source, row=n)
-                yield row_from_json(ln.to_dict()), source, n
+                yield n, row_from_json(ln.to_dict())
 
-        return imports.import_rows(self.store, self.engine.stamp(), rows, actor=actor, sources=[source],
-                                   json_in_sql=False)
+        return imports.import_rows(self.store, self.engine.stamp(), lambda t: journal_chunks(numbered(), source, t),
+                                   actor=actor, sources=[source],
+                                   run=self.scratch.write_journal if self.scratch is not None else None)
 
     def import_statement(self, paths: Sequence[str | Path], *, actor: str) -> int:
         """Import bank or fund statement files (recon_statement.py) in one unit; returns the lines read."""
@@ -184,7 +258,7 @@ class Reconciler:
         """Copy ledger postings not yet copied into the reconciliation tables; returns how many.
 
         Incremental (by ledger seq) and cheap when run often: a day-end run copies only what is new."""
-        return imports.sync(self.store, progress)
+        return imports.sync(self._centre_run, self.store.dialect, self._links(), progress)
 
     def _links(self) -> str:
         if self._link is None:
@@ -198,7 +272,7 @@ class Reconciler:
         self._require_open(day)
         self.sync()
         link = self._links()
-        report = self.store.read(lambda tx: compare(tx, day, actor, link))
+        report = compare_in(self._read, day, actor, link, parallel=self.store.current() is None)
         at = self.engine.stamp()
 
         def unit(tx: Tx) -> Report:
