@@ -48,24 +48,43 @@ def _resend(t: Terminal, e: Entry):
     raise ValueError(f"no resend for {e.kind}")
 
 
-def _resolve_collection(t: Terminal, e: Entry, rep: RecoveryReport) -> None:
-    """A pension collection left in flight: confirmed if the centre applied it, else voided (tombstone)."""
+def _settlement_at_centre(t: Terminal, key: str) -> tuple[str | None, dict]:
+    """(why it is undone, or None; the centre's result) of a settlement; UnknownTransaction if never applied."""
+    record = t.centre.settlement(key)
+    if record.status != "settled":
+        return f"found {record.status} at the centre by recovery", {}
+    return None, t.centre.posting(key).payload.get("result", record.model_dump(mode="json"))
+
+
+def _collection_at_centre(t: Terminal, key: str) -> tuple[str | None, dict]:
+    """The same for a pension collection."""
+    posting = t.centre.posting(key)
+    if posting.status != "posted":
+        return "found reversed at the centre by recovery", {}
+    return None, posting.payload["result"]
+
+
+AT_CENTRE = {"settle": _settlement_at_centre, "pension_collect": _collection_at_centre}
+
+
+def _resolve_reversible(t: Terminal, e: Entry, rep: RecoveryReport) -> None:
+    """A settlement or collection left in flight: confirmed if the centre applied it, else voided (tombstone)."""
     voids = t.journal.voids_of(e.key)
     if voids:
         v = t.forward_void(voids[0])
         (rep.reversed if v.state != PENDING else rep.still_pending).append(e.key)
         return
     try:
-        posting = t.centre.posting(e.key)
+        undone, result = AT_CENTRE[e.kind](t, e.key)
     except UnknownTransaction:
         v = t.reverse(e, "interrupted before the centre applied it (recovered after restart)")
         (rep.reversed if v.state != PENDING else rep.still_pending).append(e.key)
         return
-    if posting.status != "posted":  # voided at the centre already
-        t.journal.mark_reversed(e.key, "found reversed at the centre by recovery")
+    if undone is not None:  # voided at the centre already
+        t.journal.mark_reversed(e.key, undone)
         rep.reversed.append(e.key)
         return
-    t.journal.confirm(e.key, posting.payload["result"])
+    t.journal.confirm(e.key, result)
     t.journal.set_reason(e.key, "confirmed by recovery: the centre had applied it")
     rep.confirmed.append(e.key)
 
@@ -81,27 +100,8 @@ def recover(t: Terminal) -> RecoveryReport:
             if e.kind == "void":
                 v = t.forward_void(e)
                 (rep.confirmed if v.state != PENDING else rep.still_pending).append(e.key)
-            elif e.kind == "pension_collect":
-                _resolve_collection(t, e, rep)
-            elif e.kind == "settle":
-                if t.journal.voids_of(e.key):
-                    v = t.forward_void(t.journal.voids_of(e.key)[0])
-                    (rep.reversed if v.state != PENDING else rep.still_pending).append(e.key)
-                    continue
-                try:
-                    record = t.centre.settlement(e.key)
-                except UnknownTransaction:
-                    v = t.reverse(e, "interrupted before the centre applied it (recovered after restart)")
-                    (rep.reversed if v.state != PENDING else rep.still_pending).append(e.key)
-                    continue
-                if record.status != "settled":  # voided at the centre already: undone
-                    t.journal.mark_reversed(e.key, f"found {record.status} at the centre by recovery")
-                    rep.reversed.append(e.key)
-                    continue
-                settlement = t.centre.posting(e.key).payload.get("result", record.model_dump(mode="json"))
-                t.journal.confirm(e.key, settlement)
-                t.journal.set_reason(e.key, "confirmed by recovery: the centre had applied it")
-                rep.confirmed.append(e.key)
+            elif e.kind in AT_CENTRE:
+                _resolve_reversible(t, e, rep)
             else:
                 try:
                     result = _resend(t, e)
