@@ -16,7 +16,7 @@ import time
 from cardlib import layout
 from cardlib.card import SocialSecurityCard
 from cardlib.psam import Psam, PsamSecurity
-from cardlib.readers.pcsc import PcscReader
+from cardlib.readers.pcsc import PcscReader, wait_present
 from sim import pcsc_stack
 from sim.personalize import issue_sample
 from sim.psam import SimPsam
@@ -38,7 +38,7 @@ def main() -> int:
         for stem, suite in (("zhang_san", "3DES"), ("li_si", "SM4")):
             link = VirtualCardLink(issue_sample(stem), stack.port)
             link.insert()
-            pcsc_stack.wait_present(list(stack.readers))
+            wait_present(list(stack.readers))
             with PcscReader(stack.readers[0]) as ur, PcscReader(stack.readers[1]) as pr:
                 card, psam = SocialSecurityCard(ur), Psam(pr)
                 sm = PsamSecurity(psam)
@@ -65,7 +65,7 @@ def main() -> int:
                   f"together {(auth + write) * 1e3:.2f} ms, p99 "
                   f"{sorted(a_ + w_ for a_, w_ in zip(auth_t, write_t, strict=True))[int(0.99 * a.n)] * 1e3:.2f} ms")
             link.remove()
-            pcsc_stack.wait_present([stack.readers[0]], present=False)
+            wait_present([stack.readers[0]], present=False)
         psam_link.remove()
     return 0
 

@@ -20,6 +20,7 @@ import time
 from cardlib.apdu import CardChannel
 from cardlib.card import SocialSecurityCard
 from cardlib.readers.memory import MemoryReader
+from cardlib.readers.pcsc import wait_present
 from sim import pcsc_stack
 from sim.personalize import issue_sample
 
@@ -71,7 +72,7 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
         )
         name = stack.readers[0]
-        pcsc_stack.wait_present([name])
+        wait_present([name])
         ours = PcscReader(name)
         ours.connect()
         (pr,) = [r for r in pyscard_readers() if str(r) == name]

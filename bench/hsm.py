@@ -21,7 +21,7 @@ import threading
 import time
 from multiprocessing.connection import Connection
 
-from hsm_mock.client import HsmClient
+from hsm_client.client import HsmClient
 from hsm_mock.commands import LocalHsm
 from hsm_mock.keystore import KeyStore, Lmk
 from hsm_mock.server import serve

@@ -12,7 +12,7 @@ invariants): posting a million settlements through the engine would take far lon
 reconciliation being measured. The journal is written as a CSV file in the documented layout. What is
 timed is exactly what `sscard reconcile` does: importing the CSV through the validating reader, copying
 the ledger into the reconciliation tables, and the SQL comparison (totals and details) plus recording the
-run. On SQLite the import copies the ledger alongside (settlement/recon_scratch.py), so the "import" figure
+run. On SQLite the import copies the ledger alongside (settlement/reconcile/scratch.py), so the "import" figure
 includes the copy and the separate `sync()` the CLI calls next finds nothing left; the total is what counts.
 Before the clock starts, the build's objects are dropped and its writes flushed (`os.sync`): neither is
 part of a reconciliation. The bench then checks that every seeded discrepancy was found and nothing else
@@ -38,16 +38,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from settlement.engine import Engine  # noqa: E402
-from settlement.recon_journal import FIELDS  # noqa: E402
-from settlement.reconcile import Reconciler  # noqa: E402
-from settlement.store.sqlite import SqliteStore  # noqa: E402
-from sim.load import policy_book  # noqa: E402
+from settlement.ledger.store.sqlite import SqliteStore  # noqa: E402
+from settlement.reconcile.reconciler import Reconciler  # noqa: E402
+from settlement.schemes.engine import Engine  # noqa: E402
+from settlement.wire import FIELDS, PARTS  # noqa: E402
+from testing.load import policy_book  # noqa: E402
 
 DAY = "2026-03-02"
 REGIONS = ("110000", "990100", "990200", "990300")
 CLASSES = ("missing_at_centre", "missing_at_terminal", "amount_mismatch", "status_mismatch", "duplicate")
-PARTS = ("hifp_pay", "hifob_pay", "hifmi_pay", "maf_pay", "acct_pay", "psn_cash_pay")
 FUNDS = {"hifp_pay": "hifp", "hifob_pay": "hifob", "hifmi_pay": "hifmi", "maf_pay": "maf"}
 TARGET_SECONDS_1M = 20.0
 
@@ -174,7 +173,7 @@ class Day:
 
     def settle(self, seq: int, key: str, pid: str, y: str, inst: str, x: str, parts: dict[str, int],
                at: str) -> list[tuple[str, str, int, str]]:
-        """Transfers and payload as medical.settle posts them (settlement/medical.py `_transfers`)."""
+        """Transfers and payload as medical.settle posts them (settlement/schemes/medical.py `_transfers`)."""
         owed = f"inst/{inst}/payable"
         via = owed
         if x != y:

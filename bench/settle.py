@@ -25,9 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from settlement.ledger import AccountKind, Ledger, Transfer  # noqa: E402
-from settlement.store.base import Store  # noqa: E402
-from settlement.store.sqlite import SqliteStore  # noqa: E402
+from settlement.ledger import (  # noqa: E402
+    AccountKind,
+    Ledger,
+    Store,  # noqa: E402
+    Transfer,
+)
+from settlement.ledger.store.sqlite import SqliteStore  # noqa: E402
 
 PERSONS = 2_000
 TARGET_TPS = 5_000
@@ -173,8 +177,8 @@ def main() -> int:
         )
 
     if not args.no_postgres:
-        from settlement.store.pgtemp import PostgresUnavailable, TempCluster
-        from settlement.store.postgres import PostgresStore
+        from settlement.ledger.store.postgres import PostgresStore
+        from testing.pgtemp import PostgresUnavailable, TempCluster
 
         try:
             cluster = TempCluster(durable=True, max_connections=60).start()

@@ -29,6 +29,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import httpx  # noqa: E402
 
+from cardlib.readers.pcsc import wait_present  # noqa: E402
 from sim import pcsc_stack  # noqa: E402
 from sim.personalize import issue_sample  # noqa: E402
 from sim.psam import SimPsam  # noqa: E402
@@ -130,7 +131,7 @@ def main() -> int:
         psam = VirtualCardLink(SimPsam(), pcscd.port + 1)
         user.insert()
         psam.insert()
-        pcsc_stack.wait_present(list(pcscd.readers))
+        wait_present(list(pcscd.readers))
         for label, readers, hsm in (("PSAM in slot 1", pcscd.readers, False),
                                     ("HSM over TCP", (pcscd.readers[0], ""), True)):
             proc, url, token = start_daemon(workdir, centre, readers, hsm)

@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from hsm_mock.errors import OK, HsmError
+from hsm_client.errors import OK, HsmError
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,10 +34,10 @@ import hmac
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.hmac import HMAC
 
+from hsm_client.api import DiversifiedKey, KeyInfo, KeyType
+from hsm_client.errors import InvalidInput, VerificationFailed, WrongSuite
 from hsm_mock import factors, pinblock
-from hsm_mock.api import DiversifiedKey, KeyInfo, KeyType
 from hsm_mock.audit import Audited, AuditLog
-from hsm_mock.errors import InvalidInput, VerificationFailed, WrongSuite
 from hsm_mock.keystore import KeyStore
 from hsm_mock.suites import CipherSuite, KeyHandle, Suite
 

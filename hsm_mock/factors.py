@@ -15,7 +15,7 @@ carries its rule (`KeyInfo.div_rule`), fixed when the key is created:
 
 from __future__ import annotations
 
-from hsm_mock.errors import InvalidInput
+from hsm_client.errors import InvalidInput
 from hsm_mock.suites import FACTOR_SIZE, xor
 
 DEFAULT_RULE = "last8"

@@ -28,8 +28,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from hsm_mock.api import KeyInfo, KeyType
-from hsm_mock.errors import (
+from hsm_client.api import KeyInfo, KeyType
+from hsm_client.errors import (
     InvalidInput,
     KcvMismatch,
     KeyExists,

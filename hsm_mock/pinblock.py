@@ -12,7 +12,7 @@ PAN field 20 zero nibbles and the 12 PAN digits).
 
 from __future__ import annotations
 
-from hsm_mock.errors import InvalidInput, PinBlockError
+from hsm_client.errors import InvalidInput, PinBlockError
 from hsm_mock.suites import xor
 
 MIN_PIN, MAX_PIN = 4, 12

@@ -1,4 +1,4 @@
-"""TCP host-command server (asyncio.Protocol) in front of a `LocalHsm`; the wire format is in `hsm_mock.wire`.
+"""TCP host-command server (asyncio.Protocol) in front of a `LocalHsm`; the wire format is in `hsm_client.wire`.
 
 Commands run on the event loop thread: each is a few tens of microseconds of CPU, less than handing it
 to a worker would cost. A malformed request gets an error reply and the connection stays open; a length
@@ -16,10 +16,9 @@ import time
 from collections.abc import Callable
 from itertools import chain
 
-from hsm_mock.api import DiversifiedKey, KeyInfo
-from hsm_mock.commands import LocalHsm
-from hsm_mock.errors import OK, FrameError, HsmError, InvalidInput
-from hsm_mock.wire import (
+from hsm_client.api import DiversifiedKey, KeyInfo
+from hsm_client.errors import OK, FrameError, HsmError, InvalidInput
+from hsm_client.wire import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     HEADER_SIZE,
@@ -31,6 +30,7 @@ from hsm_mock.wire import (
     parse_request,
     reply_code,
 )
+from hsm_mock.commands import LocalHsm
 
 log = logging.getLogger(__name__)
 MAX_REPLY = 0xFFFF

@@ -21,25 +21,18 @@ than a block (4..block bytes, e.g. an 8-byte challenge on an SM4 card) is right-
 from __future__ import annotations
 
 import threading
-from enum import StrEnum
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, CipherContext, modes
 from cryptography.hazmat.primitives.ciphers.algorithms import SM4
 
-from hsm_mock.errors import InvalidInput
+from hsm_client.api import Suite
+from hsm_client.errors import InvalidInput
 
 KEY_SIZE = 16
 KCV_SIZE = 3
 FACTOR_SIZE = 8
 MIN_IV = 4  # shortest challenge used as an IV (4, 8 or 16 bytes in practice)
-
-
-class Suite(StrEnum):
-    """The cipher suite a key belongs to."""
-
-    DES3 = "3DES"
-    SM4 = "SM4"
 
 
 def pad_m2(data: bytes, block_size: int) -> bytes:

@@ -118,20 +118,3 @@ class Pcscd:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def wait_present(names: list[str], timeout: float = 5.0, present: bool = True) -> None:
-    """Wait until every reader in `names` has a card (or none, with present=False). pcscd polls every 400 ms."""
-    from cardlib.readers.pcsc import reader_states
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            states = reader_states(names)
-            if all(s.present == present for s in states):
-                return
-        except Exception:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"cards {'not present' if present else 'still present'} in {names} after {timeout} s")
-        time.sleep(0.05)

@@ -23,11 +23,6 @@ err = Console(stderr=True)
 READER_HELP = "PC/SC reader name (or a unique part of it), or serial:URL (e.g. serial:socket://127.0.0.1:7816)."
 
 
-def open_reader(name: str | None) -> Reader:
-    """A Reader for a --reader option: serial:URL, or a PC/SC reader name or a unique part of it."""
-    return readers.open_reader(name, resolve=True)
-
-
 @contextmanager
 def card_errors() -> Iterator[None]:
     """Print a card error as one readable line and exit 2 (1 is left for 'wrong PIN')."""
@@ -65,7 +60,7 @@ def read(
 ) -> None:
     """Read the holder's basic data (EF05 + EF06); no PIN needed."""
     with card_errors():
-        r = open_reader(reader)
+        r = readers.open_reader(reader, resolve=True)
         try:
             info = SocialSecurityCard(r).read_basic()
         finally:
@@ -99,7 +94,7 @@ def _read_pin(prompt: str, from_stdin: bool) -> str:
 def pin_session(reader: str | None) -> Iterator[SocialSecurityCard]:
     """The card in `reader` for a PIN command: wrong/blocked PIN exit 1 with the tries left, other errors 2."""
     with card_errors():
-        r = open_reader(reader)
+        r = readers.open_reader(reader, resolve=True)
         try:
             yield SocialSecurityCard(r)
         except PinWrong as e:

@@ -20,6 +20,7 @@ import httpx
 from rich.console import Console
 from rich.panel import Panel
 
+from cardlib.readers.pcsc import wait_present
 from sim import pcsc_stack
 from sim.personalize import issue_sample
 from sim.psam import SimPsam
@@ -52,10 +53,10 @@ class Cards:
 
         if self.link is not None:
             self.link.remove()
-            pcsc_stack.wait_present([self.pcscd.readers[0]], present=False)
+            wait_present([self.pcscd.readers[0]], present=False)
         self.link = VirtualCardLink(card, self.pcscd.port)
         self.link.insert()
-        pcsc_stack.wait_present([self.pcscd.readers[0]])
+        wait_present([self.pcscd.readers[0]])
 
 
 def show(api: httpx.Client, title: str, key: str) -> None:
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         psam_link.insert()
         cards = Cards(pcscd)
         cards.insert("zhang_san")
-        pcsc_stack.wait_present(list(pcscd.readers))
+        wait_present(list(pcscd.readers))
         counter = start_counter(centre, pcscd.readers[0], pcscd.readers[1])
         console.print(f"pcscd started (pid {pcscd.proc.pid}): user card on '{pcscd.readers[0]}', "
                       f"PSAM on '{pcscd.readers[1]}'")

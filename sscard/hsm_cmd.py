@@ -14,12 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hsm_client.errors import HsmError
+from hsm_client.wire import DEFAULT_HOST, DEFAULT_PORT
 from hsm_mock.audit import AuditLog
 from hsm_mock.commands import LocalHsm
-from hsm_mock.errors import HsmError
 from hsm_mock.keystore import LMK_FILE_ENV, KeyStore, Lmk
 from hsm_mock.server import serve as serve_forever
-from hsm_mock.wire import DEFAULT_HOST, DEFAULT_PORT
 
 app = typer.Typer(help="The mock HSM: host-command server and key store.", no_args_is_help=True)
 keys_app = typer.Typer(help="Keys in the HSM key store (shown by label and KCV, never in clear).",

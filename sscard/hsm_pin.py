@@ -1,6 +1,6 @@
 """The centre's online PIN check over its HSM: settlement's `PinVerifier` protocol met by an hsm_mock `HsmApi`.
 
-Composition code (like sscard/stack.py): settlement defines what it needs (settlement.identity.PinVerifier)
+Composition code (like sscard/stack.py): settlement defines what it needs (settlement.schemes.identity.PinVerifier)
 and imports no other layer; this adapter is where the two meet.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hsm_mock.errors import HsmError, PinBlockError, VerificationFailed
+from hsm_client.errors import HsmError, PinBlockError, VerificationFailed
 from settlement.errors import PinCheckUnavailable
-from settlement.identity import PinCheck
+from settlement.schemes.identity import PinCheck
 
 
 class HsmPinVerifier:

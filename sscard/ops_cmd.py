@@ -24,10 +24,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from settlement.engine import Engine
-    from settlement.policy import PolicyBook
-    from settlement.recon_report import Report
-    from settlement.store.base import Store
+    from settlement.ledger import Store
+    from settlement.reconcile.report import Report
+    from settlement.schemes.engine import Engine
+    from settlement.schemes.policy import PolicyBook
 
 console = Console()
 load_app = typer.Typer(help="Workload generators: a hospital day and a pension day.", no_args_is_help=True)
@@ -56,7 +56,7 @@ def _actor(actor: str | None) -> str:
 
 
 def _book(extra: Path | None) -> PolicyBook:
-    from settlement.policy import POLICY_DIR, PolicyBook, load_policy
+    from settlement.schemes.policy import POLICY_DIR, PolicyBook, load_policy
 
     files = sorted(POLICY_DIR.glob("*.toml")) + (sorted(extra.glob("*.toml")) if extra else [])
     return PolicyBook(load_policy(p) for p in files)
@@ -64,17 +64,17 @@ def _book(extra: Path | None) -> PolicyBook:
 
 @contextmanager
 def _engine(db: Path | None, postgres: str | None, policies: PolicyBook) -> Iterator[Engine]:
-    from settlement.engine import Engine
+    from settlement.schemes.engine import Engine
 
     if (db is None) == (postgres is None):
         raise typer.BadParameter("give exactly one of --db PATH or --postgres DSN")
     store: Store
     if postgres is not None:
-        from settlement.store.postgres import PostgresStore
+        from settlement.ledger.store.postgres import PostgresStore
 
         store = PostgresStore(postgres)
     else:
-        from settlement.store.sqlite import SqliteStore
+        from settlement.ledger.store.sqlite import SqliteStore
 
         store = SqliteStore(db)  # type: ignore[arg-type]
     try:
@@ -95,7 +95,7 @@ def _fail(e: Exception) -> typer.Exit:
 
 
 def _yuan(fen: int) -> str:
-    from settlement.money import yuan
+    from settlement.wire import yuan
 
     return yuan(fen)
 
@@ -110,7 +110,7 @@ def reconcile(
     db: Path = DB,
     postgres: str = POSTGRES,
     terminals: Path = typer.Option(None, "--terminals", exists=True, dir_okay=False,
-                                   help="Terminal keys file (settlement/auth.py) to register terminals from."),
+                                   help="Terminal keys file (settlement/api/auth.py) to register terminals from."),
     policies: Path = POLICIES,
     repair: bool = typer.Option(False, "--repair", help="Replay and void what repair can fix (audited)."),
     close: bool = typer.Option(False, "--close", help="Close the day if it is clean."),
@@ -119,7 +119,7 @@ def reconcile(
 ) -> None:
     """Reconcile a business day: terminal journals and statements against the ledger."""
     from settlement.errors import SettlementError
-    from settlement.reconcile import Reconciler
+    from settlement.reconcile.reconciler import Reconciler
 
     who = _actor(actor)
     with _engine(db, postgres, _book(policies)) as eng:
@@ -127,7 +127,7 @@ def reconcile(
         try:
             with _progress() as prog:
                 if terminals is not None:
-                    from settlement.auth import load_terminal_keys
+                    from settlement.api.auth import load_terminal_keys
 
                     keys = load_terminal_keys(terminals)
                     recon.register_terminals((k.terminal_id, k.institution) for k in keys)
@@ -176,7 +176,7 @@ def _repairs(actions: list) -> None:  # type: ignore[type-arg]
 
 
 def _summary(report: Report) -> None:
-    from settlement.recon_report import TOTAL_FIELDS
+    from settlement.reconcile.report import TOTAL_FIELDS
 
     n_j, n_s = len(report.open_differences), len(report.open_statement_differences)
     state = ("[green]clean[/green]" if report.clean else
@@ -223,8 +223,8 @@ def clear(
     actor: str = ACTOR,
 ) -> None:
     """Clear a period: net what regions owe each other and post the clearing transfers."""
-    from settlement.clearing import Clearing
     from settlement.errors import SettlementError
+    from settlement.reconcile.clearing import Clearing
 
     with _engine(db, postgres, _book(policies)) as eng:
         try:
@@ -280,9 +280,10 @@ def generate(
 ) -> None:
     """Drive a hospital day and a pension day through the engine; write the journals and a fund statement."""
     from settlement.errors import SettlementError
-    from settlement.recon_statement import write_statement
-    from settlement.reconcile import Reconciler, write_journal_csv, write_journal_jsonl
-    from sim import load
+    from settlement.reconcile.reconciler import Reconciler
+    from settlement.reconcile.statement import write_statement
+    from settlement.wire import write_journal_csv, write_journal_jsonl
+    from testing import load
 
     counts = _counts(discrepancy, "--discrepancy")
     st_counts = _counts(statement_discrepancy, "--statement-discrepancy")

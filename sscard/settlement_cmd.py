@@ -14,7 +14,7 @@ def serve(
     db: Path = typer.Option(None, "--db", help="SQLite database file (the default store)."),
     postgres: str = typer.Option(None, "--postgres", help="PostgreSQL DSN, instead of --db."),
     keys: Path = typer.Option(..., "--keys", exists=True, dir_okay=False,
-                              help="TOML file of terminal keys (see settlement/auth.py)."),
+                              help="TOML file of terminal keys (see settlement/api/auth.py)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; 127.0.0.1 unless you mean to expose it."),
     port: int = typer.Option(8700, help="TCP port."),
     policies: Path = typer.Option(None, "--policies", file_okay=False, help="Directory of policy TOML files."),
@@ -29,28 +29,28 @@ def serve(
     """Serve the settlement HTTP API (OpenAPI at /docs and /openapi.json)."""
     import uvicorn
 
-    from settlement.auth import load_terminal_keys
-    from settlement.engine import Settings
-    from settlement.policy import PolicyBook
-    from settlement.service import create_app
+    from settlement.api.auth import load_terminal_keys
+    from settlement.api.service import create_app
+    from settlement.schemes.engine import Settings
+    from settlement.schemes.policy import PolicyBook
     from sscard.hsm_pin import HsmPinVerifier
 
     if (db is None) == (postgres is None):
         raise typer.BadParameter("give exactly one of --db PATH or --postgres DSN")
     verifier = None
     if hsm:
-        from hsm_mock.client import HsmClient
+        from hsm_client.client import HsmClient
 
         host, sep, port_text = hsm.rpartition(":")
         if not sep or not host or not port_text.isdigit():
             raise typer.BadParameter("--hsm takes HOST:PORT, e.g. 127.0.0.1:1500")
         verifier = HsmPinVerifier(HsmClient(host, int(port_text), timeout=hsm_timeout), hsm_prefix)
     if postgres is not None:
-        from settlement.store.postgres import PostgresStore
+        from settlement.ledger.store.postgres import PostgresStore
 
         store = PostgresStore(postgres)
     else:
-        from settlement.store.sqlite import SqliteStore
+        from settlement.ledger.store.sqlite import SqliteStore
 
         store = SqliteStore(db)
     try:
@@ -71,8 +71,8 @@ def new_key(
     operator: bool = typer.Option(False, help="May issue pensions, report deaths, read any balance."),
 ) -> None:
     """Make a terminal key: prints the key once (give it to the terminal) and the entry for the keys file."""
-    from settlement.auth import TerminalKey, hash_key
-    from settlement.auth import new_key as make
+    from settlement.api.auth import TerminalKey, hash_key
+    from settlement.api.auth import new_key as make
 
     key = make()
     entry = TerminalKey(terminal_id, hash_key(key), institution, operator)
@@ -86,6 +86,6 @@ def new_key(
 @app.command("hash-key")
 def hash_key_cmd(key: str = typer.Option(..., prompt=True, hide_input=True, help="The terminal key.")) -> None:
     """Print the SHA-256 of a terminal key, for the keys file."""
-    from settlement.auth import hash_key
+    from settlement.api.auth import hash_key
 
     typer.echo(hash_key(key))

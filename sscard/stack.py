@@ -19,14 +19,15 @@ import uvicorn
 
 from hsm_mock import KeyStore, Lmk, LocalHsm
 from hsm_mock.server import ServerThread
-from settlement.auth import TerminalKey, hash_key
-from settlement.client import SettlementClient
-from settlement.engine import Engine
-from settlement.service import create_app as create_settlement_app
-from settlement.store.sqlite import SqliteStore
+from settlement.api.auth import TerminalKey, hash_key
+from settlement.api.client import SettlementClient
+from settlement.api.service import create_app as create_settlement_app
+from settlement.ledger.store.sqlite import SqliteStore
+from settlement.schemes.engine import Engine
 from sim.issuer import DEFAULT_ISSUER, Issuer, install_into_hsm
-from sim.world import seed
+from sscard import sim_readers
 from sscard.hsm_pin import HsmPinVerifier
+from sscard.world import seed
 from terminal.app import create_app as create_terminal_app
 from terminal.config import TerminalConfig, hash_token
 from terminal.daemon import build_terminal
@@ -158,6 +159,7 @@ def terminal_config(workdir: Path, user_card: str, psam: str, centre: Centre, to
 def start_counter(centre: Centre, user_card: str = "memory:zhang_san", psam: str = "memory:psam", *,
                   terminal_id: str = TERMINAL_ID, settlement_timeout: float = 5.0) -> Counter:
     """A terminal daemon served on a free port: PSAM first, the centre's HSM as fallback."""
+    sim_readers.register()
     token = secrets.token_urlsafe(24)
     cfg = terminal_config(centre.workdir, user_card, psam, centre, token, terminal_id)
     t = build_terminal(cfg, centre=centre.client(terminal_id, settlement_timeout))

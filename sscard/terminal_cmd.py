@@ -14,8 +14,11 @@ def serve(
     config: Path = typer.Option(..., "--config", exists=True, dir_okay=False, help="Terminal TOML file."),
 ) -> None:
     """Run the daemon (binds [terminal] bind:port, 127.0.0.1 by default; OpenAPI at /docs)."""
+    from sscard import sim_readers
     from terminal.config import ConfigError, load_config
     from terminal.daemon import serve as run
+
+    sim_readers.register()  # memory: readers for demos and tests
 
     try:
         cfg = load_config(config)
@@ -38,9 +41,11 @@ def hash_token(
 @app.command("recover")
 def recover_cmd(config: Path = typer.Option(..., "--config", exists=True, dir_okay=False)) -> None:
     """Resolve the journal's in-flight entries now (the daemon also does it at start and every few seconds)."""
+    from sscard import sim_readers
     from terminal.config import load_config
     from terminal.daemon import build_terminal
 
+    sim_readers.register()
     t = build_terminal(load_config(config))
     counts = t.journal.counts()
     typer.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
@@ -58,7 +63,7 @@ def export(
     import datetime as dt
     import sys
 
-    from settlement.recon_journal import write_journal_csv, write_journal_jsonl
+    from settlement.wire import write_journal_csv, write_journal_jsonl
     from terminal.config import load_config
     from terminal.export import journal_lines
     from terminal.journal import Journal, business_day_today

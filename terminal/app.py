@@ -22,9 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from cardlib.errors import CardError
-from settlement.api_models import ErrorBody, FeeLineIn
 from settlement.errors import SettlementError
-from settlement.money import yuan
+from settlement.wire import ErrorBody, FeeLineIn, yuan
 from terminal import metrics
 from terminal.errors import TerminalError, from_card_error, from_session_error, from_settlement_error
 from terminal.flows import Terminal

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from cardlib.errors import CardError, SecurityModuleError
 from cardlib.layout import KeyType
 from cardlib.psam import Psam, PsamSecurity
+from cardlib.readers import open_reader
 from cardlib.security import SecurityModule
-from settlement.client import SettlementClient
+from settlement.api.client import SettlementClient
 from terminal.config import TerminalConfig
 from terminal.flows import Terminal
 from terminal.journal import Journal
 from terminal.recovery import Forwarder, recover
-from terminal.session import ReaderSession, open_reader
+from terminal.session import ReaderSession
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def build_security(cfg: TerminalConfig) -> tuple[SecurityModule | None, str]:
         psam_sm = PsamSecurity(psam, regions=regions, pin_suite=cfg.policy.pin_suite)
     hsm_sm: SecurityModule | None = None
     if cfg.hsm.host:
-        from hsm_mock.client import HsmClient
+        from hsm_client.client import HsmClient
         from terminal.security import HsmSecurity
 
         hsm_sm = HsmSecurity(HsmClient(cfg.hsm.host, cfg.hsm.port, timeout=cfg.hsm.timeout), cfg.hsm.prefix,

@@ -1,4 +1,4 @@
-"""The journal's business day as day-end reconciliation reads it (settlement.recon_journal's contract).
+"""The journal's business day as day-end reconciliation reads it (settlement.wire's journal-line contract).
 
 One `JournalLine` per money-moving request of the day (settle, refund, void, pension collection), in its
 final state. A confirmed settlement carries its breakdown and what the centre needs to replay it (the
@@ -11,8 +11,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from settlement.recon_journal import JournalLine
-from terminal.journal import MONEY_KINDS, PARTS, Entry, Journal
+from settlement.wire import MONEY_KINDS, PARTS, JournalLine
+from terminal.journal import Entry, Journal
 
 _CLASS = {"01": "A", "02": "B", "03": "C"}
 

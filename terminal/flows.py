@@ -16,7 +16,7 @@ certification (card_pin), once the card has accepted it, the PIN also goes into 
 encipher command (the PSAM's PIN ENCIPHER, or the HSM's `encrypt_pin` when the PSAM cannot serve), which
 returns an ISO 9564 format-0 PIN block under the terminal PIN key; the block travels to the centre, which
 checks it online against the PIN reference recorded at issuance (PAN: the social security number,
-`settlement.identity.pin_pan`). Nowhere else: neither the PIN nor the block is journaled or logged (the
+`settlement.wire.pin_pan`). Nowhere else: neither the PIN nor the block is journaled or logged (the
 journal keeps the certification request without the block; a resend after a restart only replays an
 attempt the centre recorded). The terminal has no change-PIN flow; a PIN changed at the card alone
 (`sscard card change-pin`) leaves the centre's reference behind, so online certification fails with
@@ -36,9 +36,9 @@ from cardlib import layout
 from cardlib.card import BasicInfo
 from cardlib.errors import CardError, CardRemoved
 from cardlib.security import SecurityModule
-from settlement.api_models import FeeLineIn, pin_pan
-from settlement.client import SettlementClient
+from settlement.api.client import SettlementClient
 from settlement.errors import AlreadyReversed, ServiceUnreachable, SettlementError
+from settlement.wire import FeeLineIn, pin_pan
 from terminal import metrics
 from terminal.config import TerminalConfig
 from terminal.errors import TerminalError, from_card_error, from_settlement_error

@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from settlement.wire import MONEY_KINDS
+
 PENDING, CONFIRMED, FAILED, REVERSED = "pending", "confirmed", "failed", "reversed"
 STATES = (PENDING, CONFIRMED, FAILED, REVERSED)
-KINDS = ("register", "settle", "refund", "void", "certify", "pension_collect")
-MONEY_KINDS = ("settle", "refund", "void", "pension_collect")
-PARTS = ("hifp_pay", "hifob_pay", "hifmi_pay", "maf_pay", "acct_pay", "psn_cash_pay")
+ENTRY_KINDS = ("register", "certify", *MONEY_KINDS)
+"""What the journal records: every request sent to the centre."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -156,7 +157,7 @@ class Journal:
         `request` is what will be sent, minus the serial (added here as `terminal_serial`); it must hold no
         PIN or key: callers pass only what the centre receives.
         """
-        if kind not in KINDS:
+        if kind not in ENTRY_KINDS:
             raise JournalError(f"unknown journal kind {kind!r}")
         day = (business_day or business_day_today()).isoformat()
         now = _now()
@@ -237,7 +238,7 @@ class Journal:
         with self._lock:
             return [_row(r) for r in self._db.execute(sql, args).fetchall()]
 
-    def in_state(self, state: str, kinds: tuple[str, ...] = KINDS) -> list[Entry]:
+    def in_state(self, state: str, kinds: tuple[str, ...] = ENTRY_KINDS) -> list[Entry]:
         marks = ",".join("?" * len(kinds))
         return self._query(f"SELECT * FROM journal WHERE state = ? AND kind IN ({marks}) ORDER BY serial",
                            (state, *kinds))

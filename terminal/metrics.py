@@ -28,8 +28,8 @@ time_spent = Counter(
     ["part"], registry=REGISTRY,
 )
 
-#: what `instrument()` times on each part of a terminal
-PARTS = {
+#: the methods `instrument()` times, by part of a terminal
+TIMED_METHODS = {
     "card": ("transmit",),
     "centre": ("visit", "settle", "register_visit", "refund", "void", "settlement", "posting", "certify",
                "collect_pension", "presettle"),
@@ -42,7 +42,7 @@ def instrument(obj: object, part: str) -> None:
     """Count the time spent in `obj`'s methods of `part` (instance attributes wrap the bound methods, so
     the object keeps its type)."""
     counter = time_spent.labels(part)
-    for name in PARTS[part]:
+    for name in TIMED_METHODS[part]:
         fn = getattr(obj, name, None)
         if fn is None:
             continue

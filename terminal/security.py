@@ -19,8 +19,8 @@ from cardlib.crypto import suite_for
 from cardlib.errors import SecurityModuleError
 from cardlib.layout import KeyType
 from cardlib.psam import pan_field, pin_field
-from hsm_mock.api import HsmApi
-from hsm_mock.errors import HsmError, VerificationFailed
+from hsm_client.api import HsmApi
+from hsm_client.errors import HsmError, VerificationFailed
 
 
 class HsmSecurity:
@@ -65,5 +65,5 @@ class HsmSecurity:
         pin_field(pin), pan_field(pan)  # ValueError before anything leaves the terminal
         try:
             return self.hsm.encrypt_pin(f"{self.prefix}-{self.pin_suite}-PIK", pin, pan)
-        except HsmError as e:  # the message never quotes the PIN (hsm_mock.errors)
+        except HsmError as e:  # the message never quotes the PIN (hsm_client.errors)
             raise SecurityModuleError(f"HSM could not encipher the PIN: {e}") from e

@@ -6,8 +6,8 @@ holder), works with the card, and releases it. The session keeps the card's basi
 read and checks, before anything is sent to the centre and again after, that the same card is still in
 the reader (`still_present()`): one READ RECORD of the card identification code.
 
-Readers are named by a spec: a PC/SC reader name (or `pcsc:NAME`), `serial:URL`, or `memory:SAMPLE` /
-`memory:psam` for an in-process simulated card (demos and tests only).
+Readers are named by a spec (`cardlib.readers.open_reader`): a PC/SC reader name (or `pcsc:NAME`),
+`serial:URL`, or a scheme the composition root registered (`memory:SAMPLE` in demos and tests).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from cardlib import layout, readers
+from cardlib import layout
 from cardlib.card import BasicInfo, SocialSecurityCard
 from cardlib.errors import CardError, CardRemoved, NoCard, TransportError
 from cardlib.readers.base import Reader
@@ -40,22 +40,6 @@ class ReaderBusy(SessionError):
 
 class UnknownReader(SessionError):
     code = "UNKNOWN_READER"
-
-
-def open_reader(spec: str) -> Reader:
-    """A Reader from a spec string (see module docstring)."""
-    if spec.startswith("memory:"):
-        from cardlib.readers.memory import MemoryReader
-
-        what = spec.removeprefix("memory:")
-        if what == "psam":
-            from sim.psam import SimPsam
-
-            return MemoryReader(SimPsam(), name=spec)
-        from sim.personalize import issue_sample
-
-        return MemoryReader(issue_sample(what), name=spec)
-    return readers.open_reader(spec)
 
 
 @dataclass

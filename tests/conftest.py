@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from cardlib.readers.pcsc import wait_present
 from sim import pcsc_stack
 from sim.card import SimCard
 from sim.personalize import issue_sample
@@ -40,20 +41,20 @@ class Slot:
     def replace(self, card: SimCard) -> None:
         """Swap in another card (remove, insert, wait until pcscd sees it)."""
         self.link.remove()
-        pcsc_stack.wait_present([self.reader], present=False)
+        wait_present([self.reader], present=False)
         self.card = card
         self.link = VirtualCardLink(card, self.link.port)
         self.link.insert()
-        pcsc_stack.wait_present([self.reader])
+        wait_present([self.reader])
 
     def ensure_inserted(self) -> None:
         if not self.link.inserted:
             self.card.faults.clear()
             self.link.remove()
-            pcsc_stack.wait_present([self.reader], present=False)
+            wait_present([self.reader], present=False)
             self.link = VirtualCardLink(self.card, self.link.port)
             self.link.insert()
-            pcsc_stack.wait_present([self.reader])
+            wait_present([self.reader])
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +67,7 @@ def slots(pcscd: pcsc_stack.Pcscd) -> Iterator[tuple[Slot, Slot]]:
     s1.link = VirtualCardLink(s1.card, pcscd.port + 1)
     s0.link.insert()
     s1.link.insert()
-    pcsc_stack.wait_present([user, second])
+    wait_present([user, second])
     yield s0, s1
     s0.link.remove()
     s1.link.remove()

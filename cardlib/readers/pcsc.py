@@ -104,6 +104,21 @@ def reader_states(names: list[str] | None = None) -> list[SlotState]:
         ctx.release()
 
 
+def wait_present(names: list[str], timeout: float = 5.0, present: bool = True) -> None:
+    """Wait until every reader in `names` has a card (or none, with present=False). pcscd polls every 400 ms."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            states = reader_states(names)
+            if all(s.present == present for s in states):
+                return
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"cards {'not present' if present else 'still present'} in {names} after {timeout} s")
+        time.sleep(0.05)
+
+
 def resolve_reader(name: str | None) -> str:
     """Exact reader name for `name` (exact match, else unique substring); first reader when None."""
     names = list_readers()

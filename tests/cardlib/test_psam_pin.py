@@ -9,8 +9,8 @@ from cardlib import errors
 from cardlib.crypto import suite_for
 from cardlib.psam import Psam, PsamSecurity, pan_field, pin_field
 from cardlib.readers.memory import MemoryReader
+from hsm_client.errors import VerificationFailed
 from hsm_mock import KeyStore, Lmk, LocalHsm
-from hsm_mock.errors import VerificationFailed
 from hsm_mock.pinblock import decode_format0, encode_format0
 from sim.issuer import Issuer, install_into_hsm, pik_label, pvk_label
 from sim.psam import SimPsam

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hsm_mock.client import HsmClient
+from hsm_client.client import HsmClient
 from hsm_mock.commands import LocalHsm
 from hsm_mock.keystore import KeyStore, Lmk
 from hsm_mock.server import ServerThread

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from hsm_mock.client import HsmClient
+from hsm_client.client import HsmClient
 from sscard.hsm_cmd import app
 
 runner = CliRunner()

@@ -8,9 +8,8 @@ import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from hsm_mock.api import HsmApi
-from hsm_mock.commands import LocalHsm
-from hsm_mock.errors import (
+from hsm_client.api import HsmApi
+from hsm_client.errors import (
     InvalidInput,
     KeyNotFound,
     PinBlockError,
@@ -18,6 +17,7 @@ from hsm_mock.errors import (
     WrongKeyType,
     WrongSuite,
 )
+from hsm_mock.commands import LocalHsm
 from hsm_mock.factors import check_rule, factor
 from hsm_mock.pinblock import decode_format0, encode_format0
 from hsm_mock.suites import pad_m2

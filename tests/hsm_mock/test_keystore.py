@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hsm_mock.api import KeyType
-from hsm_mock.errors import (
+from hsm_client.api import KeyType
+from hsm_client.errors import (
     InvalidInput,
     KcvMismatch,
     KeyExists,

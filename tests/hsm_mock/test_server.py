@@ -10,14 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from hsm_mock.api import HsmApi
-from hsm_mock.client import HsmClient
+from hsm_client.api import HsmApi
+from hsm_client.client import HsmClient
+from hsm_client.errors import HsmUnavailable, InvalidInput, KeyNotFound, VerificationFailed, WrongKeyType
+from hsm_client.wire import MAX_PAYLOAD, encode_request, parse_reply
 from hsm_mock.commands import LocalHsm
-from hsm_mock.errors import HsmUnavailable, InvalidInput, KeyNotFound, VerificationFailed, WrongKeyType
 from hsm_mock.pinblock import encode_format0
 from hsm_mock.server import ServerThread
 from hsm_mock.suites import DES3
-from hsm_mock.wire import MAX_PAYLOAD, encode_request, parse_reply
 from tests.hsm_mock.conftest import CARD_ID, TEST_KEYS
 
 h = bytes.fromhex

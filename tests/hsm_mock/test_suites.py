@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hsm_mock.errors import InvalidInput
+from hsm_client.errors import InvalidInput
 from hsm_mock.suites import DES3, SM4_SUITE, Suite, get_suite, pad_m2, unpad_m2
 
 h = bytes.fromhex

@@ -9,11 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hsm_mock.commands import LocalHsm
-from hsm_mock.errors import ERROR_CODES, OK, FrameError, HsmError, InvalidInput, UnknownCommand
-from hsm_mock.keystore import KeyStore, Lmk
-from hsm_mock.server import CommandHandler
-from hsm_mock.wire import (
+from hsm_client.errors import ERROR_CODES, OK, FrameError, HsmError, InvalidInput, UnknownCommand
+from hsm_client.wire import (
     COMMANDS,
     MAX_PAYLOAD,
     FrameDecoder,
@@ -25,6 +22,9 @@ from hsm_mock.wire import (
     reply_code,
     split_fields,
 )
+from hsm_mock.commands import LocalHsm
+from hsm_mock.keystore import KeyStore, Lmk
+from hsm_mock.server import CommandHandler
 
 HANDLER = CommandHandler(LocalHsm(KeyStore(Lmk.ephemeral())))
 HANDLER.hsm.generate_key("mak", "MAK", "3DES")

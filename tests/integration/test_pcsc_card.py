@@ -11,8 +11,7 @@ from smartcard.System import readers as pyscard_readers
 
 from cardlib.card import SocialSecurityCard
 from cardlib.errors import CardRemoved, NoCard, PinWrong, ReaderNotFound
-from cardlib.readers.pcsc import PcscReader, list_readers, reader_states, resolve_reader
-from sim import pcsc_stack
+from cardlib.readers.pcsc import PcscReader, list_readers, reader_states, resolve_reader, wait_present
 from sim.faults import Fault
 from sim.personalize import issue_sample, load_holder, sample_holders
 
@@ -158,7 +157,7 @@ def test_cli_reads_a_card_started_with_sim_run(slots):
     """`sscard sim run` on slot 1, then `sscard card read --national` and `--json` through pcscd."""
     _, s1 = slots
     s1.link.remove()
-    pcsc_stack.wait_present([s1.reader], present=False)
+    wait_present([s1.reader], present=False)
     sim = subprocess.Popen(
         [sys.executable, "-m", "sscard.cli", "sim", "run", "--holder", "wang_xiuying", "--port", "35964"],
         stdout=subprocess.PIPE,
@@ -166,7 +165,7 @@ def test_cli_reads_a_card_started_with_sim_run(slots):
         text=True,
     )
     try:
-        pcsc_stack.wait_present([s1.reader], timeout=15)
+        wait_present([s1.reader], timeout=15)
         out = subprocess.run(
             [sys.executable, "-m", "sscard.cli", "card", "read", "--reader", "00 01", "--national",
              "--terminal-number", "110100000042"],
@@ -185,10 +184,10 @@ def test_cli_reads_a_card_started_with_sim_run(slots):
     finally:
         sim.terminate()
         sim.wait(10)
-        pcsc_stack.wait_present([s1.reader], present=False)
+        wait_present([s1.reader], present=False)
         s1.link = type(s1.link)(s1.card, s1.link.port)
         s1.link.insert()
-        pcsc_stack.wait_present([s1.reader])
+        wait_present([s1.reader])
     assert "card removed" in sim.stdout.read()
 
 

@@ -1,6 +1,6 @@
 """Store fixtures for settlement tests: every store-backed test runs on SQLite and on PostgreSQL.
 
-* `postgres` (session): a throwaway PostgreSQL server (settlement.store.pgtemp.TempCluster, fsync
+* `postgres` (session): a throwaway PostgreSQL server (testing.pgtemp.TempCluster, fsync
   off). Skipped when the server binaries are missing, unless REQUIRE_PG=1 (as `make test` sets):
   then it fails with a clear message.
 * `make_store(kind)`: a fresh, empty store ("sqlite": a new file; "postgres": a new schema on the
@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from settlement.ledger import Ledger
-from settlement.store.base import Store
-from settlement.store.pgtemp import PostgresUnavailable, TempCluster, find_bindir
-from settlement.store.sqlite import SqliteStore
+from settlement.ledger import Ledger, Store
+from settlement.ledger.store.sqlite import SqliteStore
+from testing.pgtemp import PostgresUnavailable, TempCluster, find_bindir
 
 STORE_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -71,7 +70,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
 
 
 def _pg_store(cluster: TempCluster) -> Store:
-    from settlement.store.postgres import PostgresStore
+    from settlement.ledger.store.postgres import PostgresStore
 
     return PostgresStore(cluster.new_schema(), min_size=1, max_size=20)
 

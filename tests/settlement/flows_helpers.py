@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from settlement.engine import Engine, Settings
-from settlement.store.base import Store
+from settlement.ledger import Store
+from settlement.schemes.engine import Engine, Settings
 
 Y = 100  # fen per yuan
 START = dt.datetime(2024, 3, 1, 2, 0, tzinfo=dt.UTC)  # 10:00 in Beijing

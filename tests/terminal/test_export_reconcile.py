@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from settlement.reconcile import Reconciler
+from settlement.reconcile.reconciler import Reconciler
 from sscard.stack import INSTITUTION, start_counter
 from terminal.export import journal_lines
 from terminal.journal import business_day_today

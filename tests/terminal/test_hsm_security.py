@@ -9,7 +9,8 @@ import pytest
 from cardlib import errors, layout
 from cardlib.card import SocialSecurityCard
 from cardlib.readers.memory import MemoryReader
-from hsm_mock import HsmClient, KeyStore, Lmk, LocalHsm
+from hsm_client.client import HsmClient
+from hsm_mock import KeyStore, Lmk, LocalHsm
 from hsm_mock.server import ServerThread
 from sim.issuer import Issuer, install_into_hsm
 from sim.personalize import issue_card, load_holder, sample_holders

@@ -13,10 +13,10 @@ import pytest
 
 from cardlib.psam import Psam, PsamSecurity
 from cardlib.readers.memory import MemoryReader
-from settlement.identity import pin_pan
+from settlement.wire import pin_pan
 from sim.psam import SimPsam
-from sim.world import person_id
 from sscard.stack import start_counter
+from sscard.world import person_id
 
 PIN = "111111"  # 王秀英's card
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from settlement import chart
 from settlement.errors import AlreadyReversed, ServiceUnreachable
-from sim.world import person_id
+from settlement.schemes import chart
 from sscard.stack import start_counter
+from sscard.world import person_id
 from terminal.journal import CONFIRMED, REVERSED
 from terminal.recovery import recover
 

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from sim.faults import Fault
-from sim.world import person_id
 from sscard.stack import UvicornThread, start_counter
+from sscard.world import person_id
 from tests.terminal.conftest import LINES, agree
 
 
@@ -253,7 +253,7 @@ def test_centre_down_reversal_is_stored_and_forwarded(api, counter, centre):
     assert r.status_code == 503 and r.json()["code"] == "SETTLEMENT_UNAVAILABLE"
     assert r.json()["details"]["reversal_state"] == "pending"
     assert counter.terminal.journal.counts()["pending"] == 2  # the settlement and its void
-    from settlement.service import create_app
+    from settlement.api.service import create_app
 
     centre.service = UvicornThread(create_app(centre.engine, terminals=_ring(centre)), port).start()
     deadline = time.monotonic() + 15
@@ -262,8 +262,8 @@ def test_centre_down_reversal_is_stored_and_forwarded(api, counter, centre):
     counts = agree(counter.terminal.journal, centre)
     assert counts == {"confirmed": 0, "reversed": 1, "failed": 0}
     # the void's tombstone keeps the settlement out even if the lost request arrives now
-    from settlement.api_models import FeeLineIn
     from settlement.errors import AlreadyReversed
+    from settlement.wire import FeeLineIn
 
     (settle,) = [e for e in counter.terminal.journal.all() if e.kind == "settle"]
     with pytest.raises(AlreadyReversed):
@@ -272,7 +272,7 @@ def test_centre_down_reversal_is_stored_and_forwarded(api, counter, centre):
 
 
 def _ring(centre):
-    from settlement.auth import TerminalKey, hash_key
+    from settlement.api.auth import TerminalKey, hash_key
 
     return [TerminalKey(t, hash_key(k), "H11000301", False) for t, k in centre.terminal_keys.items()]
 

@@ -1,0 +1,294 @@
+"""The central settlement service: FastAPI over the engine, for many terminals.
+
+    app = create_app(store, terminals=[TerminalKey(...)])     # or `sscard settlement serve`
+
+Every request but /v1/health needs the header `X-Terminal-Key` (a per-terminal key, configured as its
+SHA-256; see settlement/api/auth.py). Money-moving requests carry `terminal_serial`; the idempotency key is
+`{terminal_id}:{terminal_serial}`, so a terminal repeating a request after a timeout gets the first
+result back (`replayed: true`). Errors are `{code, message, details}` with the HTTP status of their
+code (settlement/errors.py); malformed bodies are 422 INVALID_REQUEST, or INVALID_AMOUNT when only
+amounts are wrong. The OpenAPI schema is at /openapi.json.
+
+Online PIN check: `create_app(..., pin_verifier=sscard.hsm_pin.HsmPinVerifier(hsm))` lets card_pin certifications be
+verified against the PIN references recorded at issuance (settlement/schemes/identity.py); `hsm` is any
+hsm_mock `HsmApi` (the TCP `HsmClient` in production: `sscard settlement serve --hsm HOST:PORT`); the adapter
+lives with the composition (sscard/) so that settlement imports no other layer. PIN
+blocks are never logged: validation errors name the field, never its value.
+"""
+
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+
+from settlement.api.auth import KeyRing, TerminalKey
+from settlement.errors import Forbidden, SettlementError, Unauthorized, UnknownTransaction
+from settlement.ledger import Store, make_key
+from settlement.schemes import chart
+from settlement.schemes.engine import Engine, Settings, utc_now
+from settlement.schemes.identity import PinVerifier
+from settlement.schemes.policy import PolicyBook
+from settlement.wire import (
+    AMOUNT_FIELDS,
+    Accumulators,
+    AuditEntry,
+    Balances,
+    Certification,
+    CertificationStatus,
+    CertifyRequest,
+    Collection,
+    CollectionVoid,
+    CollectionVoidRequest,
+    CollectRequest,
+    DeathReportRequest,
+    ErrorBody,
+    Flag,
+    IssueBatch,
+    IssueRequest,
+    Pensioner,
+    Person,
+    PersonBalances,
+    PostingOut,
+    PreSettlement,
+    PreSettleRequest,
+    Refund,
+    RefundRequest,
+    RegisterRequest,
+    Settlement,
+    SettlementRecord,
+    SettleRequest,
+    TransferOut,
+    Visit,
+    Void,
+    VoidRequest,
+)
+
+log = logging.getLogger("sscard.settlement.service")
+KEY_HEADER = "X-Terminal-Key"
+_key_scheme = APIKeyHeader(name=KEY_HEADER, auto_error=False, description="the terminal's API key")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorBody, "description": d}
+    for s, d in [(401, "missing or unknown terminal key"), (403, "not allowed, not certified, suspended"),
+                 (404, "unknown person, visit, region, policy or key"), (409, "conflict with the current state"),
+                 (422, "invalid request or amount"), (503, "store unavailable: retry with the same key")]
+}
+
+
+def create_app(
+    store: Store | Engine,
+    *,
+    terminals: Iterable[TerminalKey],
+    policies: PolicyBook | None = None,
+    settings: Settings | None = None,
+    clock: Callable[[], dt.datetime] = utc_now,
+    pin_verifier: PinVerifier | None = None,
+) -> FastAPI:
+    """The service app over `store` (or an existing Engine), accepting the given terminals' keys;
+    `pin_verifier` turns on the online PIN check of card_pin certifications."""
+    engine = store if isinstance(store, Engine) else Engine(store, policies=policies, settings=settings, clock=clock)
+    if pin_verifier is not None:
+        engine.identity.pin_verifier = pin_verifier
+    keys = KeyRing(terminals)
+    app = FastAPI(
+        title="sscard settlement service",
+        version="1.0",
+        summary="Medical settlement, pensions and certification for social security card terminals.",
+        description=__doc__,
+    )
+    app.state.engine = engine
+
+    def terminal(key: Annotated[str | None, Depends(_key_scheme)]) -> TerminalKey:
+        found = keys.find(key)
+        if found is None:
+            raise Unauthorized(f"missing or unknown {KEY_HEADER} header")
+        return found
+
+    def operator(t: Annotated[TerminalKey, Depends(terminal)]) -> TerminalKey:
+        if not t.operator:
+            raise Forbidden(f"terminal {t.terminal_id} is not an operator terminal", terminal_id=t.terminal_id)
+        return t
+
+    Term = Annotated[TerminalKey, Depends(terminal)]
+    Oper = Annotated[TerminalKey, Depends(operator)]
+
+    def at_own(t: TerminalKey, institution: str) -> None:
+        if t.institution is not None and institution != t.institution and not t.operator:
+            raise Forbidden(f"terminal {t.terminal_id} belongs to institution {t.institution}, not {institution}",
+                            terminal_id=t.terminal_id, institution=institution)
+
+    def own_key(t: TerminalKey, key: str) -> None:
+        if not t.operator and not key.startswith(f"{t.terminal_id}:"):
+            raise Forbidden(f"terminal {t.terminal_id} may only look up its own keys", key=key)
+
+    @app.exception_handler(SettlementError)
+    def _settlement_error(_: Request, e: SettlementError) -> JSONResponse:
+        return JSONResponse(jsonable_encoder(e.to_dict()), status_code=e.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        errors = [{"field": ".".join(str(p) for p in err["loc"] if p != "body"), "problem": err["msg"]}
+                  for err in e.errors()]
+        amounts = all(any(str(p) in AMOUNT_FIELDS for p in err["loc"]) for err in e.errors())
+        body = ErrorBody(
+            code="INVALID_AMOUNT" if amounts else "INVALID_REQUEST",
+            message="; ".join(f"{x['field']}: {x['problem']}" for x in errors) or "invalid request",
+            details={"errors": errors},
+        )
+        return JSONResponse(jsonable_encoder(body), status_code=422)
+
+    @app.exception_handler(Exception)
+    def _internal(_: Request, e: Exception) -> JSONResponse:
+        log.exception("internal error")
+        body = ErrorBody(code="INTERNAL_ERROR", message="internal error in the settlement service; nothing "
+                         "was posted unless a repeat of the request says so")
+        return JSONResponse(jsonable_encoder(body), status_code=500)
+
+    @app.get("/v1/health", tags=["service"])
+    def health() -> dict[str, str]:
+        """Liveness, without authentication."""
+        return {"status": "ok"}
+
+    v1 = APIRouter(prefix="/v1", responses=_ERRORS)
+
+    # -- medical -----------------------------------------------------------------------------------------
+    @v1.post("/medical/visits", tags=["medical"], operation_id="register_visit")
+    def register_visit(req: RegisterRequest, t: Term) -> Visit:
+        """Register a visit or admission (2201 / 2303). Idempotent on terminal_serial."""
+        at_own(t, req.institution)
+        return engine.medical.register(make_key(t.terminal_id, req.terminal_serial), req.person_id,
+                                       req.institution, req.care, begntime=req.begntime, card_no=req.card_no)
+
+    @v1.get("/medical/visits/{mdtrt_id}", tags=["medical"], operation_id="get_visit")
+    def get_visit(mdtrt_id: str, t: Term) -> Visit:
+        return engine.medical.visit(mdtrt_id)
+
+    @v1.post("/medical/presettle", tags=["medical"], operation_id="presettle")
+    def presettle(req: PreSettleRequest, t: Term) -> PreSettlement:
+        """Pre-settle (2206): the split as a settlement now would make it. Posts nothing."""
+        at_own(t, engine.medical.visit(req.mdtrt_id).institution)
+        return engine.medical.presettle(req.mdtrt_id, [ln.line() for ln in req.lines], use_account=req.use_account)
+
+    @v1.post("/medical/settle", tags=["medical"], operation_id="settle")
+    def settle(req: SettleRequest, t: Term) -> Settlement:
+        """Settle (2207): post the split. A repeat of the serial returns the first result."""
+        at_own(t, engine.medical.visit(req.mdtrt_id).institution)
+        return engine.medical.settle(make_key(t.terminal_id, req.terminal_serial), req.mdtrt_id,
+                                     [ln.line() for ln in req.lines], use_account=req.use_account)
+
+    @v1.post("/medical/refund", tags=["medical"], operation_id="refund")
+    def refund(req: RefundRequest, t: Term) -> Refund:
+        """Refund all or part of a settlement; bounded by what is not yet refunded."""
+        at_own(t, engine.medical.settlement(req.setl_id).institution or "")
+        return engine.medical.refund(make_key(t.terminal_id, req.terminal_serial), req.setl_id, req.amount)
+
+    @v1.post("/medical/void", tags=["medical"], operation_id="void")
+    def void(req: VoidRequest, t: Term) -> Void:
+        """Void (冲正 / 2208) a settlement, also one that has not arrived yet (it will then be refused)."""
+        try:
+            at_own(t, engine.medical.settlement(req.setl_id).institution or t.institution or "")
+        except UnknownTransaction:
+            pass  # not arrived yet: the void leaves a tombstone
+        return engine.medical.void(make_key(t.terminal_id, req.terminal_serial), req.setl_id)
+
+    @v1.get("/medical/settlements/{setl_id}", tags=["medical"], operation_id="get_settlement")
+    def get_settlement(setl_id: str, t: Term) -> SettlementRecord:
+        own_key(t, setl_id)
+        return engine.medical.settlement(setl_id)
+
+    # -- identity and persons ------------------------------------------------------------------------------
+    @v1.post("/identity/certify", tags=["identity"], operation_id="certify")
+    def certify(req: CertifyRequest, t: Term) -> Certification:
+        """Record a certification attempt (card and PIN, biometric score, or assisted)."""
+        ev = req.model_dump(exclude={"terminal_serial", "person_id", "method"})
+        return engine.identity.certify(make_key(t.terminal_id, req.terminal_serial), req.person_id, req.method,
+                                       actor=t.terminal_id, **ev)
+
+    @v1.get("/persons/{person_id}", tags=["persons"], operation_id="get_person")
+    def get_person(person_id: str, t: Term) -> Person:
+        """Person lookup (1101)."""
+        return engine.registry.person(person_id)
+
+    @v1.get("/persons/{person_id}/certification", tags=["identity"], operation_id="certification_status")
+    def certification_status(person_id: str, t: Term) -> CertificationStatus:
+        return engine.identity.status(person_id)
+
+    @v1.get("/persons/{person_id}/accumulators", tags=["persons"], operation_id="get_accumulators")
+    def get_accumulators(person_id: str, t: Term, year: int | None = None) -> Accumulators:
+        """The person's yearly accumulators (deductible used, cumulative amounts, what each fund paid)."""
+        return engine.medical.accumulators(person_id, year)
+
+    @v1.get("/persons/{person_id}/balances", tags=["persons"], operation_id="person_balances")
+    def person_balances(person_id: str, t: Term) -> PersonBalances:
+        engine.registry.person(person_id)
+        b = engine.ledger.balances([chart.personal_account(person_id), chart.pensioner_account(person_id)])
+        return PersonBalances(person_id=person_id, personal_account=b[chart.personal_account(person_id)],
+                              pensioner_account=b[chart.pensioner_account(person_id)])
+
+    @v1.get("/persons/{person_id}/audit", tags=["identity"], operation_id="audit_trail")
+    def audit_trail(person_id: str, t: Oper) -> list[AuditEntry]:
+        return engine.registry.audit_trail(person_id)
+
+    @v1.post("/persons/{person_id}/death-report", tags=["persons"], operation_id="report_death")
+    def report_death(person_id: str, req: DeathReportRequest, t: Oper) -> Person:
+        """Record a death report: suspends the pension and flags benefits dated after it."""
+        return engine.registry.report_death(person_id, req.death_date, actor=t.terminal_id, source=req.source)
+
+    # -- pensions ------------------------------------------------------------------------------------------
+    @v1.post("/pension/collect", tags=["pension"], operation_id="collect_pension")
+    def collect_pension(req: CollectRequest, t: Term) -> Collection:
+        """Pay pension out at a counter (also in another region); needs a valid certification."""
+        at_own(t, req.institution)
+        return engine.pensions.collect(make_key(t.terminal_id, req.terminal_serial), req.person_id, req.amount,
+                                       req.institution, actor=t.terminal_id)
+
+    @v1.post("/pension/void", tags=["pension"], operation_id="void_collection")
+    def void_collection(req: CollectionVoidRequest, t: Term) -> CollectionVoid:
+        """Void (冲正) a pension collection: the money goes back to the pensioner account. A void that
+        arrives first leaves a tombstone, and the collection is refused with ALREADY_REVERSED when it lands."""
+        own_key(t, req.collection_key)
+        return engine.pensions.void(make_key(t.terminal_id, req.terminal_serial), req.collection_key)
+
+    @v1.post("/pension/issue", tags=["pension"], operation_id="issue_pensions")
+    def issue_pensions(req: IssueRequest, t: Oper) -> IssueBatch:
+        """Issue a month's entitlements for a region; idempotent per person and month."""
+        return engine.pensions.issue_month(req.region, req.month, actor=t.terminal_id)
+
+    @v1.get("/pension/pensioners/{person_id}", tags=["pension"], operation_id="get_pensioner")
+    def get_pensioner(person_id: str, t: Term) -> Pensioner:
+        return engine.pensions.pensioner(person_id)
+
+    # -- ledger and supervision ----------------------------------------------------------------------------
+    @v1.get("/postings/{key}", tags=["ledger"], operation_id="get_posting")
+    def get_posting(key: str, t: Term) -> PostingOut:
+        """A posting by its key (own keys only, unless operator)."""
+        own_key(t, key)
+        p = engine.ledger.get(key)
+        if p is None:
+            raise UnknownTransaction(f"no posting {key!r}", key=key)
+        return PostingOut(key=p.key, kind=p.kind, links_to=p.links_to, status=p.status, created_at=p.created_at,
+                          transfers=[TransferOut(debit=x.debit, credit=x.credit, amount=x.amount, memo=x.memo)
+                                     for x in p.transfers], payload=p.payload)
+
+    @v1.get("/balances", tags=["ledger"], operation_id="get_balances")
+    def get_balances(t: Oper, code: Annotated[list[str], Query(min_length=1)]) -> Balances:
+        """Balances of ledger accounts (operator)."""
+        return Balances(balances=engine.ledger.balances(code))
+
+    @v1.get("/fraud/flags", tags=["supervision"], operation_id="fraud_flags")
+    def fraud_flags(t: Oper, person_id: str | None = None, kind: str | None = None) -> list[Flag]:
+        return engine.fraud.flags(person_id, kind)
+
+    @v1.post("/fraud/scan", tags=["supervision"], operation_id="fraud_scan")
+    def fraud_scan(t: Oper) -> list[Flag]:
+        """Run all fraud detectors; returns the new flags."""
+        return engine.fraud.scan()
+
+    app.include_router(v1)
+    return app

@@ -1,0 +1,16 @@
+"""The ledger core: integer fen, accounts, balanced idempotent postings, their invariants, and the stores.
+
+This package is the ledger's public API: the schemes, reconciliation and the service import what they use
+from here (and a store backend from `settlement.ledger.store.sqlite` / `.postgres`), never a module inside
+it. It imports nothing above it: no scheme, no reconciliation, no HTTP.
+"""
+
+from settlement.ledger.idempotency import make_key, request_hash
+from settlement.ledger.ledger import MAX_AMOUNT, Account, AccountKind, Draft, Ledger, Posting, Transfer
+from settlement.ledger.money import Fen, apply_ratio, fen, ratio
+from settlement.ledger.store.base import Store, Tx
+
+__all__ = [
+    "MAX_AMOUNT", "Account", "AccountKind", "Draft", "Fen", "Ledger", "Posting", "Store", "Transfer", "Tx",
+    "apply_ratio", "fen", "make_key", "ratio", "request_hash",
+]

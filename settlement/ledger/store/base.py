@@ -1,0 +1,164 @@
+"""One store interface for the ledger and the settlement modules (SQLite embedded, PostgreSQL server).
+
+A store runs *units of work*: `store.run(fn)` calls `fn(tx)` inside one transaction and returns
+`fn`'s result only after that transaction is durably committed; if `fn` raises, everything it did is
+rolled back and the exception propagates. `with store.transaction() as tx:` is the same thing as a
+block. Inside a unit, any further `run()`/`transaction()` on the same store and thread joins it as a
+SAVEPOINT (so `ledger.post()` called inside a medical unit is part of that unit, and a failing inner
+call undoes only itself).
+
+SQL written against `Tx` is portable between the two stores when it follows these rules:
+  * placeholders are `?` (PostgreSQL's store rewrites them; write a literal `%` as-is);
+  * types: TEXT, INTEGER/BIGINT (fen), no AUTOINCREMENT/SERIAL;
+  * upserts as `INSERT ... ON CONFLICT (cols) DO UPDATE SET x = t.x + excluded.x` / `DO NOTHING`;
+  * append `tx.for_update` to a SELECT of rows you will read-modify-write (" FOR UPDATE" on
+    PostgreSQL, "" on SQLite where the single writer already serialises units).
+Functions passed to `run()` may be retried on PostgreSQL after a deadlock or serialization failure:
+keep them free of side effects outside `tx`. Both stores run units on one writer thread (group
+commit, see settlement.ledger.store.batching): a unit must not wait for another thread's store call, and a
+long unit (or a long `with store.transaction()` block) delays every other write.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar, TypeVar
+
+T = TypeVar("T")
+Params = Sequence[Any]
+
+
+class Tx(ABC):
+    """A handle on the current transaction. Methods take `?`-placeholder SQL."""
+
+    dialect: ClassVar[str]
+    for_update: ClassVar[str]
+
+    @abstractmethod
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+
+    @abstractmethod
+    def executemany(self, sql: str, seq_of_params: Iterable[Params]) -> int:
+        """Run one statement per parameter tuple; return the total number of rows changed."""
+
+    @abstractmethod
+    def fetch(self, sql: str, params: Params = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run a query; return (column names, rows)."""
+
+    @abstractmethod
+    def savepoint(self) -> Any:
+        """Context manager: a nested unit that is rolled back alone if its block raises."""
+
+    def rows(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """Rows of a query as tuples."""
+        return self.fetch(sql, params)[1]
+
+    def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        """Rows of a query as dicts keyed by column name."""
+        cols, rows = self.fetch(sql, params)
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def one(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
+        """The first row as a dict, or None."""
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def value(self, sql: str, params: Params = ()) -> Any:
+        """The first column of the first row, or None."""
+        rows = self.rows(sql, params)
+        return rows[0][0] if rows else None
+
+
+class Store(ABC):
+    """Durable transactional storage. Subclasses: SqliteStore, PostgresStore."""
+
+    dialect: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    # -- units of work -------------------------------------------------------------------------
+    def current(self) -> Tx | None:
+        """The transaction this thread is inside, if any."""
+        return getattr(self._local, "tx", None)
+
+    def run(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn(tx)` atomically; return its result once the commit is durable."""
+        tx = self.current()
+        if tx is not None:
+            with tx.savepoint():
+                return fn(tx)
+        return self._run_top(fn)
+
+    def run_batched(self, handler: Callable[[Tx, list[Any]], list[Any]], item: Any) -> Any:
+        """Like `run(lambda tx: handler(tx, [item])[0])`, but the store may hand `handler` the items of
+        several concurrent callers at once, in one unit (SQLite group commit: one pass of SQL per batch).
+
+        `handler(tx, items)` returns one result per item, in order. An Exception instance as a result
+        is raised in that item's caller, and that item must have written nothing. If `handler` raises,
+        everything it wrote is rolled back and the store re-runs the items one at a time.
+        """
+        tx = self.current()
+        if tx is not None:
+            with tx.savepoint():
+                result = handler(tx, [item])[0]
+        else:
+            result = self._run_batched_top(handler, item)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _run_batched_top(self, handler: Callable[[Tx, list[Any]], list[Any]], item: Any) -> Any:
+        return self._run_top(lambda tx: handler(tx, [item])[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """`with store.transaction() as tx:` one atomic, durable unit (a savepoint when nested)."""
+        tx = self.current()
+        if tx is not None:
+            with tx.savepoint():
+                yield tx
+            return
+        with self._top_transaction() as tx:
+            yield tx
+
+    def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run read-only `fn(tx)` on committed data (or inside the current transaction, if any)."""
+        tx = self.current()
+        if tx is not None:
+            return fn(tx)
+        return self._read_top(fn)
+
+    @abstractmethod
+    def _run_top(self, fn: Callable[[Tx], T]) -> T: ...
+
+    @abstractmethod
+    def _top_transaction(self) -> Any: ...
+
+    @abstractmethod
+    def _read_top(self, fn: Callable[[Tx], T]) -> T: ...
+
+    # -- schema and lifecycle --------------------------------------------------------------------
+    def ensure_schema(self, statements: Iterable[str]) -> None:
+        """Run idempotent DDL (`CREATE TABLE IF NOT EXISTS ...`) in one unit."""
+        stmts = list(statements)
+
+        def ddl(tx: Tx) -> None:
+            for s in stmts:
+                tx.execute(s)
+
+        self.run(ddl)
+
+    @abstractmethod
+    def close(self) -> None:
+        """Finish pending work and release connections. Idempotent."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

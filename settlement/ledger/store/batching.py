@@ -1,0 +1,301 @@
+"""Group commit, shared by the SQLite and PostgreSQL stores.
+
+Callers never write. `run(fn)` / `run_batched(handler, item)` enqueue a request; one writer thread
+(owning the store's one write connection) drains the queue, up to `max_batch` requests, opens one
+transaction, runs each request, or each run of consecutive batchable requests with the same handler,
+inside its own SAVEPOINT (a request that raises is rolled back alone and does not poison the batch),
+and COMMITs once. Only after that COMMIT has returned (i.e. is durable) are the callers woken; if the
+COMMIT fails, every request of the batch fails with StoreUnavailable and nothing of it is kept
+(retrying with the same idempotency key is safe).
+
+Why: one fsync (SQLite) or one WAL flush and one round of row locks (PostgreSQL: the hot fund and
+hospital accounts are locked once per batch, not once per settlement) per batch instead of per
+request; and a batchable handler (the ledger's plain posts) does one pass of SQL for the whole batch.
+
+The callers of a committed batch are woken just before the next batch's COMMIT when a next batch
+is already queued (else at once): the woken callers then run while the writer waits on the disk,
+instead of competing with it for the GIL while it runs the next batch's SQL.
+
+`with store.transaction() as tx:` from any thread takes the write lock and runs on the same write
+connection, in the caller's thread (the writer waits); nested units are savepoints.
+"""
+
+from __future__ import annotations
+
+import _thread
+import queue
+import threading
+from abc import abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from settlement.errors import StoreUnavailable
+from settlement.ledger.store.base import Store, Tx
+
+T = TypeVar("T")
+Handler = Callable[[Tx, list[Any]], list[Any]]
+
+
+class Request:
+    """One caller's unit of work; `done` is released when its outcome is final and durable."""
+
+    __slots__ = ("fn", "handler", "item", "done", "result", "error")
+
+    def __init__(self, fn: Callable[[Tx], Any] | None, handler: Handler | None = None, item: Any = None) -> None:
+        self.fn = fn
+        self.handler = handler
+        self.item = item
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def wait(self) -> Any:
+        self.done.acquire()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def _release(reqs: Iterable[Request]) -> None:
+    for req in reqs:
+        req.done.release()
+
+
+class GroupCommitStore(Store):
+    """A store whose writes go through one connection and, with `group_commit`, one writer thread.
+
+    Subclasses provide the write connection's Tx and its transaction control statements.
+    """
+
+    group_commit: bool
+    max_batch: int
+
+    def _start_writer(self, *, group_commit: bool, max_batch: int) -> None:
+        self.group_commit = group_commit
+        self.max_batch = max_batch
+        self._wlock = threading.RLock()
+        self._closed = False
+        self._held: list[Request] = []
+        self._queue: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        if group_commit:
+            t = threading.Thread(target=self._writer_loop, name=f"{self.dialect}-store-writer", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    # -- what a subclass provides --------------------------------------------------------------
+    @abstractmethod
+    def _write_tx(self) -> Tx:
+        """The Tx of the write connection (reconnecting first if it was lost)."""
+
+    @abstractmethod
+    def _control(self, sql: str) -> None:
+        """Run BEGIN / COMMIT / ROLLBACK / SAVEPOINT ... on the write connection."""
+
+    @abstractmethod
+    def _in_transaction(self) -> bool:
+        """Whether the write connection is still inside the transaction (not rolled back by an error)."""
+
+    begin_sql: str = "BEGIN"
+
+    def _run_request(self, req: Request, tx: Tx) -> Any:
+        """Run one request's work (a subclass may retry it, e.g. after a deadlock)."""
+        if req.handler is None:
+            assert req.fn is not None
+            return req.fn(tx)
+        return req.handler(tx, [req.item])[0]
+
+    # -- the Store interface ---------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("store is closed")
+
+    def _run_top(self, fn: Callable[[Tx], T]) -> T:
+        self._check_open()
+        if not self.group_commit:
+            return self._run_alone(Request(fn))  # type: ignore[no-any-return]
+        req = Request(fn)
+        self._queue.put(req)
+        return req.wait()  # type: ignore[no-any-return]
+
+    def _run_batched_top(self, handler: Handler, item: Any) -> Any:
+        self._check_open()
+        req = Request(None, handler, item)
+        if not self.group_commit:
+            return self._run_alone(req)
+        self._queue.put(req)
+        return req.wait()
+
+    def _run_alone(self, req: Request) -> Any:
+        """No group commit: the request is its own transaction, run in the caller's thread."""
+        with self._top_transaction() as tx:
+            return self._run_request(req, tx)
+
+    @contextmanager
+    def _top_transaction(self) -> Iterator[Tx]:
+        """A unit in the caller's thread, holding the write lock (the writer thread waits)."""
+        self._check_open()
+        with self._wlock:
+            tx = self._write_tx()
+            self._control(self.begin_sql)
+            self._local.tx = tx
+            try:
+                yield tx
+            except BaseException:
+                if self._in_transaction():
+                    self._control("ROLLBACK")
+                raise
+            else:
+                try:
+                    self._control("COMMIT")
+                except Exception as e:
+                    if self._in_transaction():
+                        self._control("ROLLBACK")
+                    raise StoreUnavailable(f"commit failed; retry with the same key: {e}") from e
+            finally:
+                self._local.tx = None
+
+    # -- the writer ------------------------------------------------------------------------------
+    def _writer_loop(self) -> None:
+        q = self._queue
+        stop = False
+        while not stop:
+            if self._held and q.empty():
+                self._release_held()
+            first = q.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            try:
+                with self._wlock:
+                    committed = self._run_batch(batch)
+            except BaseException as e:  # a bug in the store itself: fail the batch, keep serving
+                committed = False
+                for req in batch:
+                    req.error = StoreUnavailable(f"internal store error: {e!r}")
+            if committed:
+                self._on_commit(batch)
+            else:
+                _release(batch)
+        self._release_held()
+        self._on_stop()
+
+    def _on_commit(self, batch: list[Request]) -> None:
+        """A batch's COMMIT returned (durably): wake its callers just before the next batch's COMMIT."""
+        self._release_held()
+        self._held = batch
+
+    def _on_stop(self) -> None:
+        """The writer is stopping (a subclass may stop its own threads)."""
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        _release(held)
+
+    def _run_batch(self, batch: list[Request]) -> bool:
+        """Run a batch in one transaction; True if it committed (results may include errors)."""
+        try:
+            tx = self._write_tx()
+            self._control(self.begin_sql)
+        except Exception as e:
+            for req in batch:
+                req.error = StoreUnavailable(f"cannot begin a transaction: {e}")
+            return False
+        self._local.tx = tx
+        lost: BaseException | None = None
+        try:
+            i = 0
+            while i < len(batch) and lost is None:
+                req = batch[i]
+                j = i + 1
+                if req.handler is not None:
+                    while j < len(batch) and batch[j].handler is not None and batch[j].handler == req.handler:
+                        j += 1
+                chunk, i = batch[i:j], j
+                if len(chunk) > 1 and self._run_chunk(chunk, tx):
+                    continue
+                for r in chunk:
+                    lost = self._run_one(r, tx)
+                    if lost is not None:
+                        break
+            if lost is None:
+                self._release_held()
+                self._control("COMMIT")
+        except Exception as e:
+            lost = e
+        finally:
+            self._local.tx = None
+        if lost is None:
+            return True
+        try:
+            if self._in_transaction():
+                self._control("ROLLBACK")
+        except Exception:  # noqa: S110 - the connection is gone; the next batch reconnects
+            pass
+        for req in batch:
+            req.error = StoreUnavailable(f"commit failed, nothing posted; retry with the same key: {lost}")
+            req.result = None
+        return False
+
+    def _run_chunk(self, chunk: list[Request], tx: Tx) -> bool:
+        """Hand a run of batchable requests to their handler at once; False to retry one by one."""
+        handler = chunk[0].handler
+        assert handler is not None
+        self._control("SAVEPOINT rq")
+        try:
+            results = handler(tx, [r.item for r in chunk])
+            if len(results) != len(chunk):
+                raise RuntimeError("batch handler returned the wrong number of results")
+        except Exception:
+            if not self._in_transaction():
+                raise
+            self._control("ROLLBACK TO SAVEPOINT rq")
+            self._control("RELEASE SAVEPOINT rq")
+            return False
+        self._control("RELEASE SAVEPOINT rq")
+        for r, res in zip(chunk, results, strict=True):
+            r.result = res
+        return True
+
+    def _run_one(self, req: Request, tx: Tx) -> BaseException | None:
+        """Run one request in a SAVEPOINT; return an error only if the whole transaction was lost."""
+        self._control("SAVEPOINT rq")
+        try:
+            req.result = self._run_request(req, tx)
+        except BaseException as e:  # the request's own failure: undo it alone
+            req.error = e
+            if not self._in_transaction():  # the database rolled back everything
+                return e
+            self._control("ROLLBACK TO SAVEPOINT rq")
+            self._control("RELEASE SAVEPOINT rq")
+        else:
+            self._control("RELEASE SAVEPOINT rq")
+        return None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def _stop_writer(self) -> None:
+        """Finish queued work, stop the threads, and fail requests that raced with close()."""
+        self._closed = True
+        if self._threads:
+            self._queue.put(None)
+            for t in self._threads:
+                t.join()
+        while True:
+            try:
+                req = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if req is not None:
+                req.error = StoreUnavailable("store is closed")
+                req.done.release()

@@ -1,0 +1,197 @@
+"""PostgreSQL store: psycopg 3 and psycopg_pool; same interface and SQL semantics as SqliteStore.
+
+Writes go through group commit (settlement.ledger.store.batching) on one dedicated connection per store:
+every settlement's transaction updates the same hot rows (pooled fund, hospital payable), so with one
+transaction per settlement each would hold those row locks across its own commit; a batch holds them
+once for many. Reads use a pool (`max_size` connections), REPEATABLE READ, read only.
+`group_commit=False` runs each unit as its own transaction on a pooled connection (the baseline).
+
+Correctness across threads and processes (several service processes may share one database) comes
+from the SQL, not from the single writer:
+  * idempotency: `INSERT ... ON CONFLICT (key) DO NOTHING RETURNING` claims a key; a concurrent claim
+    of the same key waits for the first transaction, then sees the key taken;
+  * balances: accounts are updated with `col = col + delta` in account-code order, and when an
+    account must be checked against overdraft every account of the posting is first locked with
+    `SELECT ... ORDER BY code FOR UPDATE` (`tx.for_update`), so checks and updates cannot interleave
+    and the lock order is global;
+  * a deadlock or serialization failure (possible when higher layers lock their own rows in another
+    order) re-runs the request from its savepoint, up to `retries` times.
+Durability: a unit returns after COMMIT, i.e. after PostgreSQL flushed its WAL (synchronous_commit on).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any, ClassVar, TypeVar
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg.pq import TransactionStatus
+from psycopg_pool import ConnectionPool
+
+from settlement.errors import StoreUnavailable
+from settlement.ledger.store.base import Params, Tx
+from settlement.ledger.store.batching import GroupCommitStore, Request
+
+T = TypeVar("T")
+_RETRYABLE = (pgerrors.SerializationFailure, pgerrors.DeadlockDetected)
+_QMARK = re.compile(r"%|\?")
+_IN_TX = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+
+
+@lru_cache(maxsize=1024)
+def to_pg(sql: str) -> str:
+    """Rewrite `?` placeholders to psycopg's `%s` (and a literal `%` to `%%`)."""
+    return _QMARK.sub(lambda m: "%s" if m.group() == "?" else "%%", sql)
+
+
+class PostgresTx(Tx):
+    """A transaction on one psycopg connection."""
+
+    dialect: ClassVar[str] = "postgres"
+    for_update: ClassVar[str] = " FOR UPDATE"
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.cur = conn.cursor()
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        return self.cur.execute(to_pg(sql), params).rowcount
+
+    def executemany(self, sql: str, seq_of_params: Iterable[Params]) -> int:
+        cur = self.cur
+        cur.executemany(to_pg(sql), seq_of_params)
+        return cur.rowcount
+
+    def fetch(self, sql: str, params: Params = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+        cur = self.cur.execute(to_pg(sql), params)
+        if cur.description is None:
+            return [], []
+        return [d.name for d in cur.description], cur.fetchall()
+
+    def rows(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        return self.cur.execute(to_pg(sql), params).fetchall()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[PostgresTx]:
+        with self.conn.transaction():
+            yield self
+
+
+class PostgresStore(GroupCommitStore):
+    """`PostgresStore(conninfo)`; use as a context manager or call `close()`."""
+
+    dialect: ClassVar[str] = "postgres"
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        group_commit: bool = True,
+        max_batch: int = 1024,
+        min_size: int = 1,
+        max_size: int = 16,
+        retries: int = 20,
+    ) -> None:
+        super().__init__()
+        self.conninfo = conninfo
+        self.retries = retries
+        self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            conninfo, min_size=min_size, max_size=max_size, kwargs={"autocommit": True}, open=True
+        )
+        self.pool.wait(timeout=30)
+        self._wconn: psycopg.Connection[Any] | None = None
+        self._wtx: PostgresTx | None = None
+        self._start_writer(group_commit=group_commit, max_batch=max_batch)
+
+    # -- the write connection (group commit) -------------------------------------------------------
+    def _write_tx(self) -> Tx:
+        conn = self._wconn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                conn.close()
+            try:
+                self._wconn = conn = psycopg.connect(self.conninfo, autocommit=True)
+            except psycopg.OperationalError as e:
+                raise StoreUnavailable(f"database unavailable: {e}") from e
+            self._wtx = PostgresTx(conn)
+        assert self._wtx is not None
+        return self._wtx
+
+    def _control(self, sql: str) -> None:
+        assert self._wconn is not None
+        self._wconn.execute(sql)
+
+    def _in_transaction(self) -> bool:
+        conn = self._wconn
+        return conn is not None and not conn.closed and conn.info.transaction_status in _IN_TX
+
+    def _run_request(self, req: Request, tx: Tx) -> Any:
+        for attempt in range(self.retries + 1):
+            try:
+                with tx.savepoint():
+                    return super()._run_request(req, tx)
+            except _RETRYABLE:
+                if attempt == self.retries:
+                    raise
+                time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- without group commit: one pooled connection and transaction per unit ----------------------
+    def _run_alone(self, req: Request) -> Any:
+        for attempt in range(self.retries + 1):
+            try:
+                with self._pooled_transaction() as tx:
+                    return GroupCommitStore._run_request(self, req, tx)
+            except _RETRYABLE:
+                if attempt == self.retries:
+                    raise
+                time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextmanager
+    def _top_transaction(self) -> Iterator[Tx]:
+        if self.group_commit:
+            with super()._top_transaction() as tx:
+                yield tx
+        else:
+            with self._pooled_transaction() as tx:
+                yield tx
+
+    @contextmanager
+    def _pooled_transaction(self) -> Iterator[Tx]:
+        self._check_open()
+        try:
+            with self.pool.connection() as conn:
+                tx = PostgresTx(conn)
+                self._local.tx = tx
+                try:
+                    with conn.transaction():
+                        yield tx
+                finally:
+                    self._local.tx = None
+        except psycopg.OperationalError as e:
+            if isinstance(e, _RETRYABLE):
+                raise
+            raise StoreUnavailable(f"database unavailable; retry with the same key: {e}") from e
+
+    # -- reads and lifecycle -----------------------------------------------------------------------
+    def _read_top(self, fn: Callable[[Tx], T]) -> T:
+        self._check_open()
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            return fn(PostgresTx(conn))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._stop_writer()
+        with self._wlock:
+            if self._wconn is not None:
+                self._wconn.close()
+        self.pool.close()

@@ -1,0 +1,446 @@
+"""Medical visits: register (2201/2303), pre-settle (2206/2305, posts nothing), settle (2207), refund,
+and void (冲正, 2208) of a settlement whose response was lost.
+
+Every money-moving call is one unit of the store under its idempotency key: the ledger posting, the
+person's yearly accumulators, the visit's state and any fraud flag commit together or not at all, and a
+repeat of the key returns the first result without running the flow again.
+
+Refunds (退费) are by amount, linked to the settlement and bounded by what it has not yet given back.
+A partial refund is shared over what is left of each part of the settlement (hifp, hifob, hifmi, maf,
+acct_pay, psn_cash_pay, in that order) in proportion, with `breakdown.allocate` (half-up prefix
+rounding; parts never go below zero, the shares sum exactly to the refund). Accumulators roll back
+*exactly* by the fund amounts refunded (hifp/hifob/hifmi/maf paid) and *proportionally* (the refunded
+share of what is left, half up) for the in-policy cumulative amount, the deductible used and the
+critical-illness base; a refund that empties the settlement rolls back exactly what it added, including
+the admission. The policy is not re-run: later settlements of the year keep their splits.
+
+A void reverses whatever the settlement still holds (after refunds) and rolls back what is left of
+its accumulators; the visit can then be settled again under a new key. A void that arrives before its
+settlement (the settlement request still in flight) leaves a tombstone: the late settlement is refused
+with ALREADY_REVERSED, so a terminal that voided never finds the visit settled behind its back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+from settlement.errors import (
+    AlreadyReversed,
+    DeathReported,
+    IdempotencyConflict,
+    InvalidRequest,
+    InvalidState,
+    RefundTooLarge,
+    UnknownTransaction,
+    UnknownVisit,
+)
+from settlement.ledger import Draft, Posting, Transfer, Tx, apply_ratio, fen, request_hash
+from settlement.schemes import chart
+from settlement.schemes.accumulators import add_to_accumulators, load_accumulators
+from settlement.schemes.breakdown import Split, allocate, split_bill
+from settlement.schemes.policy import CARES
+from settlement.schemes.registry import Institution, load_institution, load_person
+from settlement.wire import (
+    PARTS,
+    Accumulators,
+    FeeLine,
+    Person,
+    PreSettlement,
+    Refund,
+    RefundParts,
+    Settlement,
+    SettlementRecord,
+    Visit,
+    Void,
+    yuan,
+)
+
+if TYPE_CHECKING:
+    from settlement.schemes.engine import Engine
+
+FUND_OF_PART = {"hifp_pay": "hifp", "hifob_pay": "hifob", "hifmi_pay": "hifmi", "maf_pay": "maf"}
+
+
+def schema(dialect: str) -> list[str]:
+    return [
+        """CREATE TABLE IF NOT EXISTS med_visits (
+            mdtrt_id TEXT PRIMARY KEY,
+            register_key TEXT NOT NULL UNIQUE,
+            person_id TEXT NOT NULL,
+            institution TEXT NOT NULL,
+            treatment_region TEXT NOT NULL,
+            level TEXT NOT NULL,
+            care TEXT NOT NULL,
+            begntime TEXT NOT NULL,
+            card_no TEXT,
+            status TEXT NOT NULL CHECK (status IN ('registered', 'settled')),
+            settle_key TEXT,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS med_settlements (
+            key TEXT PRIMARY KEY,
+            status TEXT NOT NULL CHECK (status IN ('settled', 'voided', 'void_before_arrival')),
+            mdtrt_id TEXT,
+            person_id TEXT,
+            institution TEXT,
+            year INTEGER,
+            care TEXT,
+            settled_at TEXT,
+            void_key TEXT,
+            remaining TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS med_settlements_person ON med_settlements (person_id, settled_at)",
+        """CREATE TABLE IF NOT EXISTS med_accumulators (
+            person_id TEXT NOT NULL,
+            year INTEGER NOT NULL,
+            counter TEXT NOT NULL,
+            value BIGINT NOT NULL CHECK (value >= 0),
+            PRIMARY KEY (person_id, year, counter)
+        )""",
+    ]
+
+
+# -- storage helpers -------------------------------------------------------------------------------------
+_VISIT_COLS = "mdtrt_id, person_id, institution, treatment_region, level, care, begntime, status, settle_key"
+
+
+def _load_visit(tx: Tx, mdtrt_id: str, *, lock: bool = False) -> dict[str, Any]:
+    row = tx.one(f"SELECT {_VISIT_COLS}, register_key, card_no FROM med_visits WHERE mdtrt_id = ?"
+                 f"{tx.for_update if lock else ''}", (mdtrt_id,))
+    if row is None:
+        raise UnknownVisit(f"no registered visit {mdtrt_id!r}", mdtrt_id=mdtrt_id)
+    return row
+
+
+def _visit(row: dict[str, Any], person: Person) -> Visit:
+    return Visit(insured_region=person.region, **{k: row[k] for k in _VISIT_COLS.split(", ")})
+
+
+def _check_alive(person: Person, on: dt.date) -> None:
+    if person.death_date is not None and person.death_date < on:
+        raise DeathReported(
+            f"{person.name} ({person.person_id}) was reported dead on {person.death_date.isoformat()}; "
+            "no benefits after that date",
+            person_id=person.person_id, death_date=person.death_date.isoformat(),
+        )
+
+
+def _lines(lines: Sequence[FeeLine]) -> list[FeeLine]:
+    if isinstance(lines, (str, bytes)) or not isinstance(lines, Sequence):
+        raise InvalidRequest("lines must be a list of fee lines")
+    for ln in lines:
+        if not isinstance(ln, FeeLine):
+            raise InvalidRequest(f"not a fee line: {ln!r}")
+    return list(lines)
+
+
+def _transfers(parts: dict[str, int], person: Person, inst: Institution, *, back: bool = False) -> list[Transfer]:
+    """The settlement's transfers for `parts` (or, with back=True, the refund of them).
+
+    Local: funds and personal account -> institution payable; patient cash -> institution cash.
+    Cross-region: the insured region's funds and the account -> insured region's payable to the treatment
+    region; the treatment region's receivable -> institution payable (the treatment region pays)."""
+    y, x = person.region, inst.region
+    owed = chart.institution_payable(inst.code)
+    via = owed if x == y else chart.payable(y, x)
+    out: list[tuple[str, str, int, str]] = []
+    for part, fund in FUND_OF_PART.items():
+        out.append((chart.fund(y, fund), via, parts.get(part, 0), part))
+    out.append((chart.personal_account(person.person_id), via, parts.get("acct_pay", 0), "acct_pay"))
+    if x != y:
+        owed_total = sum(parts.get(p, 0) for p in PARTS if p != "psn_cash_pay")
+        out.append((chart.receivable(x, y), owed, owed_total, f"interregional {y}->{x}"))
+    out.append((chart.patient_cash(x), chart.institution_cash(inst.code), parts.get("psn_cash_pay", 0),
+                "psn_cash_pay"))
+    return [Transfer(c, d, a, m) if back else Transfer(d, c, a, m) for d, c, a, m in out if a > 0]
+
+
+def _refund_parts(parts: dict[str, int]) -> RefundParts:
+    fund = sum(parts[p] for p in FUND_OF_PART)
+    return RefundParts(medfee_sumamt=sum(parts.values()), fund_pay_sumamt=fund, **parts)
+
+
+def mdtrt_id_for(register_key: str) -> str:
+    return "MD" + hashlib.blake2b(register_key.encode(), digest_size=10).hexdigest().upper()
+
+
+class Medical:
+    """The medical flows over one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- register ------------------------------------------------------------------------------------
+    def register(
+        self,
+        key: str,
+        person_id: str,
+        institution: str,
+        care: str,
+        *,
+        begntime: dt.date | None = None,
+        card_no: str | None = None,
+    ) -> Visit:
+        """Register a visit (idempotent on `key`; the same key with other details is IdempotencyConflict)."""
+        if care not in CARES:
+            raise InvalidRequest(f"unknown kind of care {care!r}; use outpatient or inpatient", care=care)
+        eng = self.engine
+        day = begntime or eng.today()
+        mdtrt_id = mdtrt_id_for(key)
+
+        def unit(tx: Tx) -> Visit:
+            person = load_person(tx, person_id)
+            inst = load_institution(tx, institution)
+            _check_alive(person, day)
+            eng.policies.get(person.region, day).scheme(person.category, care)  # UnknownPolicy early
+            tx.execute(
+                "INSERT INTO med_visits (mdtrt_id, register_key, person_id, institution, treatment_region, level,"
+                " care, begntime, card_no, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'registered', ?)"
+                " ON CONFLICT (mdtrt_id) DO NOTHING",
+                (mdtrt_id, key, person_id, inst.code, inst.region, inst.level, care, day.isoformat(), card_no,
+                 eng.stamp()),
+            )
+            row = _load_visit(tx, mdtrt_id)
+            if (row["register_key"], row["person_id"], row["institution"], row["care"], row["card_no"]) != (
+                key, person_id, institution, care, card_no
+            ) or (begntime is not None and row["begntime"] != begntime.isoformat()):
+                raise IdempotencyConflict(f"key {key!r} registered a different visit", key=key)
+            return _visit(row, person)
+
+        try:
+            return eng.store.run(unit)
+        except DeathReported as e:
+            eng.fraud.record_death_attempt(f"register {key}", e)
+            raise
+
+    def visit(self, mdtrt_id: str) -> Visit:
+        def q(tx: Tx) -> Visit:
+            row = _load_visit(tx, mdtrt_id)
+            return _visit(row, load_person(tx, row["person_id"]))
+
+        return self.engine.store.read(q)
+
+    # -- pre-settle and settle -----------------------------------------------------------------------
+    def _compute(
+        self, tx: Tx, mdtrt_id: str, lines: list[FeeLine], use_account: bool, *, lock: bool,
+        balance: int | None = None,
+    ) -> tuple[dict[str, Any], Person, Institution, int, Split]:
+        """Load the visit and person (locked when settling) and split the bill on today's accumulators."""
+        eng = self.engine
+        row = _load_visit(tx, mdtrt_id, lock=lock)
+        person = load_person(tx, row["person_id"], lock=lock)
+        inst = load_institution(tx, row["institution"])
+        day = dt.date.fromisoformat(row["begntime"])
+        _check_alive(person, day)
+        policy = eng.policies.get(person.region, day)
+        year = eng.today().year
+        acc = load_accumulators(tx, person.person_id, year)
+        if balance is None:  # inside a write unit the ledger reads through the same transaction
+            balance = eng.ledger.balance(chart.personal_account(person.person_id))
+        split = split_bill(policy, category=person.category, care=row["care"], level=row["level"], lines=lines,
+                           acc=acc, assistance_class=person.assistance_class, account_balance=balance,
+                           use_account=use_account, catalogue=eng.policies.get(inst.region, day))
+        return row, person, inst, year, split
+
+    def presettle(self, mdtrt_id: str, lines: Sequence[FeeLine], *, use_account: bool = True) -> PreSettlement:
+        """Compute the split as a settlement now would (2206). Posts and changes nothing."""
+        lines = _lines(lines)
+        eng = self.engine
+        balance = eng.ledger.balance(chart.personal_account(self.visit(mdtrt_id).person_id))
+
+        def q(tx: Tx) -> PreSettlement:
+            _, person, inst, _, split = self._compute(tx, mdtrt_id, lines, use_account, lock=False, balance=balance)
+            return PreSettlement(mdtrt_id=mdtrt_id, person_id=person.person_id, insured_region=person.region,
+                                 treatment_region=inst.region, breakdown=split.breakdown)
+
+        return eng.store.read(q)
+
+    def settle(self, key: str, mdtrt_id: str, lines: Sequence[FeeLine], *, use_account: bool = True) -> Settlement:
+        """Settle a registered visit (2207): post the split, update the accumulators, mark the visit settled.
+
+        Idempotent on `key`: a repeat returns the first Settlement (replayed=True)."""
+        lines = _lines(lines)
+        eng = self.engine
+        rhash = request_hash("medical.settle", [mdtrt_id, [[ln.cls, ln.amount, ln.over_limit] for ln in lines],
+                                                use_account])
+
+        def build(tx: Tx) -> Draft:
+            row, person, inst, year, split = self._compute(tx, mdtrt_id, lines, use_account, lock=True)
+            now = eng.now()
+            if tx.execute("INSERT INTO med_settlements (key, status) VALUES (?, 'settled')"
+                          " ON CONFLICT (key) DO NOTHING", (key,)) == 0:
+                raise AlreadyReversed(
+                    f"settlement {key} was voided by its terminal before it arrived; settle again with a new "
+                    "serial number", key=key)
+            if row["status"] != "registered":
+                raise InvalidState(f"visit {mdtrt_id} is already settled under {row['settle_key']}; "
+                                   "void or refund that settlement first", mdtrt_id=mdtrt_id,
+                                   settle_key=row["settle_key"])
+            b = split.breakdown
+            parts = {p: getattr(b, p) for p in PARTS}
+            if person.region != inst.region:
+                chart.open_between(eng.ledger, inst.region, person.region)
+            add_to_accumulators(tx, person.person_id, year, split.deltas)
+            remaining = {"bill": b.medfee_sumamt, "parts": parts,
+                         "counters": {c: v for c, v in split.deltas.items() if v}}
+            tx.execute(
+                "UPDATE med_settlements SET mdtrt_id = ?, person_id = ?, institution = ?, year = ?, care = ?,"
+                " settled_at = ?, remaining = ? WHERE key = ?",
+                (mdtrt_id, person.person_id, inst.code, year, row["care"], eng.stamp(now), json.dumps(remaining),
+                 key),
+            )
+            tx.execute("UPDATE med_visits SET status = 'settled', settle_key = ? WHERE mdtrt_id = ?", (key, mdtrt_id))
+            eng.fraud.check_card_use(tx, person.person_id, inst.code, now, key)
+            result = Settlement(
+                setl_id=key, mdtrt_id=mdtrt_id, person_id=person.person_id, institution=inst.code,
+                insured_region=person.region, treatment_region=inst.region,
+                cross_region=person.region != inst.region, setl_time=eng.stamp(now), year=year, breakdown=b,
+            )
+            return Draft("medical.settle", _transfers(parts, person, inst),
+                         payload={"result": result.model_dump(mode="json")})
+
+        try:
+            posting = eng.ledger.post_with(key, build, request_hash=rhash)
+        except DeathReported as e:
+            eng.fraud.record_death_attempt(f"settle {key} of visit {mdtrt_id}", e)
+            raise
+        return self._result(posting, Settlement, "medical.settle")
+
+    @staticmethod
+    def _result(posting: Posting, model: type[Any], kind: str) -> Any:
+        if posting.kind != kind or "result" not in posting.payload:
+            raise IdempotencyConflict(f"key {posting.key!r} was used for a {posting.kind}", key=posting.key)
+        return model.model_validate({**posting.payload["result"], "replayed": posting.replayed})
+
+    def _lock_settlement(self, tx: Tx, setl_id: str) -> dict[str, Any]:
+        row = tx.one(f"SELECT key, status, mdtrt_id, person_id, institution, year, care, void_key, remaining"
+                     f" FROM med_settlements WHERE key = ?{tx.for_update}", (setl_id,))
+        if row is None or row["status"] == "void_before_arrival":
+            raise UnknownTransaction(f"no settlement {setl_id!r}", key=setl_id)
+        return row
+
+    # -- refund ----------------------------------------------------------------------------------------
+    def refund(self, key: str, setl_id: str, amount: int | None = None) -> Refund:
+        """Refund `amount` fen of settlement `setl_id` (all that is left when None), linked to it."""
+        if amount is not None:
+            fen(amount, allow_zero=False, field="amount")
+        eng = self.engine
+        rhash = request_hash("medical.refund", [setl_id, amount])
+
+        def build(tx: Tx) -> Draft:
+            row = self._lock_settlement(tx, setl_id)
+            if row["status"] == "voided":
+                raise AlreadyReversed(f"settlement {setl_id} was voided by {row['void_key']}", key=setl_id)
+            person = load_person(tx, row["person_id"], lock=True)
+            inst = load_institution(tx, row["institution"])
+            rem = json.loads(row["remaining"])
+            left = rem["bill"]
+            want = left if amount is None else amount
+            if want > left or want == 0:
+                raise RefundTooLarge(
+                    f"refund of {yuan(want)} yuan exceeds the {yuan(left)} yuan of settlement {setl_id} "
+                    "not yet refunded", key=setl_id, refundable=left, requested=want)
+            parts = allocate(want, {p: rem["parts"][p] for p in PARTS})
+            back = self._rollback(rem, parts, want)
+            add_to_accumulators(tx, person.person_id, row["year"], {c: -v for c, v in back.items()})
+            rem["bill"] -= want
+            rem["parts"] = {p: rem["parts"][p] - parts[p] for p in PARTS}
+            rem["counters"] = {c: v - back.get(c, 0) for c, v in rem["counters"].items() if v - back.get(c, 0)}
+            tx.execute("UPDATE med_settlements SET remaining = ? WHERE key = ?", (json.dumps(rem), setl_id))
+            result = Refund(refund_key=key, setl_id=setl_id, refund=_refund_parts(parts), refundable_after=rem["bill"])
+            return Draft("medical.refund", _transfers(parts, person, inst, back=True), links_to=setl_id,
+                         payload={"result": result.model_dump(mode="json")})
+
+        return self._result(eng.ledger.post_with(key, build, request_hash=rhash), Refund, "medical.refund")
+
+    @staticmethod
+    def _rollback(rem: dict[str, Any], parts: dict[str, int], amount: int) -> dict[str, int]:
+        """Accumulator amounts to take back for a refund of `amount` (see the module docstring)."""
+        counters: dict[str, int] = rem["counters"]
+        if amount == rem["bill"]:
+            return dict(counters)
+        q = Fraction(amount, rem["bill"])
+        back = {}
+        for c, v in counters.items():
+            name = c.split(".")[-1]
+            if name in ("hifp_paid", "hifob_paid"):
+                back[c] = min(v, parts[name.replace("_paid", "_pay")])
+            elif c in ("hifmi_paid", "maf_paid"):
+                back[c] = min(v, parts[c.replace("_paid", "_pay")])
+            elif c != "admissions":
+                back[c] = apply_ratio(v, q)
+        return back
+
+    # -- void (冲正) ------------------------------------------------------------------------------------
+    def void(self, key: str, setl_id: str) -> Void:
+        """Reverse settlement `setl_id` (what is left of it after refunds), or tombstone it if unknown."""
+        eng = self.engine
+        if key == setl_id:
+            raise InvalidRequest("a void needs its own key")
+
+        def unit(tx: Tx) -> Void:
+            other = eng.ledger.get(setl_id)
+            if other is not None and other.kind != "medical.settle":
+                raise InvalidState(f"{setl_id} is a {other.kind}, not a settlement; only settlements are voided",
+                                   key=setl_id, kind=other.kind)
+            if tx.execute("INSERT INTO med_settlements (key, status, void_key, settled_at) VALUES"
+                          " (?, 'void_before_arrival', ?, ?) ON CONFLICT (key) DO NOTHING",
+                          (setl_id, key, eng.stamp())) == 1:
+                return Void(void_key=key, setl_id=setl_id, status="voided_before_arrival")
+            row = tx.one(f"SELECT status, void_key, person_id, institution, year, mdtrt_id, remaining"
+                         f" FROM med_settlements WHERE key = ?{tx.for_update}", (setl_id,))
+            assert row is not None
+            if row["status"] != "settled":
+                if row["void_key"] != key:
+                    raise AlreadyReversed(f"settlement {setl_id} was already voided by {row['void_key']}",
+                                          key=setl_id, void_key=row["void_key"])
+                if row["status"] == "void_before_arrival":
+                    return Void(void_key=key, setl_id=setl_id, status="voided_before_arrival", replayed=True)
+                first = eng.ledger.get(key)
+                assert first is not None
+                return self._result(replace(first, replayed=True), Void, "reversal")
+            person = load_person(tx, row["person_id"], lock=True)
+            rem = json.loads(row["remaining"])
+            result = Void(void_key=key, setl_id=setl_id, status="voided",
+                          reversed=_refund_parts({p: rem["parts"][p] for p in PARTS}))
+            posting = eng.ledger.reverse(key, setl_id, payload={"result": result.model_dump(mode="json")})
+            if posting.replayed:  # the key reversed this settlement before, in a unit that also did the rest
+                return self._result(posting, Void, "reversal")
+            add_to_accumulators(tx, person.person_id, row["year"], {c: -v for c, v in rem["counters"].items()})
+            tx.execute("UPDATE med_settlements SET status = 'voided', void_key = ?, remaining = ? WHERE key = ?",
+                       (key, json.dumps({"bill": 0, "parts": dict.fromkeys(PARTS, 0), "counters": {}}), setl_id))
+            tx.execute("UPDATE med_visits SET status = 'registered', settle_key = NULL WHERE mdtrt_id = ?",
+                       (row["mdtrt_id"],))
+            return result
+
+        return eng.store.run(unit)
+
+    # -- queries ---------------------------------------------------------------------------------------
+    def settlement(self, setl_id: str) -> SettlementRecord:
+        def q(tx: Tx) -> SettlementRecord:
+            row = tx.one("SELECT key, status, mdtrt_id, person_id, institution, void_key, remaining"
+                         " FROM med_settlements WHERE key = ?", (setl_id,))
+            if row is None:
+                raise UnknownTransaction(f"no settlement {setl_id!r}", key=setl_id)
+            rem = json.loads(row["remaining"]) if row["remaining"] else {"bill": 0, "parts": {}}
+            return SettlementRecord(setl_id=setl_id, status=row["status"], mdtrt_id=row["mdtrt_id"],
+                                    person_id=row["person_id"], institution=row["institution"],
+                                    void_key=row["void_key"], refundable=rem["bill"],
+                                    remaining=rem["parts"])
+
+        return self.engine.store.read(q)
+
+    def accumulators(self, person_id: str, year: int | None = None) -> Accumulators:
+        eng = self.engine
+
+        def q(tx: Tx) -> Accumulators:
+            load_person(tx, person_id)
+            return load_accumulators(tx, person_id, year or eng.today().year)
+
+        return eng.store.read(q)

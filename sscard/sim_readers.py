@@ -1,0 +1,28 @@
+"""`memory:` readers: a simulated card in-process behind a MemoryReader, for the demo and tests.
+
+`memory:SAMPLE` holds a sample holder's card (`sscard sim holders`), `memory:psam` a simulated PSAM. The
+composition root registers the scheme (`register()`), so the terminal opens these like any reader and
+never imports the simulator itself.
+"""
+
+from __future__ import annotations
+
+from cardlib import readers
+from cardlib.readers.base import Reader
+from cardlib.readers.memory import MemoryReader
+
+
+def open_memory(what: str) -> Reader:
+    """A MemoryReader holding the simulated PSAM (`psam`) or a sample holder's card."""
+    if what == "psam":
+        from sim.psam import SimPsam
+
+        return MemoryReader(SimPsam(), name=f"memory:{what}")
+    from sim.personalize import issue_sample
+
+    return MemoryReader(issue_sample(what), name=f"memory:{what}")
+
+
+def register() -> None:
+    """Make `memory:` reader specs open simulated cards (idempotent)."""
+    readers.register_scheme("memory", open_memory)

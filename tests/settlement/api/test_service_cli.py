@@ -1,0 +1,123 @@
+"""`sscard settlement serve` starts uvicorn on 127.0.0.1 with a keys file and an SQLite store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+from typer.testing import CliRunner
+
+from settlement.api.auth import hash_key
+from sscard.settlement_cmd import app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_serving(proc: subprocess.Popen, port: int) -> str:
+    """The service's base URL once /v1/health answers; fails with the process's output if it never does."""
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=0.5).status_code == 200:
+                return url
+        except httpx.TransportError:
+            time.sleep(0.05)
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    raise AssertionError(f"service did not start: {out}")
+
+
+def test_serve_answers_with_auth(tmp_path):
+    keys = tmp_path / "keys.toml"
+    keys.write_text(f'[terminal.T1]\nkey_sha256 = "{hash_key("secret")}"\n')
+    port = free_port()
+    cmd = [sys.executable, "-c", "from sscard.settlement_cmd import app; app()", "serve", "--db",
+           str(tmp_path / "s.db"), "--keys", str(keys), "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = wait_until_serving(proc, port)
+        assert httpx.get(f"{url}/v1/persons/X", timeout=2).json()["code"] == "UNAUTHORIZED"
+        r = httpx.get(f"{url}/v1/persons/X", headers={"X-Terminal-Key": "secret"}, timeout=2)
+        assert (r.status_code, r.json()["code"]) == (404, "UNKNOWN_PERSON")
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def test_serve_needs_exactly_one_store(tmp_path):
+    keys = tmp_path / "keys.toml"
+    keys.write_text("")
+    result = CliRunner().invoke(app, ["serve", "--keys", str(keys)])
+    assert result.exit_code != 0 and "exactly one of --db" in result.output
+
+
+def test_new_key_prints_an_entry_for_the_keys_file():
+    result = CliRunner().invoke(app, ["new-key", "T0009", "--institution", "BJ3"])
+    assert result.exit_code == 0
+    assert "[terminal.T0009]" in result.output and 'institution = "BJ3"' in result.output
+
+
+def test_serve_with_an_hsm_checks_pin_blocks_online(tmp_path):
+    from hsm_mock import KeyStore, Lmk, LocalHsm
+    from hsm_mock.server import ServerThread
+    from settlement.ledger.store.sqlite import SqliteStore
+    from settlement.schemes.engine import Engine
+    from settlement.wire import pin_pan
+
+    hsm = LocalHsm(KeyStore(Lmk.ephemeral()))
+    hsm.generate_key("SSSE-SM4-PIK", "PIK", "SM4")
+    hsm.generate_key("SSSE-SM4-PVK", "PVK", "SM4")
+    pid, card, pan = "310115195707230033", "S31000077", pin_pan("310115195707230033")
+    with SqliteStore(tmp_path / "s.db") as store:  # issuance: the person and the PIN reference
+        eng = Engine(store)
+        eng.registry.add_person(pid, "Wang", "110000", "retiree", card_no=card)
+        ref = hsm.pin_reference("SSSE-SM4-PIK", "SSSE-SM4-PVK", hsm.encrypt_pin("SSSE-SM4-PIK", "111111", pan), pan)
+        eng.registry.set_pin_reference(pid, card, ref, actor="issuance")
+    keys = tmp_path / "keys.toml"
+    keys.write_text(f'[terminal.T1]\nkey_sha256 = "{hash_key("secret")}"\n')
+    port = free_port()
+    server = ServerThread(hsm).start()
+    host, hsm_port = server.address
+    cmd = [sys.executable, "-c", "from sscard.settlement_cmd import app; app()", "serve", "--db",
+           str(tmp_path / "s.db"), "--keys", str(keys), "--port", str(port), "--log-level", "warning",
+           "--hsm", f"{host}:{hsm_port}", "--hsm-timeout", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = wait_until_serving(proc, port)
+
+        def certify(serial: str, pin: str) -> httpx.Response:
+            return httpx.post(f"{url}/v1/identity/certify", headers={"X-Terminal-Key": "secret"}, timeout=5, json={
+                "terminal_serial": serial, "person_id": pid, "method": "card_pin", "card_no": card,
+                "pin_block": hsm.encrypt_pin("SSSE-SM4-PIK", pin, pan).hex()})
+
+        ok = certify("c1", "111111").json()
+        assert ok["passed"] and ok["failure"] is None
+        wrong = certify("c2", "111112").json()
+        assert (wrong["passed"], wrong["failure"]) == (False, "pin_wrong")
+        server.stop()
+        down = certify("c3", "111111")
+        assert (down.status_code, down.json()["code"]) == (503, "PIN_CHECK_UNAVAILABLE")
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+        hsm.close()
+    assert b"111111" not in (proc.stdout.read() if proc.stdout else b"")
+
+
+def test_serve_refuses_a_malformed_hsm_address(tmp_path):
+    keys = tmp_path / "keys.toml"
+    keys.write_text("")
+    result = CliRunner().invoke(app, ["serve", "--keys", str(keys), "--db", str(tmp_path / "s.db"),
+                                      "--hsm", "nohost"])
+    assert result.exit_code != 0 and "HOST:PORT" in result.output
