@@ -6,7 +6,8 @@ it. It imports nothing above it: no scheme, no reconciliation, no HTTP.
 """
 
 from settlement.ledger.idempotency import make_key, request_hash
-from settlement.ledger.ledger import MAX_AMOUNT, Account, AccountKind, Draft, Ledger, Posting, Transfer
+from settlement.ledger.ledger import Ledger
+from settlement.ledger.model import MAX_AMOUNT, Account, AccountKind, Draft, Posting, Transfer
 from settlement.ledger.money import Fen, apply_ratio, fen, ratio
 from settlement.ledger.store.base import Store, Tx
 

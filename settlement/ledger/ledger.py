@@ -35,262 +35,50 @@ accumulators) use one of:
 
 Tables (ledger_accounts, ledger_postings, ledger_transfers; see `schema()`) belong to the ledger;
 other modules may read them. Plain posts (no links_to, no extra) from concurrent callers are
-applied as one batch by `_post_many` (one pass of SQL per group commit); the rest run one by one.
+applied as one batch by `_post_many` (one pass of SQL per group commit, settlement/ledger/batch.py); the
+rest run one by one. The model (accounts, transfers, postings, tables) is settlement/ledger/model.py, the
+invariants' SQL settlement/ledger/invariants.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import StrEnum
-from functools import cache
 from typing import Any
 
 from settlement.errors import (
     AlreadyReversed,
     IdempotencyConflict,
     InsufficientFunds,
-    InvalidAmount,
     InvalidRequest,
     InvalidState,
-    InvariantViolation,
     RefundTooLarge,
     UnknownAccount,
     UnknownTransaction,
 )
-from settlement.ledger.money import fen
+from settlement.ledger import batch
+from settlement.ledger.invariants import check_all
+from settlement.ledger.model import (
+    NON_NEGATIVE_KINDS,
+    PENDING,
+    POSTED,
+    REVERSAL,
+    REVERSED,
+    Account,
+    AccountKind,
+    Draft,
+    Posting,
+    Transfer,
+    check_code,
+    check_kind,
+    check_transfers,
+    dump_payload,
+    fingerprint,
+    schema,
+    wall_clock_stamp,
+)
 from settlement.ledger.store.base import Store, Tx
-
-MAX_AMOUNT = 10**15
-"""Largest single transfer in fen (10 trillion yuan): keeps every total far inside 64-bit integers."""
-
-MAX_CODE_LENGTH = 200
-REVERSAL = "reversal"
-"""Posting kind reserved for `Ledger.reverse()`."""
-POSTED, REVERSED = "posted", "reversed"
-_PENDING = "(pending)"
-
-
-class AccountKind(StrEnum):
-    """What an account stands for. Kinds marked * may not go negative by default."""
-
-    POOLED_FUND = "pooled_fund"  # 统筹基金
-    LARGE_AMOUNT_FUND = "large_amount_fund"  # 大额医疗互助 (employees, hifob_pay)
-    CRITICAL_ILLNESS_FUND = "critical_illness_fund"  # 大病保险 (hifmi_pay)
-    MEDICAL_ASSISTANCE_FUND = "medical_assistance_fund"  # 医疗救助 (maf_pay)
-    PERSONAL_ACCOUNT = "personal_account"  # * 个人账户 (acct_pay)
-    HOSPITAL_PAYABLE = "hospital_payable"  # what the fund owes a designated institution
-    PENSION_FUND = "pension_fund"
-    PENSIONER_ACCOUNT = "pensioner_account"  # *
-    CASH = "cash"  # cash collected at a counter
-    PATIENT_CASH = "patient_cash"  # what patients paid out of pocket (psn_cash_pay): a source
-    INTERREGIONAL_RECEIVABLE = "interregional_receivable"
-    INTERREGIONAL_PAYABLE = "interregional_payable"
-    EXTERNAL = "external"  # money entering or leaving the books: contributions, bank, allocations
-    SUSPENSE = "suspense"  # unexplained differences found by reconciliation
-
-
-NON_NEGATIVE_KINDS = frozenset({AccountKind.PERSONAL_ACCOUNT, AccountKind.PENSIONER_ACCOUNT})
-
-
-@dataclass(frozen=True, slots=True)
-class Account:
-    """A ledger account. `may_go_negative=False` makes the ledger refuse to overdraw it."""
-
-    code: str
-    kind: AccountKind
-    region: str | None
-    owner: str | None
-    may_go_negative: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Transfer:
-    """Move `amount` fen (int > 0) from account `debit` to account `credit` (balance = credits - debits)."""
-
-    debit: str
-    credit: str
-    amount: int
-    memo: str = ""
-
-    def __post_init__(self) -> None:
-        a, d, c = self.amount, self.debit, self.credit
-        if type(a) is not int or a <= 0 or a > MAX_AMOUNT:
-            fen(a, allow_zero=False, field="amount")  # raises InvalidAmount for bool/float/str/<=0
-            raise InvalidAmount(f"amount {a} exceeds the maximum of {MAX_AMOUNT} fen", field="amount")
-        if (
-            type(d) is not str
-            or type(c) is not str
-            or not 0 < len(d) <= MAX_CODE_LENGTH
-            or not 0 < len(c) <= MAX_CODE_LENGTH
-            or d == c
-            or type(self.memo) is not str
-        ):
-            _check_code(d, "debit")
-            _check_code(c, "credit")
-            if d == c:
-                raise InvalidRequest(f"transfer debits and credits the same account {d!r}")
-            raise InvalidRequest("memo must be a string")
-
-
-@dataclass(frozen=True, slots=True)
-class Posting:
-    """A committed group of transfers. `status` is "posted", or "reversed" once a reversal links to it.
-
-    `replayed` is True when this object answers a repeat of an existing key (not part of equality).
-    """
-
-    key: str
-    kind: str
-    transfers: tuple[Transfer, ...]
-    links_to: str | None
-    payload: dict[str, Any] = field(hash=False)
-    created_at: str
-    status: str
-    request_hash: str = field(default="", compare=False, repr=False)
-    replayed: bool = field(default=False, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Draft:
-    """What `post_with`'s builder returns: the posting to make under the claimed key."""
-
-    kind: str
-    transfers: Sequence[Transfer]
-    links_to: str | None = None
-    payload: dict[str, Any] | None = None
-
-
-def _check_code(code: object, what: str) -> None:
-    if type(code) is not str or not code or len(code) > MAX_CODE_LENGTH:
-        raise InvalidRequest(f"{what} must be a non-empty string of at most {MAX_CODE_LENGTH} characters")
-
-
-_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-
-
-def fingerprint(kind: str, transfers: Sequence[Transfer], links_to: str | None) -> str:
-    """The default request fingerprint: kind, links_to and the transfers (not the payload)."""
-    # fields joined by the ASCII unit separator (a collision needs that character in a code or memo)
-    parts = [kind, links_to or ""]
-    for t in transfers:
-        parts += (t.debit, t.credit, str(t.amount), t.memo)
-    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
-
-
-_second: tuple[int, str] = (0, "")
-
-
-def _now() -> str:
-    """UTC time as ISO 8601 with microseconds ("2025-01-02T03:04:05.123456+00:00"), cheaply."""
-    global _second
-    sec, us = divmod(time.time_ns() // 1000, 1_000_000)
-    cached = _second
-    if cached[0] != sec:
-        cached = _second = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{cached[1]}.{us:06d}+00:00"
-
-
-def _dump_payload(payload: dict[str, Any] | None) -> str:
-    if payload is None:
-        return "{}"
-    if not isinstance(payload, dict):
-        raise InvalidRequest("payload must be a dict")
-    try:
-        return _canonical(payload)
-    except (TypeError, ValueError) as e:
-        raise InvalidRequest(f"payload is not JSON-serialisable: {e}") from e
-
-
-def _check_transfers(transfers: object) -> tuple[Transfer, ...]:
-    if isinstance(transfers, (str, bytes)) or not isinstance(transfers, Iterable):
-        raise InvalidRequest("transfers must be a sequence of Transfer")
-    ts = tuple(transfers)
-    if not ts:
-        raise InvalidRequest("a posting needs at least one transfer")
-    for t in ts:
-        if type(t) is not Transfer:
-            raise InvalidRequest(f"not a Transfer: {t!r}")
-    return ts
-
-
-def _check_kind(kind: object) -> str:
-    if type(kind) is not str or not kind or len(kind) > MAX_CODE_LENGTH:
-        raise InvalidRequest("kind must be a non-empty string")
-    if kind in (REVERSAL, _PENDING):
-        raise InvalidRequest(f"kind {kind!r} is reserved; use Ledger.reverse()")
-    return kind
-
-
-def schema(dialect: str) -> list[str]:
-    """The ledger's DDL for a store dialect ("sqlite" or "postgres")."""
-    seq = (
-        "seq INTEGER PRIMARY KEY"
-        if dialect == "sqlite"
-        else "seq BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"
-    )
-    # SQLite: accounts and transfers are clustered on their primary key (one b-tree, not two)
-    without_rowid = " WITHOUT ROWID" if dialect == "sqlite" else ""
-    return [
-        f"""CREATE TABLE IF NOT EXISTS ledger_accounts (
-            code TEXT PRIMARY KEY,
-            kind TEXT NOT NULL,
-            region TEXT,
-            owner TEXT,
-            may_go_negative INTEGER NOT NULL CHECK (may_go_negative IN (0, 1)),
-            debits_posted BIGINT NOT NULL DEFAULT 0 CHECK (debits_posted >= 0),
-            credits_posted BIGINT NOT NULL DEFAULT 0 CHECK (credits_posted >= 0),
-            created_at TEXT NOT NULL,
-            CHECK (may_go_negative = 1 OR credits_posted >= debits_posted)
-        ){without_rowid}""",
-        f"""CREATE TABLE IF NOT EXISTS ledger_postings (
-            {seq},
-            key TEXT NOT NULL UNIQUE,
-            kind TEXT NOT NULL,
-            links_to TEXT REFERENCES ledger_postings (key),
-            payload TEXT NOT NULL,
-            request_hash TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            status TEXT NOT NULL CHECK (status IN ('posted', 'reversed'))
-        )""",
-        "CREATE INDEX IF NOT EXISTS ledger_postings_links_to ON ledger_postings (links_to)",
-        f"""CREATE TABLE IF NOT EXISTS ledger_transfers (
-            posting_seq BIGINT NOT NULL REFERENCES ledger_postings (seq),
-            idx INTEGER NOT NULL,
-            debit TEXT NOT NULL REFERENCES ledger_accounts (code),
-            credit TEXT NOT NULL REFERENCES ledger_accounts (code),
-            amount BIGINT NOT NULL CHECK (amount > 0),
-            memo TEXT NOT NULL,
-            PRIMARY KEY (posting_seq, idx),
-            CHECK (debit <> credit)
-        ){without_rowid}""",
-    ]
-
-
-_CLAIM = (
-    "INSERT INTO ledger_postings (key, kind, payload, request_hash, created_at, status)"
-    " VALUES (?, ?, ?, ?, ?, 'posted') ON CONFLICT (key) DO NOTHING RETURNING seq"
-)
-# Multi-row statements: one statement (one sqlite3_step, one round trip) per up to _ROWS rows.
-_ROWS = 64
-_CLAIM_HEAD = "INSERT INTO ledger_postings (key, kind, payload, request_hash, created_at, status) VALUES "
-_CLAIM_ROW = "(?, ?, ?, ?, ?, 'posted')"
-_CLAIM_TAIL = " ON CONFLICT (key) DO NOTHING RETURNING key, seq"
-_JOURNAL_HEAD = "INSERT INTO ledger_transfers (posting_seq, idx, debit, credit, amount, memo) VALUES "
-_JOURNAL_ROW = "(?, ?, ?, ?, ?, ?)"
-_APPLY_HEAD = (
-    "UPDATE ledger_accounts SET debits_posted = debits_posted + v.column2,"
-    " credits_posted = credits_posted + v.column3 FROM (VALUES "
-)
-_APPLY_TAIL = ") AS v WHERE code = v.column1"
-_APPLY = (
-    "UPDATE ledger_accounts SET debits_posted = debits_posted + ?, credits_posted = credits_posted + ?"
-    " WHERE code = ?"
-)
 
 
 class Ledger:
@@ -300,7 +88,7 @@ class Ledger:
         """`stamp()` gives the UTC ISO 8601 time written on accounts and postings (default: the wall
         clock); the engine passes its own clock so that postings fall on the business day it reasons in."""
         self.store = store
-        self._stamp = stamp or _now
+        self._stamp = stamp or wall_clock_stamp
         self._may_go_negative: dict[str, bool] = {}  # immutable per account: a cache, never a truth
         store.ensure_schema(schema(store.dialect))
 
@@ -323,7 +111,7 @@ class Ledger:
         `may_go_negative` defaults to False for personal and pensioner accounts, True otherwise; when
         None and the account exists, the existing setting is accepted.
         """
-        _check_code(code, "account code")
+        check_code(code, "account code")
         try:
             k = AccountKind(kind)
         except ValueError:
@@ -420,24 +208,24 @@ class Ledger:
         Raises InvalidAmount / InvalidRequest / UnknownAccount / InsufficientFunds / UnknownTransaction /
         RefundTooLarge / AlreadyReversed / InvalidState / IdempotencyConflict; then nothing is posted.
         """
-        _check_code(key, "key")
-        kind = _check_kind(kind)
-        ts = _check_transfers(transfers)
+        check_code(key, "key")
+        kind = check_kind(kind)
+        ts = check_transfers(transfers)
         if links_to is not None:
-            _check_code(links_to, "links_to")
+            check_code(links_to, "links_to")
             if links_to == key:
                 raise InvalidRequest("a posting cannot link to itself")
-        payload_json = _dump_payload(payload)
+        payload_json = dump_payload(payload)
         rhash = request_hash if request_hash is not None else fingerprint(kind, ts, links_to)
         if type(rhash) is not str:
             raise InvalidRequest("request_hash must be a string")
         created = self._stamp()
         if links_to is None and extra is None:  # the hot path: concurrent posts share one commit and SQL
-            req = _post_req(key, kind, ts, payload, payload_json, rhash, created)
+            req = batch.post_req(key, kind, ts, payload, payload_json, rhash, created)
             return self.store.run_batched(self._post_many, req)  # type: ignore[no-any-return]
 
         def unit(tx: Tx) -> Posting:
-            seq = _claim(tx, key, kind, payload_json, rhash, created)
+            seq = batch.claim(tx, key, kind, payload_json, rhash, created)
             if seq is None:
                 return self._replay(tx, key, rhash)
             return self._apply(tx, seq, key, kind, ts, links_to, payload_json, created, rhash, extra)
@@ -452,25 +240,25 @@ class Ledger:
         `request_hash`, the fingerprint of the caller's raw request, differs). If `build` raises,
         nothing is posted and nothing it wrote is kept.
         """
-        _check_code(key, "key")
+        check_code(key, "key")
         if type(request_hash) is not str or not request_hash:
             raise InvalidRequest("post_with needs the request_hash of the caller's request")
         created = self._stamp()
 
         def unit(tx: Tx) -> Posting:
-            seq = _claim(tx, key, _PENDING, "{}", request_hash, created)
+            seq = batch.claim(tx, key, PENDING, "{}", request_hash, created)
             if seq is None:
                 return self._replay(tx, key, request_hash)
             draft = build(tx)
             if type(draft) is not Draft:
                 raise InvalidRequest("build must return a Draft")
-            kind = _check_kind(draft.kind)
-            ts = _check_transfers(draft.transfers)
+            kind = check_kind(draft.kind)
+            ts = check_transfers(draft.transfers)
             if draft.links_to is not None:
-                _check_code(draft.links_to, "links_to")
+                check_code(draft.links_to, "links_to")
                 if draft.links_to == key:
                     raise InvalidRequest("a posting cannot link to itself")
-            payload_json = _dump_payload(draft.payload)
+            payload_json = dump_payload(draft.payload)
             tx.execute(
                 "UPDATE ledger_postings SET kind = ?, payload = ? WHERE key = ?", (kind, payload_json, key)
             )
@@ -486,16 +274,16 @@ class Ledger:
         A second reversal of the same original raises AlreadyReversed; repeating `key` returns the
         first reversal.
         """
-        _check_code(key, "key")
-        _check_code(original_key, "original_key")
+        check_code(key, "key")
+        check_code(original_key, "original_key")
         if key == original_key:
             raise InvalidRequest("a reversal needs its own key")
-        payload_json = _dump_payload(payload)
+        payload_json = dump_payload(payload)
         rhash = hashlib.blake2b(f"reversal\x00{original_key}".encode(), digest_size=16).hexdigest()
         created = self._stamp()
 
         def unit(tx: Tx) -> Posting:
-            seq = _claim(tx, key, REVERSAL, payload_json, rhash, created)
+            seq = batch.claim(tx, key, REVERSAL, payload_json, rhash, created)
             if seq is None:
                 return self._replay(tx, key, rhash)
             original, remaining = self._lock_original(tx, original_key)
@@ -549,7 +337,7 @@ class Ledger:
             original = self._load(tx, original_key)
             if original is None:
                 raise UnknownTransaction(f"no posting {original_key!r}", key=original_key)
-            total = _pair_sums(original.transfers)
+            total = batch.pair_sums(original.transfers)
             if original.status == REVERSED:
                 return {p: 0 for p in total}
             back = self._refunded(tx, original_key)
@@ -567,14 +355,14 @@ class Ledger:
         def q(tx: Tx) -> list[tuple[int, Posting]]:
             rows = tx.rows(
                 "SELECT seq, key FROM ledger_postings WHERE seq > ? AND kind <> ? ORDER BY seq LIMIT ?",
-                (after_seq, _PENDING, limit),
+                (after_seq, PENDING, limit),
             )
             return [(s, p) for s, k in rows if (p := self._load(tx, k)) is not None]
 
         return self.store.read(q)
 
     # -- internals (run inside a unit) -------------------------------------------------------------
-    def _post_many(self, tx: Tx, reqs: list[_PostReq]) -> list[Posting | Exception]:
+    def _post_many(self, tx: Tx, reqs: list[batch.PostReq]) -> list[Posting | Exception]:
         """Apply plain posts handed over together by the store; one result per request, in order.
 
         One request: claim the key, check, apply; raise on error (the store undoes the unit).
@@ -586,7 +374,7 @@ class Ledger:
         """
         if len(reqs) == 1:
             r = reqs[0]
-            seq = _claim(tx, r.key, r.kind, r.payload_json, r.rhash, r.created)
+            seq = batch.claim(tx, r.key, r.kind, r.payload_json, r.rhash, r.created)
             if seq is None:
                 return [self._replay(tx, r.key, r.rhash)]
             return [
@@ -595,16 +383,17 @@ class Ledger:
                 )
             ]
         if len({r.key for r in reqs}) != len(reqs):
-            raise _OneByOne("the same key twice in one batch")  # rare: let the store run them in order
+            raise batch.OneByOne("the same key twice in one batch")  # rare: let the store run them in order
         # 1. claim every key in one statement (in key order: a global lock order on a server);
         #    a key not returned was posted before, and its request is a repeat
         claimed: dict[str, int] = {}
         flat: list[Any] = []
         for r in sorted(reqs, key=lambda r: r.key):
             flat += r.claim
-        for i in range(0, len(flat), _ROWS * 5):
-            chunk = flat[i : i + _ROWS * 5]
-            for k, seq in tx.rows(_values_sql(_CLAIM_HEAD, _CLAIM_ROW, len(chunk) // 5, _CLAIM_TAIL), chunk):
+        for i in range(0, len(flat), batch.ROWS * 5):
+            chunk = flat[i : i + batch.ROWS * 5]
+            sql = batch.values_sql(batch.CLAIM_HEAD, batch.CLAIM_ROW, len(chunk) // 5, batch.CLAIM_TAIL)
+            for k, seq in tx.rows(sql, chunk):
                 claimed[k] = int(seq)
         # 2. read (on a server: lock, in code order) the accounts whose balance must be checked
         cache = self._may_go_negative
@@ -623,7 +412,7 @@ class Ledger:
             found = set()
             for c, m, b in tx.rows(
                 "SELECT code, may_go_negative, credits_posted - debits_posted FROM ledger_accounts"
-                f" WHERE code IN ({_marks(len(codes))}) ORDER BY code{tx.for_update}",
+                f" WHERE code IN ({batch.marks(len(codes))}) ORDER BY code{tx.for_update}",
                 codes,
             ):
                 found.add(c)
@@ -635,12 +424,12 @@ class Ledger:
                     cache.pop(c, None)  # unknown account
         # 3. decide each request, in arrival order, against the running balances
         results: list[Posting | Exception | None] = [None] * len(reqs)
-        new: list[_PostReq] = []
+        new: list[batch.PostReq] = []
         refused: list[int] = []
         for i, r in enumerate(reqs):
             if r.key not in claimed:
                 continue  # answered below, as a repeat
-            err = _overdraft(r, running, cache)
+            err = batch.overdraft(r, running, cache)
             if err is not None:
                 results[i] = err
                 refused.append(claimed[r.key])
@@ -653,7 +442,7 @@ class Ledger:
             results[i] = r.posting
         # 4. write: drop refused claims, move the money, journal the transfers
         if refused:
-            tx.execute(f"DELETE FROM ledger_postings WHERE seq IN ({_marks(len(refused))})", refused)
+            tx.execute(f"DELETE FROM ledger_postings WHERE seq IN ({batch.marks(len(refused))})", refused)
         if new:
             journal: list[Any] = []
             total: dict[str, list[int]] = {}
@@ -668,9 +457,9 @@ class Ledger:
                     else:
                         a[0] += d
                         a[1] += cr
-            if not _apply_totals(tx, total):
+            if not batch.apply_totals(tx, total):
                 raise InvalidState("an account vanished during a batch")  # the store retries one by one
-            _write_flat(tx, _JOURNAL_HEAD, _JOURNAL_ROW, 6, journal)
+            batch.write_flat(tx, batch.JOURNAL_HEAD, batch.JOURNAL_ROW, 6, journal)
         for i, r in enumerate(reqs):
             if results[i] is None:  # posted before this batch
                 try:
@@ -700,7 +489,7 @@ class Ledger:
                 self._check_refund(tx, links_to, ts)
             tx.execute("UPDATE ledger_postings SET links_to = ? WHERE key = ?", (links_to, key))
         if deltas is None:
-            deltas = _deltas(ts)
+            deltas = batch.deltas_of(ts)
         codes = sorted(deltas)
         cache = self._may_go_negative
         risky = [c for c in codes if cache.get(c) is not True and deltas[c][0] > deltas[c][1]]
@@ -708,10 +497,10 @@ class Ledger:
             # server store: lock every account in code order (a global lock order), then check;
             # single-writer store: nothing can interleave, read only the accounts that could overdraw
             self._check_funds(tx, codes if tx.for_update else risky, deltas)
-        if not _apply_totals(tx, deltas):
+        if not batch.apply_totals(tx, deltas):
             self._check_funds(tx, codes, deltas)  # raises UnknownAccount (cache was stale)
             raise InvalidState("accounts changed during the posting")  # pragma: no cover
-        _journal(tx, [(seq, i, t.debit, t.credit, t.amount, t.memo) for i, t in enumerate(ts)])
+        batch.journal(tx, [(seq, i, t.debit, t.credit, t.amount, t.memo) for i, t in enumerate(ts)])
         posting = Posting(key, kind, ts, links_to, json.loads(payload_json), created, POSTED, rhash)
         if extra is not None:
             extra(tx, posting)
@@ -745,19 +534,19 @@ class Ledger:
         """Lock an original posting for linking; return it and what may still move back per pair."""
         rows = tx.rows(f"SELECT key FROM ledger_postings WHERE key = ?{tx.for_update}", (original_key,))
         original = self._load(tx, original_key) if rows else None
-        if original is None or original.kind == _PENDING:
+        if original is None or original.kind == PENDING:
             raise UnknownTransaction(f"no posting {original_key!r}", key=original_key)
         if original.links_to is not None or original.kind == REVERSAL:
             raise InvalidState(f"posting {original_key!r} is itself a refund or reversal", key=original_key)
         if original.status == REVERSED:
             raise AlreadyReversed(f"posting {original_key!r} was already reversed", key=original_key)
-        total = _pair_sums(original.transfers)
+        total = batch.pair_sums(original.transfers)
         back = self._refunded(tx, original_key)
         return original, {p: a - back.get(p, 0) for p, a in total.items()}
 
     def _check_refund(self, tx: Tx, original_key: str, ts: tuple[Transfer, ...]) -> None:
         _, remaining = self._lock_original(tx, original_key)
-        for (debit, credit), amount in _pair_sums(ts).items():
+        for (debit, credit), amount in batch.pair_sums(ts).items():
             pair = (credit, debit)  # a refund moves money back along a transfer of the original
             if pair not in remaining:
                 raise InvalidRequest(
@@ -787,7 +576,7 @@ class Ledger:
         assert posting is not None, key
         if posting.request_hash != rhash:
             raise IdempotencyConflict(f"key {key!r} was already used for a different request", key=key)
-        return _replayed(posting)
+        return batch.replayed(posting)
 
     @staticmethod
     def _load(tx: Tx, key: str) -> Posting | None:
@@ -811,240 +600,6 @@ class Ledger:
     # -- invariants --------------------------------------------------------------------------------
     def check_invariants(self) -> None:
         """Check invariants 1-5 over the whole ledger; raise InvariantViolation listing every breach."""
-        self.store.read(_check_all)
+        self.store.read(check_all)
 
 
-class _OneByOne(Exception):
-    """Raised by a batch handler to have the store run the batch's requests one at a time."""
-
-
-@dataclass(slots=True)
-class _PostReq:
-    """A validated plain post on its way to the store, with everything the writer needs precomputed
-    by the caller's thread (the writer thread is the bottleneck; callers run while it waits on I/O)."""
-
-    key: str
-    kind: str
-    ts: tuple[Transfer, ...]
-    payload_json: str
-    rhash: str
-    created: str
-    deltas: dict[str, list[int]]  # account -> [debited, credited]
-    debited: tuple[str, ...]  # accounts whose balance the posting lowers
-    posting: Posting  # the answer if it is posted
-    claim: list[Any]  # ledger_postings values for the claim
-    journal: list[Any]  # ledger_transfers values, flat, six per transfer, seq first (set by the writer)
-
-
-_SCALARS = (str, int, bool, type(None))
-
-
-def _post_req(
-    key: str,
-    kind: str,
-    ts: tuple[Transfer, ...],
-    payload: dict[str, Any] | None,
-    payload_json: str,
-    rhash: str,
-    created: str,
-) -> _PostReq:
-    deltas = _deltas(ts)
-    if not payload:
-        payload = {}
-    elif all(type(k) is str and type(v) in _SCALARS for k, v in payload.items()):
-        payload = dict(payload)  # what json.loads(payload_json) would give, for less
-    else:
-        payload = json.loads(payload_json)
-    return _PostReq(
-        key,
-        kind,
-        ts,
-        payload_json,
-        rhash,
-        created,
-        deltas,
-        tuple(c for c, (d, cr) in deltas.items() if d > cr),
-        Posting(key, kind, ts, None, payload, created, POSTED, rhash),
-        [key, kind, payload_json, rhash, created],
-        [x for i, t in enumerate(ts) for x in (0, i, t.debit, t.credit, t.amount, t.memo)],
-    )
-
-
-def _deltas(ts: Iterable[Transfer]) -> dict[str, list[int]]:
-    """Per account: [fen debited, fen credited] by these transfers."""
-    out: dict[str, list[int]] = {}
-    for t in ts:
-        d = out.get(t.debit)
-        if d is None:
-            out[t.debit] = d = [0, 0]
-        d[0] += t.amount
-        c = out.get(t.credit)
-        if c is None:
-            out[t.credit] = c = [0, 0]
-        c[1] += t.amount
-    return out
-
-
-def _overdraft(r: _PostReq, running: dict[str, int], cache: dict[str, bool]) -> Exception | None:
-    """The error that posting `r` now would raise (unknown account, overdraft), or None."""
-    for c in r.deltas:
-        if c not in cache:
-            return UnknownAccount(f"no account {c!r}", account=c)
-    for c in r.debited:
-        bal = running.get(c)
-        if bal is not None:
-            d, cr = r.deltas[c]
-            if bal - d + cr < 0:
-                return InsufficientFunds(
-                    f"account {c!r} has {bal} fen, the posting needs {d - cr}",
-                    account=c,
-                    balance=bal,
-                    needed=d - cr,
-                )
-    return None
-
-
-def _replayed(p: Posting) -> Posting:
-    return Posting(
-        p.key, p.kind, p.transfers, p.links_to, p.payload, p.created_at, p.status, p.request_hash, True
-    )
-
-
-def _marks(n: int) -> str:
-    return ",".join("?" * n)
-
-
-@cache
-def _values_sql(head: str, row: str, n: int, tail: str) -> str:
-    return head + ",".join([row] * n) + tail
-
-
-def _write_rows(tx: Tx, head: str, row: str, rows: Sequence[tuple[Any, ...]], tail: str = "") -> int:
-    """Run `head (row),(row),... tail` over `rows`, _ROWS rows per statement; total rows changed."""
-    n = 0
-    for i in range(0, len(rows), _ROWS):
-        chunk = rows[i : i + _ROWS]
-        n += tx.execute(_values_sql(head, row, len(chunk), tail), [v for r in chunk for v in r])
-    return n
-
-
-def _write_flat(tx: Tx, head: str, row: str, ncols: int, flat: list[Any]) -> None:
-    """Like _write_rows, for values already flattened (`ncols` per row)."""
-    step = _ROWS * ncols
-    for i in range(0, len(flat), step):
-        chunk = flat[i : i + step]
-        tx.execute(_values_sql(head, row, len(chunk) // ncols, ""), chunk)
-
-
-def _journal(tx: Tx, rows: Sequence[tuple[Any, ...]]) -> None:
-    _write_rows(tx, _JOURNAL_HEAD, _JOURNAL_ROW, rows)
-
-
-def _apply_totals(tx: Tx, totals: dict[str, list[int]]) -> bool:
-    """Add [debits, credits] to each account, in code order; False if an account is missing."""
-    codes = sorted(totals)
-    if tx.for_update:  # server: row locks are taken statement by statement, in code order
-        n = tx.executemany(_APPLY, [(totals[c][0], totals[c][1], c) for c in codes])
-    else:  # single writer: one UPDATE ... FROM (VALUES ...) statement
-        rows = [(c, totals[c][0], totals[c][1]) for c in codes]
-        n = _write_rows(tx, _APPLY_HEAD, "(?, ?, ?)", rows, _APPLY_TAIL)
-    return n == len(codes)
-
-
-def _claim(tx: Tx, key: str, kind: str, payload_json: str, rhash: str, created: str) -> int | None:
-    """Insert the posting row if `key` is new and return its seq; None if the key exists.
-
-    On PostgreSQL a concurrent claim of the same key waits here until the first one commits."""
-    rows = tx.rows(_CLAIM, (key, kind, payload_json, rhash, created))
-    return int(rows[0][0]) if rows else None
-
-
-def _pair_sums(ts: Iterable[Transfer]) -> dict[tuple[str, str], int]:
-    out: dict[tuple[str, str], int] = {}
-    for t in ts:
-        out[(t.debit, t.credit)] = out.get((t.debit, t.credit), 0) + t.amount
-    return out
-
-
-_INVARIANT_QUERIES: list[tuple[str, str]] = [
-    (
-        "1: sum of all balances is not 0",
-        "SELECT s FROM (SELECT COALESCE(SUM(credits_posted - debits_posted), 0) AS s FROM ledger_accounts) x"
-        " WHERE s <> 0",
-    ),
-    (
-        "1: posting without transfers",
-        "SELECT p.key FROM ledger_postings p WHERE NOT EXISTS"
-        " (SELECT 1 FROM ledger_transfers t WHERE t.posting_seq = p.seq)",
-    ),
-    (
-        "1: transfer with non-positive amount or same account",
-        "SELECT posting_seq, idx FROM ledger_transfers WHERE amount <= 0 OR debit = credit",
-    ),
-    (
-        "1: transfer names an unknown account",
-        "SELECT t.posting_seq, t.idx FROM ledger_transfers t WHERE NOT EXISTS"
-        " (SELECT 1 FROM ledger_accounts a WHERE a.code = t.debit)"
-        " OR NOT EXISTS (SELECT 1 FROM ledger_accounts a WHERE a.code = t.credit)",
-    ),
-    (
-        "2: non-negative account below zero",
-        "SELECT code, credits_posted - debits_posted FROM ledger_accounts"
-        " WHERE may_go_negative = 0 AND credits_posted < debits_posted",
-    ),
-    (
-        "3: key posted more than once",
-        "SELECT key, COUNT(*) FROM ledger_postings GROUP BY key HAVING COUNT(*) > 1",
-    ),
-    (
-        "4: link to a missing posting or to another link",
-        "SELECT p.key, p.links_to FROM ledger_postings p LEFT JOIN ledger_postings o ON o.key = p.links_to"
-        " WHERE p.links_to IS NOT NULL AND (o.key IS NULL OR o.links_to IS NOT NULL OR o.kind = 'reversal')",
-    ),
-    (
-        "4: reversal not linked to an original",
-        "SELECT key FROM ledger_postings WHERE kind = 'reversal' AND links_to IS NULL",
-    ),
-    (
-        "4: original reversed more than once",
-        "SELECT links_to, COUNT(*) FROM ledger_postings WHERE kind = 'reversal'"
-        " GROUP BY links_to HAVING COUNT(*) > 1",
-    ),
-    (
-        "4: status 'reversed' disagrees with reversals",
-        "SELECT o.key, o.status FROM ledger_postings o WHERE (o.status = 'reversed') <>"
-        " EXISTS (SELECT 1 FROM ledger_postings r WHERE r.links_to = o.key AND r.kind = 'reversal')",
-    ),
-    (
-        "4: linked postings move back more than the original moved (or along no transfer of it)",
-        "WITH o AS (SELECT p.key AS okey, t.debit, t.credit, SUM(t.amount) AS amt"
-        "  FROM ledger_transfers t JOIN ledger_postings p ON p.seq = t.posting_seq WHERE p.links_to IS NULL"
-        "  GROUP BY p.key, t.debit, t.credit),"
-        " r AS (SELECT p.links_to AS okey, t.credit AS debit, t.debit AS credit, SUM(t.amount) AS amt"
-        "  FROM ledger_transfers t JOIN ledger_postings p ON p.seq = t.posting_seq"
-        "  WHERE p.links_to IS NOT NULL"
-        "  GROUP BY p.links_to, t.credit, t.debit)"
-        " SELECT r.okey, r.debit, r.credit, r.amt, o.amt FROM r LEFT JOIN o"
-        "  ON o.okey = r.okey AND o.debit = r.debit AND o.credit = r.credit"
-        " WHERE o.amt IS NULL OR r.amt > o.amt",
-    ),
-    (
-        "5: account totals disagree with the journal",
-        "SELECT a.code, a.debits_posted, COALESCE(d.s, 0), a.credits_posted, COALESCE(c.s, 0)"
-        " FROM ledger_accounts a"
-        " LEFT JOIN (SELECT debit AS code, SUM(amount) AS s FROM ledger_transfers GROUP BY debit) d"
-        "  ON d.code = a.code"
-        " LEFT JOIN (SELECT credit AS code, SUM(amount) AS s FROM ledger_transfers GROUP BY credit) c"
-        "  ON c.code = a.code"
-        " WHERE a.debits_posted <> COALESCE(d.s, 0) OR a.credits_posted <> COALESCE(c.s, 0)",
-    ),
-]
-
-
-def _check_all(tx: Tx) -> None:
-    problems: list[str] = []
-    for what, sql in _INVARIANT_QUERIES:
-        rows = tx.rows(sql)
-        problems.extend(f"invariant {what}: {tuple(r)}" for r in rows[:20])
-    if problems:
-        raise InvariantViolation(problems)
