@@ -13,11 +13,28 @@ class CardError(Exception):
 
 # ---- transport and reader level -------------------------------------------------------------------------
 class TransportError(CardError):
-    """The reader or the link to it failed (not the card's answer)."""
+    """The reader or the link to it failed (not the card's answer). `pcsc_code` keeps the PC/SC return code
+    when there was one (cardlib.readers.pcsc_errors names every code)."""
+
+    def __init__(self, message: str, pcsc_code: int | None = None) -> None:
+        super().__init__(message)
+        self.pcsc_code = pcsc_code
 
 
 class ReaderNotFound(TransportError):
     """No reader with that name (or no reader at all)."""
+
+
+class ReaderUnavailable(TransportError):
+    """The reader is there by name but cannot be used now (unplugged, not ready)."""
+
+
+class ServiceUnavailable(ReaderUnavailable):
+    """The PC/SC service (pcscd) is not running, went away or was restarted under an open context."""
+
+
+class ReaderInUse(TransportError):
+    """Another program holds the card exclusively (PC/SC sharing violation)."""
 
 
 class NoCard(TransportError):
@@ -25,20 +42,23 @@ class NoCard(TransportError):
 
 
 class CardRemoved(TransportError):
-    """The card was pulled (or went silent) during a session: PC/SC 0x80100016 and 0x80100069 both land here.
-    `pcsc_code` keeps the PC/SC return code when there was one."""
+    """The card was pulled (or went silent) during a session: PC/SC 0x80100016 and 0x80100069 both land here."""
 
-    def __init__(self, message: str, pcsc_code: int | None = None) -> None:
-        super().__init__(message)
-        self.pcsc_code = pcsc_code
+
+class CardReset(CardRemoved):
+    """Another program reset the card: what this session had selected or proven is gone."""
 
 
 class CardTimeout(TransportError):
     """The card or reader did not answer in time."""
 
 
-class ServiceUnavailable(TransportError):
-    """The PC/SC service (pcscd) is not running or went away."""
+class CardUnresponsive(CardTimeout):
+    """The card does not answer reset (no ATR): a mute card, or one inserted the wrong way round."""
+
+
+class UnsupportedCard(TransportError):
+    """The reader cannot talk to this card (invalid ATR, protocol mismatch)."""
 
 
 class MalformedResponse(CardError):

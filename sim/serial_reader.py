@@ -2,6 +2,15 @@
 
 pyserial reaches it as `socket://127.0.0.1:PORT`, so serial readers are tested without hardware. One card
 slot; any number of sequential host connections.
+
+Line faults (`server.line_faults.append(LineFault("stray", after=2))`) disturb the reader's replies the way
+a noisy RS-232 line or a confused reader does:
+
+    noise  : bytes before the reply that look like the start of a frame (STX, then a length too large)
+    corrupt: the reply with its BCC flipped
+    cut    : the first half of the reply, then nothing (the rest is lost)
+    stray  : the reply, then a second copy of it nobody asked for
+    mute   : no reply at all
 """
 
 from __future__ import annotations
@@ -9,9 +18,42 @@ from __future__ import annotations
 import socket
 import socketserver
 import threading
+from dataclasses import dataclass
+from typing import Literal
 
 from cardlib.errors import CardTimeout, FrameError
 from cardlib.readers.serial import Cmd, Frame, Status, read_frame
+
+LineFaultKind = Literal["noise", "corrupt", "cut", "stray", "mute"]
+
+
+@dataclass
+class LineFault:
+    """One disturbance of the reader's replies: after `after` good replies, `count` times (0 = forever)."""
+
+    kind: LineFaultKind
+    after: int = 0
+    count: int = 1
+    seen: int = 0
+    fired: int = 0
+
+    def fires(self) -> bool:
+        self.seen += 1
+        if self.seen <= self.after or (self.count and self.fired >= self.count):
+            return False
+        self.fired += 1
+        return True
+
+    def apply(self, reply: bytes) -> bytes:
+        if self.kind == "noise":
+            return b"\x02\xff\xff\x55" + reply
+        if self.kind == "corrupt":
+            return reply[:-2] + bytes([reply[-2] ^ 0xFF]) + reply[-1:]
+        if self.kind == "cut":
+            return reply[: len(reply) // 2]
+        if self.kind == "stray":
+            return reply + reply
+        return b""
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -36,7 +78,7 @@ class _Handler(socketserver.BaseRequestHandler):
             except FrameError:
                 sock.sendall(Frame(Status.FRAME_ERROR).to_bytes())
                 continue
-            sock.sendall(self.server.answer(frame).to_bytes())
+            sock.sendall(self.server.on_the_line(self.server.answer(frame).to_bytes()))
 
 
 class SerialReaderServer(socketserver.ThreadingTCPServer):
@@ -50,6 +92,7 @@ class SerialReaderServer(socketserver.ThreadingTCPServer):
         self.card = card
         self.powered = False
         self.idle_timeout = idle_timeout
+        self.line_faults: list[LineFault] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -57,6 +100,13 @@ class SerialReaderServer(socketserver.ThreadingTCPServer):
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"socket://{host}:{port}"
+
+    def on_the_line(self, reply: bytes) -> bytes:
+        """The reply as it reaches the host: the first line fault that fires changes it."""
+        for f in self.line_faults:
+            if f.fires():
+                return f.apply(reply)
+        return reply
 
     def answer(self, frame: Frame) -> Frame:
         with self._lock:

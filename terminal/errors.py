@@ -29,7 +29,7 @@ CARD_ERRORS: list[tuple[type[Exception], str, int, str]] = [
     (ce.CardRemoved, "CARD_REMOVED", 409, "The card was removed."),
     (ce.NoCard, "NO_CARD", 409, "There is no card in the reader."),
     (ce.CardTimeout, "CARD_TIMEOUT", 504, "The card did not answer in time."),
-    (ce.ServiceUnavailable, "READER_UNAVAILABLE", 503, "The card reader service is not available."),
+    (ce.ReaderUnavailable, "READER_UNAVAILABLE", 503, "The card reader (or its PC/SC service) is not available."),
     (ce.ReaderNotFound, "UNKNOWN_READER", 404, "No such card reader."),
     (ce.CounterfeitCard, "COUNTERFEIT_CARD", 403, "The card failed authentication: it is not a genuine card."),
     (ce.CardBlocked, "CARD_BLOCKED", 403, "The card is blocked."),

@@ -5,12 +5,20 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from types import TracebackType
 
+#: Seconds a reader waits for the card's answer to one command before it raises CardTimeout. A social
+#: security card answers a READ RECORD in milliseconds and an authentication in well under a second.
+DEFAULT_TIMEOUT = 5.0
+
 
 class Reader(ABC):
-    """A card reader slot. Use as a context manager: `with reader: reader.transmit(...)`."""
+    """A card reader slot. Use as a context manager: `with reader: reader.transmit(...)`.
+
+    `timeout` bounds every command: no transport waits longer than that for one answer.
+    """
 
     name: str = ""
     atr: bytes = b""
+    timeout: float = DEFAULT_TIMEOUT
 
     @abstractmethod
     def connect(self) -> bytes:

@@ -24,10 +24,21 @@ command, from reader to host a status:
 | 0x05   | card not powered                          | NoCard           |
 
 Use any pyserial URL: `/dev/ttyUSB0`, or `socket://127.0.0.1:7816` for the simulator's serial reader.
+
+**A noisy line.** The protocol has no sequence numbers, so the host keeps host and reader in step itself:
+it empties its input before each command (a stray or late frame is dropped, never taken for the next
+answer); a frame whose bytes stop for `frame_gap` seconds is cut; after any framing error it waits for the
+line to fall quiet and empties the input again. A command whose answer was garbled or cut is sent once
+more if running it twice changes nothing (POWER_ON, POWER_OFF, STATUS; SELECT, READ BINARY, READ RECORD,
+GET DATA, GET CHALLENGE), and so is one the reader refused as a bad frame (it did not run it); any other
+command (VERIFY, a protected write...) fails with FrameError saying the card may have run it. The whole
+exchange, retry included, ends within `timeout` seconds.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -35,10 +46,15 @@ import serial
 from construct import Bytes, ConstructError, Int8ub, Int16ub, Struct, this
 
 from cardlib.errors import CardRemoved, CardTimeout, FrameError, NoCard, TransportError
-from cardlib.readers.base import Reader
+from cardlib.readers.base import DEFAULT_TIMEOUT, Reader
+from cardlib.trace import describe_apdu
 
 STX, ETX = 0x02, 0x03
 MAX_FRAME_DATA = 4096 + 8
+#: Silence inside a frame (seconds) that means the rest of it was lost: a reader sends a frame in one burst.
+FRAME_GAP = 0.1
+#: APDUs that may run twice when their answer was lost: a second run changes nothing the first did not.
+REPEATABLE_INS = frozenset({0xA4, 0xB0, 0xB2, 0xCA, 0x84})
 
 
 class Cmd(IntEnum):
@@ -96,8 +112,9 @@ def bcc(data: bytes) -> int:
     return x
 
 
-def read_frame(read, max_skip: int = 64) -> Frame:
-    """Read one frame with `read(n) -> bytes` (b'' on timeout). Skips up to `max_skip` noise bytes before STX."""
+def read_frame(read: Callable[[int], bytes], max_skip: int = 64, on_stx: Callable[[], None] | None = None) -> Frame:
+    """Read one frame with `read(n) -> bytes` (b'' on timeout). Skips up to `max_skip` noise bytes before
+    STX; `on_stx` is called when the frame starts. CardTimeout if nothing came, FrameError if it was cut."""
     for _ in range(max_skip + 1):
         first = read(1)
         if not first:
@@ -106,6 +123,8 @@ def read_frame(read, max_skip: int = 64) -> Frame:
             break
     else:
         raise FrameError(f"no STX in {max_skip} bytes")
+    if on_stx is not None:
+        on_stx()
     head = _read_exact(read, 2)
     length = int.from_bytes(head, "big")
     if not 1 <= length <= MAX_FRAME_DATA + 1:
@@ -114,40 +133,99 @@ def read_frame(read, max_skip: int = 64) -> Frame:
     return Frame.from_bytes(first + head + rest)
 
 
-def _read_exact(read, n: int) -> bytes:
+def _read_exact(read: Callable[[int], bytes], n: int) -> bytes:
     buf = b""
     while len(buf) < n:
         chunk = read(n - len(buf))
         if not chunk:
-            raise CardTimeout(f"frame cut short after {len(buf)} of {n} bytes")
+            raise FrameError(f"frame cut short after {len(buf)} of {n} bytes")
         buf += chunk
     return buf
+
+
+def _repeatable(code: int, data: bytes) -> bool:
+    return code != Cmd.APDU or (len(data) >= 2 and data[1] in REPEATABLE_INS)
+
+
+def _name(code: int, data: bytes) -> str:
+    return describe_apdu(data) if code == Cmd.APDU else Cmd(code).name
 
 
 class SerialReader(Reader):
     """A reader on a serial line (or a pyserial URL such as socket://host:port)."""
 
-    def __init__(self, url: str, *, baudrate: int = 115200, timeout: float = 5.0, name: str | None = None) -> None:
+    def __init__(self, url: str, *, baudrate: int = 115200, timeout: float = DEFAULT_TIMEOUT,
+                 name: str | None = None, frame_gap: float = FRAME_GAP) -> None:
         self.url = url
         self.name = name or url
         self.baudrate = baudrate
         self.timeout = timeout
+        self.frame_gap = frame_gap
         self._port: serial.SerialBase | None = None
 
     def _open(self) -> serial.SerialBase:
         if self._port is None:
             try:
-                self._port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=self.timeout)
+                self._port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=self.timeout,
+                                                   write_timeout=self.timeout)
             except (serial.SerialException, ValueError) as e:
                 raise TransportError(f"cannot open serial reader {self.url}: {e}") from e
         return self._port
 
+    def _wait(self, port: serial.SerialBase, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        if port.timeout != seconds:
+            port.timeout = seconds
+
+    def _exchange(self, port: serial.SerialBase, request: bytes, deadline: float) -> Frame:
+        """One request and its reply frame: before STX wait until the deadline, inside the frame `frame_gap`."""
+        in_frame = False
+
+        def started() -> None:
+            nonlocal in_frame
+            in_frame = True
+
+        def read(n: int) -> bytes:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return b""
+            self._wait(port, min(left, self.frame_gap) if in_frame else left)
+            return port.read(n)
+
+        port.reset_input_buffer()  # a stray or late frame must not pass for this command's answer
+        port.write(request)
+        return read_frame(read, on_stx=started)
+
+    def _resync(self, port: serial.SerialBase, deadline: float) -> None:
+        """After a framing error: let the rest of whatever was on its way arrive, then drop it."""
+        while time.monotonic() < deadline:
+            self._wait(port, min(self.frame_gap, deadline - time.monotonic()))
+            if not port.read(4096):
+                break
+        port.reset_input_buffer()
+
     def command(self, code: Cmd, data: bytes = b"") -> bytes:
         """Send one command frame, return the reply data; typed error for a non-OK status."""
         port = self._open()
+        deadline = time.monotonic() + self.timeout
+        request = Frame(code, data).to_bytes()
         try:
-            port.write(Frame(code, data).to_bytes())
-            reply = read_frame(port.read)
+            for attempt in (1, 2):
+                try:
+                    reply = self._exchange(port, request, deadline)
+                except CardTimeout as e:
+                    raise CardTimeout(f"{_name(code, data)}: {self.name} did not answer within {self.timeout:g} s"
+                                      ) from e
+                except FrameError as e:
+                    self._resync(port, deadline)
+                    if attempt == 1 and _repeatable(code, data) and time.monotonic() < deadline:
+                        continue
+                    raise FrameError(f"{_name(code, data)}: the answer from {self.name} was garbled ({e})"
+                                     + ("" if _repeatable(code, data) else "; the card may have run the command")
+                                     ) from e
+                if reply.code == Status.FRAME_ERROR and attempt == 1:
+                    continue  # the reader did not take our frame, so it ran nothing: send it again
+                break
         except serial.SerialException as e:
             self.close()
             raise TransportError(f"serial reader {self.url}: {e}") from e
@@ -157,9 +235,9 @@ class SerialReader(Reader):
         if status in (Status.NO_CARD, Status.NOT_POWERED):
             raise NoCard(f"no powered card in {self.name}")
         if status == Status.CARD_REMOVED:
-            raise CardRemoved(f"card removed from {self.name}")
+            raise CardRemoved(f"{_name(code, data)}: card removed from {self.name}")
         if status == Status.FRAME_ERROR:
-            raise FrameError(f"{self.name} rejected our frame")
+            raise FrameError(f"{_name(code, data)}: {self.name} rejected our frame twice")
         raise TransportError(f"{self.name} answered status {status:02X} to command {int(code):02X}")
 
     def connect(self) -> bytes:

@@ -44,3 +44,11 @@ def test_verify_and_change_pin(reader):
 def test_unreachable_reader_is_one_line_and_exit_2():
     out = runner.invoke(app, ["card", "read", "--reader", "serial:socket://127.0.0.1:1"])
     assert out.exit_code == 2 and "TransportError" in out.output
+
+
+@pytest.mark.parametrize("spec", ["socket://127.0.0.1:7816", "rfc2217://10.0.0.5:4001", "/dev/ttyUSB0"])
+def test_a_serial_url_without_the_serial_prefix_is_named_as_such(spec):
+    """Taken as a PC/SC name it used to fail as 'PC/SC service not available', which sent clerks to pcscd."""
+    out = runner.invoke(app, ["card", "read", "--reader", spec])
+    assert out.exit_code == 2
+    assert f"serial:{spec}" in out.output and "PC/SC service" not in out.output
