@@ -110,11 +110,11 @@ def start_centre(workdir: Path, *, issuer: Issuer = DEFAULT_ISSUER, terminals: t
                                                                                               parts, kcv))
     hsm_server = ServerThread(hsm).start()
     store = SqliteStore(workdir / "settlement.db")
-    engine = Engine(store)
+    engine = Engine(store, pin_verifier=HsmPinVerifier(hsm))
     seed(engine, hsm=hsm)  # with the HSM: each sample card's PIN reference, as issuance records it
     keys = {t: secrets.token_urlsafe(24) for t in terminals}
     ring = [TerminalKey(t, hash_key(k), INSTITUTION, False) for t, k in keys.items()]
-    service = UvicornThread(create_settlement_app(engine, terminals=ring, pin_verifier=HsmPinVerifier(hsm)),
+    service = UvicornThread(create_settlement_app(engine, terminals=ring),
                             port).start()
     return Centre(workdir, issuer, hsm, hsm_server, store, engine, service, keys)
 

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from settlement.errors import SettlementError
-from settlement.ledger import fen
+from settlement.ledger import CST, fen
 from settlement.reconcile.reconciler import Reconciler
 from settlement.reconcile.statement import StatementLine
-from settlement.schemes.engine import CST, Engine
+from settlement.schemes.engine import Engine
 from settlement.schemes.policy import POLICY_DIR, PolicyBook, load_policy
 from settlement.wire import PARTS, FeeLine, JournalLine
 

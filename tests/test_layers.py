@@ -11,7 +11,9 @@ testing.
 Inside settlement: api -> reconcile -> schemes -> ledger, each importing only downward; every layer may use
 the dependency-free contract (`settlement.wire`, `settlement.errors`), which imports nothing else of
 settlement; above the ledger, the ledger is used through its public API (`settlement.ledger`) and a store
-backend (`settlement.ledger.store.sqlite` / `.postgres`) only.
+backend (`settlement.ledger.store.sqlite` / `.postgres`) only. The schemes' flows (medical, pension, identity,
+fraud, registry) import none of each other: they share records, policy, chart and the protocols of
+`schemes/hooks.py`, and only the engine wires them.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ SIM_CARDLIB = {  # the card's layout and the codecs a card speaks (APDU, TLV, da
 }
 LEDGER_API = {"settlement.ledger", "settlement.ledger.store.sqlite", "settlement.ledger.store.postgres"}
 SETTLEMENT_LAYERS = ("ledger", "schemes", "reconcile", "api")  # bottom to top
+FLOWS = {f"settlement.schemes.{m}" for m in ("medical", "pension", "identity", "fraud", "registry", "engine")}
 
 
 def module_name(path: Path) -> str:
@@ -94,6 +97,8 @@ def wrong_import(src: str, dst: str) -> str | None:
         s, d = settlement_layer(src), settlement_layer(dst)
         if s is None or d is None or d > s:
             return "inside settlement, imports point down: api -> reconcile -> schemes -> ledger"
+    if src in FLOWS and dst in FLOWS and src != "settlement.schemes.engine":
+        return "a scheme reaches another only through the protocols the engine wires (schemes/hooks.py)"
     if dst.startswith("settlement.ledger.") and not src.startswith("settlement.ledger") and dst not in LEDGER_API:
         return "above the ledger, use its public API (settlement.ledger) or a store backend"
     return None
@@ -126,6 +131,8 @@ def test_the_rules_catch_wrong_imports() -> None:
     assert wrong_import("hsm_mock.server", "settlement.errors")
     assert wrong_import("settlement.api.service", "testing.pgtemp")
     assert wrong_import("terminal.daemon", "hsm_mock.commands")
+    assert wrong_import("settlement.schemes.pension", "settlement.schemes.identity")
+    assert wrong_import("settlement.schemes.medical", "settlement.schemes.engine")
     assert wrong_import("settlement.reconcile.repair", "settlement.schemes.engine") is None
     assert wrong_import("terminal.flows", "settlement.wire") is None
 

@@ -30,9 +30,9 @@ from fastapi.security import APIKeyHeader
 
 from settlement.api.auth import KeyRing, TerminalKey
 from settlement.errors import Forbidden, SettlementError, Unauthorized, UnknownTransaction
-from settlement.ledger import Store, make_key
+from settlement.ledger import Store, make_key, utc_now
 from settlement.schemes import chart
-from settlement.schemes.engine import Engine, Settings, utc_now
+from settlement.schemes.engine import Engine, Settings
 from settlement.schemes.identity import PinVerifier
 from settlement.schemes.policy import PolicyBook
 from settlement.wire import (
@@ -90,11 +90,14 @@ def create_app(
     clock: Callable[[], dt.datetime] = utc_now,
     pin_verifier: PinVerifier | None = None,
 ) -> FastAPI:
-    """The service app over `store` (or an existing Engine), accepting the given terminals' keys;
-    `pin_verifier` turns on the online PIN check of card_pin certifications."""
-    engine = store if isinstance(store, Engine) else Engine(store, policies=policies, settings=settings, clock=clock)
-    if pin_verifier is not None:
-        engine.identity.pin_verifier = pin_verifier
+    """The service app over `store` (or an existing Engine, wired with its own PIN verifier), accepting the
+    given terminals' keys; `pin_verifier` turns on the online PIN check of card_pin certifications."""
+    if isinstance(store, Engine):
+        if pin_verifier is not None:
+            raise ValueError("an existing Engine brings its own PIN verifier: pass it to Engine(...)")
+        engine = store
+    else:
+        engine = Engine(store, policies=policies, settings=settings, clock=clock, pin_verifier=pin_verifier)
     keys = KeyRing(terminals)
     app = FastAPI(
         title="sscard settlement service",

@@ -5,6 +5,7 @@ from here (and a store backend from `settlement.ledger.store.sqlite` / `.postgre
 it. It imports nothing above it: no scheme, no reconciliation, no HTTP.
 """
 
+from settlement.ledger.clock import CST, Clock, utc_now
 from settlement.ledger.idempotency import make_key, request_hash
 from settlement.ledger.ledger import Ledger
 from settlement.ledger.model import MAX_AMOUNT, Account, AccountKind, Draft, Posting, Transfer
@@ -12,6 +13,6 @@ from settlement.ledger.money import Fen, apply_ratio, fen, ratio
 from settlement.ledger.store.base import Store, Tx
 
 __all__ = [
-    "MAX_AMOUNT", "Account", "AccountKind", "Draft", "Fen", "Ledger", "Posting", "Store", "Transfer", "Tx",
-    "apply_ratio", "fen", "make_key", "ratio", "request_hash",
+    "CST", "MAX_AMOUNT", "Account", "AccountKind", "Clock", "Draft", "Fen", "Ledger", "Posting", "Store", "Transfer",
+    "Tx", "apply_ratio", "fen", "make_key", "ratio", "request_hash", "utc_now",
 ]

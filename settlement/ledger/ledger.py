@@ -58,6 +58,7 @@ from settlement.errors import (
     UnknownTransaction,
 )
 from settlement.ledger import batch
+from settlement.ledger.clock import Clock
 from settlement.ledger.invariants import check_all
 from settlement.ledger.model import (
     NON_NEGATIVE_KINDS,
@@ -76,7 +77,6 @@ from settlement.ledger.model import (
     dump_payload,
     fingerprint,
     schema,
-    wall_clock_stamp,
 )
 from settlement.ledger.store.base import Store, Tx
 
@@ -84,11 +84,11 @@ from settlement.ledger.store.base import Store, Tx
 class Ledger:
     """The ledger over a store. Thread-safe; every write is one atomic, durable unit of the store."""
 
-    def __init__(self, store: Store, *, stamp: Callable[[], str] | None = None) -> None:
-        """`stamp()` gives the UTC ISO 8601 time written on accounts and postings (default: the wall
-        clock); the engine passes its own clock so that postings fall on the business day it reasons in."""
+    def __init__(self, store: Store, *, clock: Clock | None = None) -> None:
+        """`clock` stamps accounts and postings (default: the wall clock); the engine passes its own, so
+        that postings fall on the business day it reasons in."""
         self.store = store
-        self._stamp = stamp or wall_clock_stamp
+        self._stamp = (clock or Clock()).stamp
         self._may_go_negative: dict[str, bool] = {}  # immutable per account: a cache, never a truth
         store.ensure_schema(schema(store.dialect))
 

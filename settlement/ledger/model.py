@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -130,19 +128,6 @@ def fingerprint(kind: str, transfers: Sequence[Transfer], links_to: str | None) 
     for t in transfers:
         parts += (t.debit, t.credit, str(t.amount), t.memo)
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
-
-
-_second: tuple[int, str] = (0, "")
-
-
-def wall_clock_stamp() -> str:
-    """UTC time as ISO 8601 with microseconds ("2025-01-02T03:04:05.123456+00:00"), cheaply."""
-    global _second
-    sec, us = divmod(time.time_ns() // 1000, 1_000_000)
-    cached = _second
-    if cached[0] != sec:
-        cached = _second = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{cached[1]}.{us:06d}+00:00"
 
 
 def dump_payload(payload: dict[str, Any] | None) -> str:

@@ -1,4 +1,4 @@
-"""The settlement engine: one store, one ledger, the policy book, a clock, and the flows over them.
+"""The settlement engine: one store, one ledger, the policy book, a clock, and the flows wired over them.
 
     engine = Engine(store)                # creates the tables, opens every region's fund accounts
     engine.registry.add_person(...)       # persons, enrolments, institutions (settlement/schemes/registry.py)
@@ -7,8 +7,9 @@
     engine.identity.certify(...)          # certification (settlement/schemes/identity.py)
     engine.fraud.scan()                   # fraud flags (settlement/schemes/fraud.py)
 
-Times are stored as UTC ISO strings; calendar dates (visit day, accumulator year, pension month) are
-China Standard Time (UTC+8, no daylight saving).
+Each flow receives what it uses (store, ledger, policies, clock, settings) and the other schemes only as the
+protocols of settlement/schemes/hooks.py; they are wired here once and never replaced. Times are stored as
+UTC ISO strings; calendar dates (visit day, accumulator year, pension month) are China Standard Time.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from settlement.ledger import Ledger, Store
-from settlement.schemes import audit, chart, fraud, identity, medical, pension, registry
+from settlement.ledger import Clock, Ledger, Store, utc_now
+from settlement.schemes import audit, chart, fraud, identity, medical, pension, records, registry
+from settlement.schemes.identity import PinVerifier
 from settlement.schemes.policy import PolicyBook
-
-CST = dt.timezone(dt.timedelta(hours=8), "CST")
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,6 @@ class Settings:
     biometric_threshold: float = 0.80
     certification_months: int = 12
     fraud_window: dt.timedelta = dt.timedelta(minutes=30)
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class Engine:
@@ -47,36 +43,38 @@ class Engine:
         policies: PolicyBook | None = None,
         settings: Settings | None = None,
         clock: Callable[[], dt.datetime] = utc_now,
+        pin_verifier: PinVerifier | None = None,
     ) -> None:
+        """`clock` gives aware datetimes (a `Clock` will do); `pin_verifier` is the centre's online PIN check
+        of card_pin certifications (its HSM), None to take the card's word."""
         self.store = store
-        self.clock = clock
-        # the ledger stamps postings with the engine's clock (its own cheaper wall clock when that is the default)
-        self.ledger = Ledger(store, stamp=None if clock is utc_now else self.stamp)
+        self.clock = Clock(clock)
+        self.ledger = Ledger(store, clock=self.clock)  # postings fall on the business day the engine reasons in
         self.policies = policies if policies is not None else PolicyBook.load()
-        self.settings = settings or Settings()
+        self.settings = s = settings or Settings()
         store.ensure_schema(
-            audit.schema(store.dialect) + registry.schema(store.dialect) + medical.schema(store.dialect)
+            audit.schema(store.dialect) + records.schema(store.dialect) + medical.schema(store.dialect)
             + pension.schema(store.dialect) + identity.schema(store.dialect) + fraud.schema(store.dialect)
         )
         for region in self.policies.regions():
             chart.open_region(self.ledger, region)
-        self.registry = registry.Registry(self)
-        self.medical = medical.Medical(self)
-        self.pensions = pension.Pensions(self)
-        self.identity = identity.Identity(self)
-        self.fraud = fraud.Fraud(self)
+        common = (store, self.ledger, self.policies, self.clock)
+        self.fraud = fraud.Fraud(store, self.clock, window=s.fraud_window)
+        certifications = identity.CertificationRecords(self.clock, s.certification_months)
+        self.pensions = pension.Pensions(*common, certified=certifications, fraud=self.fraud)
+        self.identity = identity.Identity(store, self.clock, certifications, pensions=self.pensions,
+                                          biometric_threshold=s.biometric_threshold, pin_verifier=pin_verifier)
+        self.registry = registry.Registry(*common, pensions=self.pensions, fraud=self.fraud)
+        self.medical = medical.Medical(*common, fraud=self.fraud)
 
     def now(self) -> dt.datetime:
         """The clock, as an aware UTC datetime."""
-        t = self.clock()
-        if t.tzinfo is None:
-            raise ValueError("the engine clock must return aware datetimes")
-        return t.astimezone(dt.UTC)
+        return self.clock.now()
 
     def stamp(self, t: dt.datetime | None = None) -> str:
         """A UTC timestamp string for the store."""
-        return (t or self.now()).isoformat(timespec="microseconds")
+        return self.clock.stamp(t)
 
     def today(self, t: dt.datetime | None = None) -> dt.date:
         """The calendar date in China of `t` (default: now)."""
-        return (t or self.now()).astimezone(CST).date()
+        return self.clock.today(t)

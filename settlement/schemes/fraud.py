@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from settlement.errors import SettlementError
-from settlement.ledger import Tx
+from settlement.ledger import Clock, Store, Tx
 from settlement.wire import Flag
-
-if TYPE_CHECKING:
-    from settlement.schemes.engine import Engine
 
 FLAG_KINDS = ("insured_in_two_regions", "benefit_after_death", "two_institutions_in_window")
 
@@ -53,13 +50,12 @@ def raise_flag(tx: Tx, flag_id: str, kind: str, person_id: str, at: str, **detai
 class Fraud:
     """Detectors and the list of flags."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, store: Store, clock: Clock, *, window: dt.timedelta) -> None:
+        self.store, self.clock, self.window = store, clock, window
 
     def check_card_use(self, tx: Tx, person_id: str, institution: str, at: dt.datetime, key: str) -> None:
         """In a settlement's unit: flag other settlements of the card at another institution in the window."""
-        eng = self.engine
-        since = eng.stamp(at - eng.settings.fraud_window)
+        since = self.clock.stamp(at - self.window)
         rows = tx.rows(
             "SELECT key, institution, settled_at FROM med_settlements WHERE person_id = ? AND status = 'settled'"
             " AND institution <> ? AND settled_at >= ? AND key <> ?",
@@ -67,9 +63,9 @@ class Fraud:
         )
         for other_key, other_inst, other_at in rows:
             first, second = sorted([other_key, key])
-            raise_flag(tx, f"window:{first}:{second}", "two_institutions_in_window", person_id, eng.stamp(at),
+            raise_flag(tx, f"window:{first}:{second}", "two_institutions_in_window", person_id, self.clock.stamp(at),
                        settlements=[other_key, key], institutions=[other_inst, institution],
-                       times=[other_at, eng.stamp(at)], window_seconds=eng.settings.fraud_window.total_seconds())
+                       times=[other_at, self.clock.stamp(at)], window_seconds=self.window.total_seconds())
 
     def check_enrolments(self, tx: Tx, person_id: str) -> str | None:
         """In an enrolment's unit: flag a person active in two or more regions; the id if the flag is new."""
@@ -77,7 +73,7 @@ class Fraud:
             "SELECT DISTINCT region FROM reg_enrolments WHERE person_id = ? AND active = 1 ORDER BY region",
             (person_id,))]
         fid = f"regions:{person_id}:{','.join(regions)}"
-        if len(regions) > 1 and raise_flag(tx, fid, "insured_in_two_regions", person_id, self.engine.stamp(),
+        if len(regions) > 1 and raise_flag(tx, fid, "insured_in_two_regions", person_id, self.clock.stamp(),
                                            regions=regions):
             return fid
         return None
@@ -85,18 +81,16 @@ class Fraud:
     def record_death_attempt(self, what: str, error: SettlementError) -> None:
         """After a request refused with DEATH_REPORTED: keep a flag of the attempt (its own unit)."""
         person_id = str(error.details.get("person_id", ""))
-        eng = self.engine
-        eng.store.run(lambda tx: raise_flag(
-            tx, f"death:{person_id}:{what}", "benefit_after_death", person_id, eng.stamp(), attempt=what,
+        self.store.run(lambda tx: raise_flag(
+            tx, f"death:{person_id}:{what}", "benefit_after_death", person_id, self.clock.stamp(), attempt=what,
             death_date=error.details.get("death_date"), refused=True))
 
     def scan(self, person_id: str | None = None) -> list[Flag]:
         """Run every detector over the whole store (or one person); return the flags that are new."""
-        eng = self.engine
         only, args = ("", ()) if person_id is None else (" AND p.person_id = ?", (person_id,))
 
         def unit(tx: Tx) -> list[str]:
-            at, new = eng.stamp(), []
+            at, new = self.clock.stamp(), []
             for (pid,) in tx.rows("SELECT p.person_id FROM reg_enrolments p WHERE p.active = 1" + only
                                   + " GROUP BY p.person_id HAVING COUNT(DISTINCT p.region) > 1", args):
                 fid = self.check_enrolments(tx, pid)
@@ -122,7 +116,7 @@ class Fraud:
                         new.append(fid)
             return new
 
-        ids = eng.store.run(unit)
+        ids = self.store.run(unit)
         return [f for f in self.flags() if f.flag_id in set(ids)]
 
     def flags(self, person_id: str | None = None, kind: str | None = None) -> list[Flag]:
@@ -131,5 +125,5 @@ class Fraud:
             sql, args = sql + " AND person_id = ?", [*args, person_id]
         if kind is not None:
             sql, args = sql + " AND kind = ?", [*args, kind]
-        rows = self.engine.store.read(lambda tx: tx.rows(sql + " ORDER BY raised_at, flag_id", args))
+        rows = self.store.read(lambda tx: tx.rows(sql + " ORDER BY raised_at, flag_id", args))
         return [Flag(flag_id=f, kind=k, person_id=p, raised_at=r, detail=json.loads(d)) for f, k, p, r, d in rows]

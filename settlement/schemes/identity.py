@@ -31,16 +31,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from settlement.errors import IdempotencyConflict, InvalidRequest, PinCheckUnavailable
-from settlement.ledger import Tx, request_hash
+from settlement.ledger import Clock, Store, Tx, request_hash
 from settlement.schemes import audit
-from settlement.schemes.registry import PinReference, load_person, load_pin_reference
+from settlement.schemes.hooks import PensionHooks
+from settlement.schemes.records import PinReference, load_person, load_pin_reference
 from settlement.wire import METHODS, Certification, CertificationStatus, Failure, pin_pan
-
-if TYPE_CHECKING:
-    from settlement.schemes.engine import Engine
 
 PIN_BLOCK_SIZES = (8, 16)
 
@@ -110,18 +108,18 @@ def add_months(day: dt.date, months: int) -> dt.date:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-class Identity:
-    """Certification events and the question "is this person certified now?"."""
+class CertificationRecords:
+    """The question "is this person certified now?", over the recorded certifications (the
+    `CertificationCheck` pensions ask): a pass is valid for `months` months, through the same calendar day."""
 
-    def __init__(self, engine: Engine, pin_verifier: PinVerifier | None = None) -> None:
-        self.engine = engine
-        self.pin_verifier = pin_verifier  # the centre's online PIN check; set by the service's composition
+    def __init__(self, clock: Clock, months: int) -> None:
+        self.clock, self.months = clock, months
 
-    def _valid_until(self, at: str) -> dt.date:
-        eng = self.engine
-        return add_months(eng.today(dt.datetime.fromisoformat(at)), eng.settings.certification_months)
+    def valid_until(self, at: str) -> dt.date:
+        return add_months(self.clock.today(dt.datetime.fromisoformat(at)), self.months)
 
-    def last_pass(self, tx: Tx, person_id: str) -> tuple[str, str] | None:
+    @staticmethod
+    def last_pass(tx: Tx, person_id: str) -> tuple[str, str] | None:
         """(timestamp, method) of the person's latest passed certification."""
         row = tx.rows("SELECT at, method FROM id_certifications WHERE person_id = ? AND passed = 1"
                       " ORDER BY at DESC LIMIT 1", (person_id,))
@@ -129,19 +127,29 @@ class Identity:
 
     def is_certified(self, tx: Tx, person_id: str, on: dt.date | None = None) -> bool:
         last = self.last_pass(tx, person_id)
-        return last is not None and (on or self.engine.today()) <= self._valid_until(last[0])
+        return last is not None and (on or self.clock.today()) <= self.valid_until(last[0])
+
+
+class Identity:
+    """Certification attempts, judged by method, recorded and audited; a pass tells the pensions."""
+
+    def __init__(self, store: Store, clock: Clock, records: CertificationRecords, *, pensions: PensionHooks,
+                 biometric_threshold: float, pin_verifier: PinVerifier | None = None) -> None:
+        """`pin_verifier` is the centre's online PIN check (its HSM); None takes the card's word."""
+        self.store, self.clock, self.records = store, clock, records
+        self.pensions, self.biometric_threshold, self.pin_verifier = pensions, biometric_threshold, pin_verifier
 
     def status(self, person_id: str) -> CertificationStatus:
         def q(tx: Tx) -> CertificationStatus:
             load_person(tx, person_id)
-            last = self.last_pass(tx, person_id)
+            last = self.records.last_pass(tx, person_id)
             if last is None:
                 return CertificationStatus(person_id=person_id, certified=False)
-            until = self._valid_until(last[0])
-            return CertificationStatus(person_id=person_id, certified=self.engine.today() <= until,
+            until = self.records.valid_until(last[0])
+            return CertificationStatus(person_id=person_id, certified=self.clock.today() <= until,
                                        last_certified_at=last[0], method=last[1], valid_until=until)
 
-        return self.engine.store.read(q)
+        return self.store.read(q)
 
     def certify(
         self,
@@ -191,7 +199,7 @@ class Identity:
             seen = tx.value("SELECT 1 FROM id_certifications WHERE key = ?", (key,)) is not None
             return seen, person.card_no, load_pin_reference(tx, person_id)
 
-        seen, card_of_record, ref = self.engine.store.read(q)
+        seen, card_of_record, ref = self.store.read(q)
         if seen or (card_of_record is not None and evidence["card_no"] != card_of_record):
             return None
         if ref is None or ref.card_no != evidence["card_no"]:
@@ -202,7 +210,6 @@ class Identity:
 
     def _record(self, key: str, person_id: str, method: str, evidence: dict[str, object], rhash: str, actor: str,
                 online: bool, verdict: tuple[PinCheck, PinReference | None] | None) -> Certification:
-        eng = self.engine
         offline_pin = method == "card_pin" and not online and self.pin_verifier is not None
 
         def unit(tx: Tx) -> Certification:
@@ -224,7 +231,7 @@ class Identity:
                     pin_check, checked = verdict
                     if _ref_key(load_pin_reference(tx, person_id)) != _ref_key(checked):
                         raise _StaleReference()
-            at = eng.stamp()
+            at = self.clock.stamp()
             passed, reason, failure = self._judge(method, evidence, person.card_no, online, pin_check)
             if tx.execute("INSERT INTO id_certifications (key, person_id, method, passed, at, request_hash, result)"
                           " VALUES (?, ?, ?, ?, ?, ?, '{}') ON CONFLICT (key) DO NOTHING",
@@ -239,18 +246,18 @@ class Identity:
                 extra["pin_check"] = "online" if online else "card"
             audit.record(tx, at=at, person_id=person_id, event="certified" if passed else "certification_failed",
                          actor=actor, key=key, method=method, reason=reason, **evidence, **extra)
-            status = eng.pensions.after_certification(tx, person, method, actor=actor, key=key) if passed else (
-                eng.pensions.status_code(tx, person_id))
+            status = self.pensions.after_certification(tx, person, method, actor=actor, key=key) if passed else (
+                self.pensions.status_code(tx, person_id))
             if passed and person.death_date is not None and method != "assisted":
                 reason += ("; a death report is on file: the pension stays suspended until an assisted "
                            "certification at a service hall")
             result = Certification(key=key, person_id=person_id, method=method, passed=passed, reason=reason,
                                    failure=failure, certified_at=at,
-                                   valid_until=self._valid_until(at) if passed else None, benefit_status=status)
+                                   valid_until=self.records.valid_until(at) if passed else None, benefit_status=status)
             tx.execute("UPDATE id_certifications SET result = ? WHERE key = ?", (result.model_dump_json(), key))
             return result
 
-        return eng.store.run(unit)
+        return self.store.run(unit)
 
     @staticmethod
     def _evidence(method: str, **given: object) -> dict[str, object]:
@@ -293,7 +300,7 @@ class Identity:
                 raise AssertionError(f"no PIN verdict for an online check: {pin_check!r}")
             return True, f"card {ev['card_no']} and PIN verified by the centre", None
         if method == "biometric":
-            threshold = self.engine.settings.biometric_threshold
+            threshold = self.biometric_threshold
             if float(ev["score"]) < threshold:  # type: ignore[arg-type]
                 return False, f"{ev['modality']} match score {ev['score']} is below the threshold {threshold}", \
                     "score_below_threshold"

@@ -28,7 +28,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import replace
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from settlement.errors import (
     AlreadyReversed,
@@ -40,12 +40,13 @@ from settlement.errors import (
     UnknownTransaction,
     UnknownVisit,
 )
-from settlement.ledger import Draft, Posting, Transfer, Tx, apply_ratio, fen, request_hash
+from settlement.ledger import Clock, Draft, Ledger, Posting, Store, Transfer, Tx, apply_ratio, fen, request_hash
 from settlement.schemes import chart
 from settlement.schemes.accumulators import add_to_accumulators, load_accumulators
 from settlement.schemes.breakdown import Split, allocate, split_bill
-from settlement.schemes.policy import CARES
-from settlement.schemes.registry import Institution, load_institution, load_person
+from settlement.schemes.hooks import FraudChecks
+from settlement.schemes.policy import CARES, PolicyBook
+from settlement.schemes.records import Institution, load_institution, load_person
 from settlement.wire import (
     PARTS,
     Accumulators,
@@ -60,9 +61,6 @@ from settlement.wire import (
     Void,
     yuan,
 )
-
-if TYPE_CHECKING:
-    from settlement.schemes.engine import Engine
 
 FUND_OF_PART = {"hifp_pay": "hifp", "hifob_pay": "hifob", "hifmi_pay": "hifmi", "maf_pay": "maf"}
 
@@ -171,10 +169,12 @@ def mdtrt_id_for(register_key: str) -> str:
 
 
 class Medical:
-    """The medical flows over one engine."""
+    """The medical flows: visits and their settlements, refunds and voids."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, store: Store, ledger: Ledger, policies: PolicyBook, clock: Clock, *,
+                 fraud: FraudChecks) -> None:
+        self.store, self.ledger, self.policies, self.clock = store, ledger, policies, clock
+        self.fraud = fraud
 
     # -- register ------------------------------------------------------------------------------------
     def register(
@@ -190,21 +190,20 @@ class Medical:
         """Register a visit (idempotent on `key`; the same key with other details is IdempotencyConflict)."""
         if care not in CARES:
             raise InvalidRequest(f"unknown kind of care {care!r}; use outpatient or inpatient", care=care)
-        eng = self.engine
-        day = begntime or eng.today()
+        day = begntime or self.clock.today()
         mdtrt_id = mdtrt_id_for(key)
 
         def unit(tx: Tx) -> Visit:
             person = load_person(tx, person_id)
             inst = load_institution(tx, institution)
             _check_alive(person, day)
-            eng.policies.get(person.region, day).scheme(person.category, care)  # UnknownPolicy early
+            self.policies.get(person.region, day).scheme(person.category, care)  # UnknownPolicy early
             tx.execute(
                 "INSERT INTO med_visits (mdtrt_id, register_key, person_id, institution, treatment_region, level,"
                 " care, begntime, card_no, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'registered', ?)"
                 " ON CONFLICT (mdtrt_id) DO NOTHING",
                 (mdtrt_id, key, person_id, inst.code, inst.region, inst.level, care, day.isoformat(), card_no,
-                 eng.stamp()),
+                 self.clock.stamp()),
             )
             row = _load_visit(tx, mdtrt_id)
             if (row["register_key"], row["person_id"], row["institution"], row["care"], row["card_no"]) != (
@@ -214,9 +213,9 @@ class Medical:
             return _visit(row, person)
 
         try:
-            return eng.store.run(unit)
+            return self.store.run(unit)
         except DeathReported as e:
-            eng.fraud.record_death_attempt(f"register {key}", e)
+            self.fraud.record_death_attempt(f"register {key}", e)
             raise
 
     def visit(self, mdtrt_id: str) -> Visit:
@@ -224,7 +223,7 @@ class Medical:
             row = _load_visit(tx, mdtrt_id)
             return _visit(row, load_person(tx, row["person_id"]))
 
-        return self.engine.store.read(q)
+        return self.store.read(q)
 
     # -- pre-settle and settle -----------------------------------------------------------------------
     def _compute(
@@ -232,47 +231,44 @@ class Medical:
         balance: int | None = None,
     ) -> tuple[dict[str, Any], Person, Institution, int, Split]:
         """Load the visit and person (locked when settling) and split the bill on today's accumulators."""
-        eng = self.engine
         row = _load_visit(tx, mdtrt_id, lock=lock)
         person = load_person(tx, row["person_id"], lock=lock)
         inst = load_institution(tx, row["institution"])
         day = dt.date.fromisoformat(row["begntime"])
         _check_alive(person, day)
-        policy = eng.policies.get(person.region, day)
-        year = eng.today().year
+        policy = self.policies.get(person.region, day)
+        year = self.clock.today().year
         acc = load_accumulators(tx, person.person_id, year)
         if balance is None:  # inside a write unit the ledger reads through the same transaction
-            balance = eng.ledger.balance(chart.personal_account(person.person_id))
+            balance = self.ledger.balance(chart.personal_account(person.person_id))
         split = split_bill(policy, category=person.category, care=row["care"], level=row["level"], lines=lines,
                            acc=acc, assistance_class=person.assistance_class, account_balance=balance,
-                           use_account=use_account, catalogue=eng.policies.get(inst.region, day))
+                           use_account=use_account, catalogue=self.policies.get(inst.region, day))
         return row, person, inst, year, split
 
     def presettle(self, mdtrt_id: str, lines: Sequence[FeeLine], *, use_account: bool = True) -> PreSettlement:
         """Compute the split as a settlement now would (2206). Posts and changes nothing."""
         lines = _lines(lines)
-        eng = self.engine
-        balance = eng.ledger.balance(chart.personal_account(self.visit(mdtrt_id).person_id))
+        balance = self.ledger.balance(chart.personal_account(self.visit(mdtrt_id).person_id))
 
         def q(tx: Tx) -> PreSettlement:
             _, person, inst, _, split = self._compute(tx, mdtrt_id, lines, use_account, lock=False, balance=balance)
             return PreSettlement(mdtrt_id=mdtrt_id, person_id=person.person_id, insured_region=person.region,
                                  treatment_region=inst.region, breakdown=split.breakdown)
 
-        return eng.store.read(q)
+        return self.store.read(q)
 
     def settle(self, key: str, mdtrt_id: str, lines: Sequence[FeeLine], *, use_account: bool = True) -> Settlement:
         """Settle a registered visit (2207): post the split, update the accumulators, mark the visit settled.
 
         Idempotent on `key`: a repeat returns the first Settlement (replayed=True)."""
         lines = _lines(lines)
-        eng = self.engine
         rhash = request_hash("medical.settle", [mdtrt_id, [[ln.cls, ln.amount, ln.over_limit] for ln in lines],
                                                 use_account])
 
         def build(tx: Tx) -> Draft:
             row, person, inst, year, split = self._compute(tx, mdtrt_id, lines, use_account, lock=True)
-            now = eng.now()
+            now = self.clock.now()
             if tx.execute("INSERT INTO med_settlements (key, status) VALUES (?, 'settled')"
                           " ON CONFLICT (key) DO NOTHING", (key,)) == 0:
                 raise AlreadyReversed(
@@ -285,30 +281,30 @@ class Medical:
             b = split.breakdown
             parts = {p: getattr(b, p) for p in PARTS}
             if person.region != inst.region:
-                chart.open_between(eng.ledger, inst.region, person.region)
+                chart.open_between(self.ledger, inst.region, person.region)
             add_to_accumulators(tx, person.person_id, year, split.deltas)
             remaining = {"bill": b.medfee_sumamt, "parts": parts,
                          "counters": {c: v for c, v in split.deltas.items() if v}}
             tx.execute(
                 "UPDATE med_settlements SET mdtrt_id = ?, person_id = ?, institution = ?, year = ?, care = ?,"
                 " settled_at = ?, remaining = ? WHERE key = ?",
-                (mdtrt_id, person.person_id, inst.code, year, row["care"], eng.stamp(now), json.dumps(remaining),
+                (mdtrt_id, person.person_id, inst.code, year, row["care"], self.clock.stamp(now), json.dumps(remaining),
                  key),
             )
             tx.execute("UPDATE med_visits SET status = 'settled', settle_key = ? WHERE mdtrt_id = ?", (key, mdtrt_id))
-            eng.fraud.check_card_use(tx, person.person_id, inst.code, now, key)
+            self.fraud.check_card_use(tx, person.person_id, inst.code, now, key)
             result = Settlement(
                 setl_id=key, mdtrt_id=mdtrt_id, person_id=person.person_id, institution=inst.code,
                 insured_region=person.region, treatment_region=inst.region,
-                cross_region=person.region != inst.region, setl_time=eng.stamp(now), year=year, breakdown=b,
+                cross_region=person.region != inst.region, setl_time=self.clock.stamp(now), year=year, breakdown=b,
             )
             return Draft("medical.settle", _transfers(parts, person, inst),
                          payload={"result": result.model_dump(mode="json")})
 
         try:
-            posting = eng.ledger.post_with(key, build, request_hash=rhash)
+            posting = self.ledger.post_with(key, build, request_hash=rhash)
         except DeathReported as e:
-            eng.fraud.record_death_attempt(f"settle {key} of visit {mdtrt_id}", e)
+            self.fraud.record_death_attempt(f"settle {key} of visit {mdtrt_id}", e)
             raise
         return self._result(posting, Settlement, "medical.settle")
 
@@ -330,7 +326,6 @@ class Medical:
         """Refund `amount` fen of settlement `setl_id` (all that is left when None), linked to it."""
         if amount is not None:
             fen(amount, allow_zero=False, field="amount")
-        eng = self.engine
         rhash = request_hash("medical.refund", [setl_id, amount])
 
         def build(tx: Tx) -> Draft:
@@ -357,7 +352,7 @@ class Medical:
             return Draft("medical.refund", _transfers(parts, person, inst, back=True), links_to=setl_id,
                          payload={"result": result.model_dump(mode="json")})
 
-        return self._result(eng.ledger.post_with(key, build, request_hash=rhash), Refund, "medical.refund")
+        return self._result(self.ledger.post_with(key, build, request_hash=rhash), Refund, "medical.refund")
 
     @staticmethod
     def _rollback(rem: dict[str, Any], parts: dict[str, int], amount: int) -> dict[str, int]:
@@ -380,18 +375,17 @@ class Medical:
     # -- void (冲正) ------------------------------------------------------------------------------------
     def void(self, key: str, setl_id: str) -> Void:
         """Reverse settlement `setl_id` (what is left of it after refunds), or tombstone it if unknown."""
-        eng = self.engine
         if key == setl_id:
             raise InvalidRequest("a void needs its own key")
 
         def unit(tx: Tx) -> Void:
-            other = eng.ledger.get(setl_id)
+            other = self.ledger.get(setl_id)
             if other is not None and other.kind != "medical.settle":
                 raise InvalidState(f"{setl_id} is a {other.kind}, not a settlement; only settlements are voided",
                                    key=setl_id, kind=other.kind)
             if tx.execute("INSERT INTO med_settlements (key, status, void_key, settled_at) VALUES"
                           " (?, 'void_before_arrival', ?, ?) ON CONFLICT (key) DO NOTHING",
-                          (setl_id, key, eng.stamp())) == 1:
+                          (setl_id, key, self.clock.stamp())) == 1:
                 return Void(void_key=key, setl_id=setl_id, status="voided_before_arrival")
             row = tx.one(f"SELECT status, void_key, person_id, institution, year, mdtrt_id, remaining"
                          f" FROM med_settlements WHERE key = ?{tx.for_update}", (setl_id,))
@@ -402,14 +396,14 @@ class Medical:
                                           key=setl_id, void_key=row["void_key"])
                 if row["status"] == "void_before_arrival":
                     return Void(void_key=key, setl_id=setl_id, status="voided_before_arrival", replayed=True)
-                first = eng.ledger.get(key)
+                first = self.ledger.get(key)
                 assert first is not None
                 return self._result(replace(first, replayed=True), Void, "reversal")
             person = load_person(tx, row["person_id"], lock=True)
             rem = json.loads(row["remaining"])
             result = Void(void_key=key, setl_id=setl_id, status="voided",
                           reversed=_refund_parts({p: rem["parts"][p] for p in PARTS}))
-            posting = eng.ledger.reverse(key, setl_id, payload={"result": result.model_dump(mode="json")})
+            posting = self.ledger.reverse(key, setl_id, payload={"result": result.model_dump(mode="json")})
             if posting.replayed:  # the key reversed this settlement before, in a unit that also did the rest
                 return self._result(posting, Void, "reversal")
             add_to_accumulators(tx, person.person_id, row["year"], {c: -v for c, v in rem["counters"].items()})
@@ -419,7 +413,7 @@ class Medical:
                        (row["mdtrt_id"],))
             return result
 
-        return eng.store.run(unit)
+        return self.store.run(unit)
 
     # -- queries ---------------------------------------------------------------------------------------
     def settlement(self, setl_id: str) -> SettlementRecord:
@@ -434,13 +428,12 @@ class Medical:
                                     void_key=row["void_key"], refundable=rem["bill"],
                                     remaining=rem["parts"])
 
-        return self.engine.store.read(q)
+        return self.store.read(q)
 
     def accumulators(self, person_id: str, year: int | None = None) -> Accumulators:
-        eng = self.engine
 
         def q(tx: Tx) -> Accumulators:
             load_person(tx, person_id)
-            return load_accumulators(tx, person_id, year or eng.today().year)
+            return load_accumulators(tx, person_id, year or self.clock.today().year)
 
-        return eng.store.read(q)
+        return self.store.read(q)

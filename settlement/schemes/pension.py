@@ -22,7 +22,7 @@ Benefit status codes (as on the card): 1 normal, 2 suspended, 3 terminated, 4 aw
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from settlement.errors import (
     AlreadyReversed,
@@ -34,13 +34,12 @@ from settlement.errors import (
     InvalidState,
     NotCertified,
 )
-from settlement.ledger import Draft, Transfer, Tx, fen, request_hash
+from settlement.ledger import Clock, Draft, Ledger, Store, Transfer, Tx, fen, request_hash
 from settlement.schemes import audit, chart
-from settlement.schemes.registry import load_institution, load_person
+from settlement.schemes.hooks import CertificationCheck, FraudChecks
+from settlement.schemes.policy import PolicyBook
+from settlement.schemes.records import load_institution, load_person
 from settlement.wire import Collection, CollectionVoid, IssueBatch, Pensioner, Person, yuan
-
-if TYPE_CHECKING:
-    from settlement.schemes.engine import Engine
 
 STATUS = {1: "normal", 2: "suspended", 3: "terminated", 4: "awaiting review"}
 LAPSED, DEATH = "certification_lapsed", "death_reported"
@@ -103,8 +102,13 @@ def _pensioner(row: dict[str, Any]) -> Pensioner:
 
 
 class Pensions:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    """Pensioners, monthly issuance, collection and its void; also the `PensionHooks` of identity and the
+    registry."""
+
+    def __init__(self, store: Store, ledger: Ledger, policies: PolicyBook, clock: Clock, *,
+                 certified: CertificationCheck, fraud: FraudChecks) -> None:
+        self.store, self.ledger, self.policies, self.clock = store, ledger, policies, clock
+        self.certified, self.fraud = certified, fraud
 
     # -- state -------------------------------------------------------------------------------------------
     def _load(self, tx: Tx, person_id: str, *, lock: bool = False) -> dict[str, Any] | None:
@@ -113,11 +117,11 @@ class Pensions:
 
     def _set_status(self, tx: Tx, person_id: str, status: int, reason: str | None, *, actor: str,
                     **detail: Any) -> None:
-        eng = self.engine
         tx.execute("UPDATE pen_pensioners SET status = ?, reason = ?, updated_at = ? WHERE person_id = ?",
-                   (status, reason, eng.stamp(), person_id))
-        audit.record(tx, at=eng.stamp(), person_id=person_id, event=f"pension_{STATUS[status].replace(' ', '_')}",
-                     actor=actor, status=status, reason=reason, **detail)
+                   (status, reason, self.clock.stamp(), person_id))
+        audit.record(tx, at=self.clock.stamp(), person_id=person_id,
+                     event=f"pension_{STATUS[status].replace(' ', '_')}", actor=actor, status=status, reason=reason,
+                     **detail)
 
     def status_code(self, tx: Tx, person_id: str) -> int | None:
         row = self._load(tx, person_id)
@@ -127,20 +131,19 @@ class Pensions:
         """Make a person a pensioner of their region (idempotent for the same amount and month)."""
         fen(monthly_amount, allow_zero=False, field="monthly_amount")
         _month(since)
-        eng = self.engine
 
         def unit(tx: Tx) -> Pensioner:
             person = load_person(tx, person_id, lock=True)
             tx.execute("INSERT INTO pen_pensioners (person_id, region, monthly_amount, status, since, updated_at)"
                        " VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (person_id) DO NOTHING",
-                       (person_id, person.region, monthly_amount, since, eng.stamp()))
+                       (person_id, person.region, monthly_amount, since, self.clock.stamp()))
             row = self._load(tx, person_id)
             assert row is not None
             if (row["monthly_amount"], row["since"]) != (monthly_amount, since):
                 raise IdempotencyConflict(f"{person_id} is already a pensioner with other terms", person_id=person_id)
             return _pensioner(row)
 
-        return eng.store.run(unit)
+        return self.store.run(unit)
 
     def pensioner(self, person_id: str) -> Pensioner:
         def q(tx: Tx) -> Pensioner:
@@ -150,7 +153,7 @@ class Pensions:
                 raise InvalidState(f"{person_id} is not a pensioner", person_id=person_id)
             return _pensioner(row)
 
-        return self.engine.store.read(q)
+        return self.store.read(q)
 
     def terminate(self, person_id: str, *, actor: str, reason: str) -> Pensioner:
         def unit(tx: Tx) -> Pensioner:
@@ -161,7 +164,7 @@ class Pensions:
             assert row is not None
             return _pensioner(row)
 
-        return self.engine.store.run(unit)
+        return self.store.run(unit)
 
     def on_death(self, tx: Tx, person_id: str, *, actor: str) -> None:
         """In the death report's unit: suspend a normal or under-review pension."""
@@ -172,11 +175,10 @@ class Pensions:
     def after_certification(self, tx: Tx, person: Person, method: str, *, actor: str, key: str) -> int | None:
         """In a passed certification's unit: resume a lapse suspension; an assisted certification also
         withdraws a death report. Returns the status code after (None: not a pensioner)."""
-        eng = self.engine
         if person.death_date is not None and method == "assisted":
             tx.execute("UPDATE reg_persons SET death_date = NULL, death_reported_at = NULL WHERE person_id = ?",
                        (person.person_id,))
-            audit.record(tx, at=eng.stamp(), person_id=person.person_id, event="death_report_withdrawn",
+            audit.record(tx, at=self.clock.stamp(), person_id=person.person_id, event="death_report_withdrawn",
                          actor=actor, key=key, death_date=person.death_date.isoformat())
         row = self._load(tx, person.person_id, lock=True)
         if row is None:
@@ -190,28 +192,26 @@ class Pensions:
     def _suspend_lapsed(self, person_id: str, actor: str) -> None:
         def unit(tx: Tx) -> None:
             row = self._load(tx, person_id, lock=True)
-            if row is not None and row["status"] == 1 and not self.engine.identity.is_certified(tx, person_id):
+            if row is not None and row["status"] == 1 and not self.certified.is_certified(tx, person_id):
                 self._set_status(tx, person_id, 2, LAPSED, actor=actor)
 
-        self.engine.store.run(unit)
+        self.store.run(unit)
 
     # -- issuance ------------------------------------------------------------------------------------------
     def issue_month(self, region: str, month: str, *, actor: str = "batch") -> IssueBatch:
         """Issue `month`'s entitlements to the region's pensioners; idempotent per person and month."""
         _month(month)
-        eng = self.engine
-        eng.policies.get(region)  # UnknownRegion
+        self.policies.get(region)  # UnknownRegion
         batch = IssueBatch(region=region, month=month)
-        pids = [p for (p,) in eng.store.read(lambda tx: tx.rows(
+        pids = [p for (p,) in self.store.read(lambda tx: tx.rows(
             "SELECT person_id FROM pen_pensioners WHERE region = ? ORDER BY person_id", (region,)))]
         for pid in pids:
-            outcome, amount = eng.store.run(lambda tx, pid=pid: self._issue_one(tx, pid, month, actor))
+            outcome, amount = self.store.run(lambda tx, pid=pid: self._issue_one(tx, pid, month, actor))
             getattr(batch, outcome).append(pid)
             batch.amount_issued += amount
         return batch
 
     def _issue_one(self, tx: Tx, person_id: str, month: str, actor: str) -> tuple[str, int]:
-        eng = self.engine
         row = self._load(tx, person_id, lock=True)
         assert row is not None
         key = f"pension:{person_id}:{month}"
@@ -219,16 +219,16 @@ class Pensions:
             return "already_issued", 0
         if row["status"] != 1 or month < row["since"]:
             return "skipped", 0
-        if not eng.identity.is_certified(tx, person_id):
+        if not self.certified.is_certified(tx, person_id):
             self._set_status(tx, person_id, 2, LAPSED, actor=actor, month=month)
             return "suspended", 0
         amount = int(row["monthly_amount"])
 
         def record(tx: Tx, _posting: object) -> None:
             tx.execute("INSERT INTO pen_issues (person_id, month, key, amount, issued_at) VALUES (?, ?, ?, ?, ?)",
-                       (person_id, month, key, amount, eng.stamp()))
+                       (person_id, month, key, amount, self.clock.stamp()))
 
-        posting = eng.ledger.post(
+        posting = self.ledger.post(
             key, "pension.issue",
             [Transfer(chart.pension_fund(row["region"]), chart.pensioner_account(person_id), amount, month)],
             payload={"person_id": person_id, "month": month}, request_hash=f"pension.issue:{person_id}:{month}",
@@ -240,7 +240,6 @@ class Pensions:
     def collect(self, key: str, person_id: str, amount: int, institution: str, *, actor: str = "") -> Collection:
         """Pay `amount` fen of the pension out at `institution`'s counter (idempotent on `key`)."""
         fen(amount, allow_zero=False, field="amount")
-        eng = self.engine
         rhash = request_hash("pension.collect", [person_id, amount, institution])
 
         def build(tx: Tx) -> Draft:
@@ -250,7 +249,7 @@ class Pensions:
                 raise AlreadyReversed(f"collection {key} was voided by {tomb} before it arrived; nothing was paid",
                                       key=key, void_key=tomb)
             person = load_person(tx, person_id, lock=True)
-            today = eng.today()
+            today = self.clock.today()
             if person.death_date is not None and person.death_date < today:
                 raise DeathReported(f"{person.name} ({person_id}) was reported dead on {person.death_date}; "
                                     "the pension cannot be collected", person_id=person_id,
@@ -263,12 +262,12 @@ class Pensions:
                     f"the pension of {person.name} is {STATUS[row['status']]}"
                     + (f" ({row['reason'].replace('_', ' ')})" if row["reason"] else ""),
                     person_id=person_id, status=row["status"], reason=row["reason"])
-            if not eng.identity.is_certified(tx, person_id, today):
+            if not self.certified.is_certified(tx, person_id, today):
                 raise NotCertified(f"{person.name} has no eligibility certification in the last 12 months; "
                                    "certify first (card and PIN, face, or assisted)", person_id=person_id)
             inst = load_institution(tx, institution)
             account = chart.pensioner_account(person_id)
-            balance = eng.ledger.balance(account)
+            balance = self.ledger.balance(account)
             if balance < amount:
                 raise InsufficientFunds(f"the pension account of {person.name} holds {yuan(balance)} yuan; "
                                         f"cannot pay out {yuan(amount)}", account=account, balance=balance,
@@ -277,25 +276,25 @@ class Pensions:
             if x == y:
                 ts = [Transfer(account, cash, amount, "pension collection")]
             else:
-                chart.open_between(eng.ledger, x, y)
+                chart.open_between(self.ledger, x, y)
                 ts = [Transfer(account, chart.payable(y, x), amount, "pension collection"),
                       Transfer(chart.receivable(x, y), cash, amount, f"interregional {y}->{x}")]
-            now = eng.now()
+            now = self.clock.now()
             tx.execute("INSERT INTO pen_collections (key, person_id, amount, institution, region, collected_at,"
                        " collected_on) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (key, person_id, amount, inst.code, x, eng.stamp(now), eng.today(now).isoformat()))
+                       (key, person_id, amount, inst.code, x, self.clock.stamp(now), self.clock.today(now).isoformat()))
             result = Collection(key=key, person_id=person_id, amount=amount, institution=inst.code, collect_region=x,
-                                insured_region=y, cross_region=x != y, collected_at=eng.stamp(now),
+                                insured_region=y, cross_region=x != y, collected_at=self.clock.stamp(now),
                                 balance_after=balance - amount)
             return Draft("pension.collect", ts, payload={"result": result.model_dump(mode="json")})
 
         try:
-            posting = eng.ledger.post_with(key, build, request_hash=rhash)
+            posting = self.ledger.post_with(key, build, request_hash=rhash)
         except NotCertified:
             self._suspend_lapsed(person_id, actor or "collection")
             raise
         except DeathReported as e:
-            eng.fraud.record_death_attempt(f"pension collection {key}", e)
+            self.fraud.record_death_attempt(f"pension collection {key}", e)
             raise
         if posting.kind != "pension.collect":
             raise IdempotencyConflict(f"key {key!r} was used for a {posting.kind}", key=key)
@@ -303,7 +302,6 @@ class Pensions:
 
     def void(self, key: str, collection_key: str) -> CollectionVoid:
         """Reverse collection `collection_key`, or tombstone it if it has not arrived (idempotent on `key`)."""
-        eng = self.engine
         if key == collection_key:
             raise InvalidRequest("a void needs its own key")
 
@@ -331,14 +329,14 @@ class Pensions:
             if kind is None:  # not arrived (yet): a tombstone refuses it when it lands
                 if tx.execute("INSERT INTO pen_voids (collection_key, void_key, status, amount, voided_at)"
                               " VALUES (?, ?, 'void_before_arrival', 0, ?) ON CONFLICT (collection_key) DO NOTHING",
-                              (collection_key, key, eng.stamp())) == 0:
+                              (collection_key, key, self.clock.stamp())) == 0:
                     return seen(tx.one(sql, (collection_key,)) or {})  # a concurrent void won
                 return CollectionVoid(void_key=key, collection_key=collection_key, status="voided_before_arrival")
             amount = int(tx.value("SELECT amount FROM pen_collections WHERE key = ?", (collection_key,)))
             result = CollectionVoid(void_key=key, collection_key=collection_key, status="voided", amount=amount)
-            eng.ledger.reverse(key, collection_key, payload={"result": result.model_dump(mode="json")})
+            self.ledger.reverse(key, collection_key, payload={"result": result.model_dump(mode="json")})
             tx.execute("INSERT INTO pen_voids (collection_key, void_key, status, amount, voided_at)"
-                       " VALUES (?, ?, 'voided', ?, ?)", (collection_key, key, amount, eng.stamp()))
+                       " VALUES (?, ?, 'voided', ?, ?)", (collection_key, key, amount, self.clock.stamp()))
             return result
 
-        return eng.store.run(unit)
+        return self.store.run(unit)

@@ -15,110 +15,25 @@ reference is never returned by the API, audited or logged.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
-
-from pydantic import BaseModel, ConfigDict
 
 from settlement.errors import (
     IdempotencyConflict,
     InvalidRequest,
-    UnknownInstitution,
-    UnknownPerson,
 )
-from settlement.ledger import Posting, Transfer, Tx, fen
+from settlement.ledger import Clock, Ledger, Posting, Store, Transfer, Tx, fen
 from settlement.schemes import audit, chart
-from settlement.schemes.policy import CATEGORIES, LEVELS
-from settlement.wire import Person
-
-if TYPE_CHECKING:
-    from settlement.schemes.engine import Engine
-
-
-def schema(dialect: str) -> list[str]:
-    return [
-        """CREATE TABLE IF NOT EXISTS reg_persons (
-            person_id TEXT PRIMARY KEY,
-            name TEXT NOT NULL,
-            card_no TEXT,
-            region TEXT NOT NULL,
-            category TEXT NOT NULL,
-            assistance_class TEXT,
-            death_date TEXT,
-            death_reported_at TEXT,
-            created_at TEXT NOT NULL
-        )""",
-        """CREATE TABLE IF NOT EXISTS reg_enrolments (
-            person_id TEXT NOT NULL REFERENCES reg_persons (person_id),
-            region TEXT NOT NULL,
-            category TEXT NOT NULL,
-            active INTEGER NOT NULL CHECK (active IN (0, 1)),
-            since TEXT NOT NULL,
-            PRIMARY KEY (person_id, region)
-        )""",
-        """CREATE TABLE IF NOT EXISTS reg_pin_references (
-            person_id TEXT PRIMARY KEY REFERENCES reg_persons (person_id),
-            card_no TEXT NOT NULL,
-            reference TEXT NOT NULL,
-            set_at TEXT NOT NULL
-        )""",
-        """CREATE TABLE IF NOT EXISTS reg_institutions (
-            code TEXT PRIMARY KEY,
-            name TEXT NOT NULL,
-            region TEXT NOT NULL,
-            level TEXT NOT NULL
-        )""",
-    ]
-
-
-class Institution(BaseModel):
-    """A designated institution (hospital, pharmacy, service hall) with its region and level."""
-
-    model_config = ConfigDict(frozen=True)
-
-    code: str
-    name: str
-    region: str
-    level: str
-
-
-class PinReference(BaseModel):
-    """The PIN reference recorded for a person's card (centre-internal: never in an API answer)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    card_no: str
-    reference: bytes
-    set_at: str
-
-
-PIN_REFERENCE_SIZE = 16
-_PERSON_COLS = "person_id, name, card_no, region, category, assistance_class, death_date"
-
-
-def load_person(tx: Tx, person_id: str, *, lock: bool = False) -> Person:
-    """The person, or UnknownPerson. `lock` serialises a person's settlements (FOR UPDATE)."""
-    row = tx.one(
-        f"SELECT {_PERSON_COLS} FROM reg_persons WHERE person_id = ?{tx.for_update if lock else ''}",
-        (person_id,),
-    )
-    if row is None:
-        raise UnknownPerson(f"no insured person {person_id!r}", person_id=person_id)
-    return Person(**row)
-
-
-def load_pin_reference(tx: Tx, person_id: str) -> PinReference | None:
-    """The PIN reference recorded for the person's card, or None."""
-    row = tx.one("SELECT card_no, reference, set_at FROM reg_pin_references WHERE person_id = ?", (person_id,))
-    if row is None:
-        return None
-    return PinReference(card_no=row["card_no"], reference=bytes.fromhex(row["reference"]), set_at=row["set_at"])
-
-
-def load_institution(tx: Tx, code: str) -> Institution:
-    row = tx.one("SELECT code, name, region, level FROM reg_institutions WHERE code = ?", (code,))
-    if row is None:
-        raise UnknownInstitution(f"no designated institution {code!r}", institution=code)
-    return Institution(**row)
+from settlement.schemes.hooks import FraudChecks, PensionHooks
+from settlement.schemes.policy import CATEGORIES, LEVELS, PolicyBook
+from settlement.schemes.records import (
+    PERSON_COLS,
+    PIN_REFERENCE_SIZE,
+    Institution,
+    PinReference,
+    load_institution,
+    load_person,
+    load_pin_reference,
+)
+from settlement.wire import AuditEntry, Person
 
 
 def _text(value: object, what: str) -> str:
@@ -130,8 +45,10 @@ def _text(value: object, what: str) -> str:
 class Registry:
     """Enrolment data: persons, their enrolments, institutions; personal-account deposits."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, store: Store, ledger: Ledger, policies: PolicyBook, clock: Clock, *,
+                 pensions: PensionHooks, fraud: FraudChecks) -> None:
+        self.store, self.ledger, self.policies, self.clock = store, ledger, policies, clock
+        self.pensions, self.fraud = pensions, fraud
 
     def add_person(
         self,
@@ -148,16 +65,15 @@ class Registry:
         _text(name, "name")
         if category not in CATEGORIES:
             raise InvalidRequest(f"unknown insured category {category!r}; use {', '.join(CATEGORIES)}")
-        self.engine.policies.get(region)  # UnknownRegion
+        self.policies.get(region)  # UnknownRegion
         wanted = Person(person_id=person_id, name=name, card_no=card_no, region=region, category=category,
                         assistance_class=assistance_class)
-        eng = self.engine
 
         def unit(tx: Tx) -> Person:
             tx.execute(
-                f"INSERT INTO reg_persons ({_PERSON_COLS}, created_at) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)"
+                f"INSERT INTO reg_persons ({PERSON_COLS}, created_at) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)"
                 " ON CONFLICT (person_id) DO NOTHING",
-                (person_id, name, card_no, region, category, assistance_class, eng.stamp()),
+                (person_id, name, card_no, region, category, assistance_class, self.clock.stamp()),
             )
             got = load_person(tx, person_id)
             if got.model_copy(update={"death_date": None}) != wanted:
@@ -165,15 +81,15 @@ class Registry:
             tx.execute(
                 "INSERT INTO reg_enrolments (person_id, region, category, active, since) VALUES (?, ?, ?, 1, ?)"
                 " ON CONFLICT (person_id, region) DO NOTHING",
-                (person_id, region, category, eng.today().isoformat()),
+                (person_id, region, category, self.clock.today().isoformat()),
             )
-            chart.open_person(eng.ledger, person_id, region)
+            chart.open_person(self.ledger, person_id, region)
             return got
 
-        return eng.store.run(unit)
+        return self.store.run(unit)
 
     def person(self, person_id: str) -> Person:
-        return self.engine.store.read(lambda tx: load_person(tx, person_id))
+        return self.store.read(lambda tx: load_person(tx, person_id))
 
     def set_pin_reference(self, person_id: str, card_no: str, reference: bytes, *, actor: str,
                           source: str = "issuance") -> None:
@@ -182,14 +98,13 @@ class Registry:
         _text(card_no, "card_no")
         if not isinstance(reference, bytes) or len(reference) != PIN_REFERENCE_SIZE:
             raise InvalidRequest(f"a PIN reference is {PIN_REFERENCE_SIZE} bytes", field="reference")
-        eng = self.engine
 
         def unit(tx: Tx) -> None:
             load_person(tx, person_id, lock=True)
             old = load_pin_reference(tx, person_id)
             if old is not None and (old.card_no, old.reference) == (card_no, reference):
                 return
-            at = eng.stamp()
+            at = self.clock.stamp()
             tx.execute(
                 "INSERT INTO reg_pin_references (person_id, card_no, reference, set_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (person_id) DO UPDATE SET card_no = excluded.card_no,"
@@ -199,7 +114,7 @@ class Registry:
             audit.record(tx, at=at, person_id=person_id, event="pin_reference_set", actor=actor, card_no=card_no,
                          source=source, replaced=old is not None)
 
-        eng.store.run(unit)
+        self.store.run(unit)
 
     def pin_reference(self, person_id: str) -> PinReference | None:
         """The PIN reference on record for the person (None if none was enrolled)."""
@@ -207,27 +122,25 @@ class Registry:
             load_person(tx, person_id)
             return load_pin_reference(tx, person_id)
 
-        return self.engine.store.read(q)
+        return self.store.read(q)
 
     def set_assistance_class(self, person_id: str, assistance_class: str | None, *, actor: str) -> Person:
         """Grant or withdraw medical-assistance eligibility (audited)."""
-        eng = self.engine
 
         def unit(tx: Tx) -> Person:
             load_person(tx, person_id, lock=True)
             tx.execute("UPDATE reg_persons SET assistance_class = ? WHERE person_id = ?",
                        (assistance_class, person_id))
-            audit.record(tx, at=eng.stamp(), person_id=person_id, event="assistance_class", actor=actor,
+            audit.record(tx, at=self.clock.stamp(), person_id=person_id, event="assistance_class", actor=actor,
                          assistance_class=assistance_class)
             return load_person(tx, person_id)
 
-        return eng.store.run(unit)
+        return self.store.run(unit)
 
     def enrol(self, person_id: str, region: str, category: str, *, active: bool = True) -> None:
         """Record an enrolment reported by a region (e.g. from the national enrolment exchange)."""
         if category not in CATEGORIES:
             raise InvalidRequest(f"unknown insured category {category!r}")
-        eng = self.engine
 
         def unit(tx: Tx) -> None:
             load_person(tx, person_id)
@@ -235,41 +148,40 @@ class Registry:
                 "INSERT INTO reg_enrolments (person_id, region, category, active, since) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (person_id, region) DO UPDATE SET category = excluded.category,"
                 " active = excluded.active",
-                (person_id, region, category, int(active), eng.today().isoformat()),
+                (person_id, region, category, int(active), self.clock.today().isoformat()),
             )
-            eng.fraud.check_enrolments(tx, person_id)
+            self.fraud.check_enrolments(tx, person_id)
 
-        eng.store.run(unit)
+        self.store.run(unit)
 
     def report_death(self, person_id: str, death_date: dt.date, *, actor: str, source: str = "") -> Person:
         """Record a death report: benefits stop from the day after `death_date`, a pension is suspended,
         and benefits already dated after it are flagged (settlement/schemes/fraud.py)."""
-        eng = self.engine
-        if not isinstance(death_date, dt.date) or death_date > eng.today():
+        if not isinstance(death_date, dt.date) or death_date > self.clock.today():
             raise InvalidRequest(f"death date must be a date not in the future: {death_date!r}", field="death_date")
 
         def unit(tx: Tx) -> Person:
             load_person(tx, person_id, lock=True)
             tx.execute("UPDATE reg_persons SET death_date = ?, death_reported_at = ? WHERE person_id = ?",
-                       (death_date.isoformat(), eng.stamp(), person_id))
-            audit.record(tx, at=eng.stamp(), person_id=person_id, event="death_reported", actor=actor,
+                       (death_date.isoformat(), self.clock.stamp(), person_id))
+            audit.record(tx, at=self.clock.stamp(), person_id=person_id, event="death_reported", actor=actor,
                          death_date=death_date.isoformat(), source=source)
-            eng.pensions.on_death(tx, person_id, actor=actor)
+            self.pensions.on_death(tx, person_id, actor=actor)
             return load_person(tx, person_id)
 
-        person = eng.store.run(unit)
-        eng.fraud.scan(person_id)
+        person = self.store.run(unit)
+        self.fraud.scan(person_id)
         return person
 
-    def audit_trail(self, person_id: str) -> list[audit.AuditEntry]:
-        def q(tx: Tx) -> list[audit.AuditEntry]:
+    def audit_trail(self, person_id: str) -> list[AuditEntry]:
+        def q(tx: Tx) -> list[AuditEntry]:
             load_person(tx, person_id)
             return audit.entries(tx, person_id)
 
-        return self.engine.store.read(q)
+        return self.store.read(q)
 
     def active_regions(self, person_id: str) -> list[str]:
-        return [r for (r,) in self.engine.store.read(lambda tx: tx.rows(
+        return [r for (r,) in self.store.read(lambda tx: tx.rows(
             "SELECT region FROM reg_enrolments WHERE person_id = ? AND active = 1 ORDER BY region", (person_id,)))]
 
     def add_institution(self, code: str, name: str, region: str, level: str) -> Institution:
@@ -277,9 +189,8 @@ class Registry:
         _text(code, "code")
         if level not in LEVELS:
             raise InvalidRequest(f"unknown institution level {level!r}; use {', '.join(LEVELS)}")
-        self.engine.policies.get(region)  # UnknownRegion
+        self.policies.get(region)  # UnknownRegion
         wanted = Institution(code=code, name=name, region=region, level=level)
-        eng = self.engine
 
         def unit(tx: Tx) -> Institution:
             tx.execute("INSERT INTO reg_institutions (code, name, region, level) VALUES (?, ?, ?, ?)"
@@ -287,19 +198,19 @@ class Registry:
             got = load_institution(tx, code)
             if got != wanted:
                 raise IdempotencyConflict(f"institution {code!r} exists with different details", institution=code)
-            chart.open_institution(eng.ledger, code, region)
+            chart.open_institution(self.ledger, code, region)
             return got
 
-        return eng.store.run(unit)
+        return self.store.run(unit)
 
     def institution(self, code: str) -> Institution:
-        return self.engine.store.read(lambda tx: load_institution(tx, code))
+        return self.store.read(lambda tx: load_institution(tx, code))
 
     def deposit(self, key: str, person_id: str, amount: int) -> Posting:
         """Credit a personal medical account from the region's contributions (idempotent on `key`)."""
         fen(amount, allow_zero=False, field="amount")
         person = self.person(person_id)
-        return self.engine.ledger.post(
+        return self.ledger.post(
             key, "account.deposit",
             [Transfer(chart.external(person.region), chart.personal_account(person_id), amount, "deposit")],
             payload={"person_id": person_id},

@@ -24,14 +24,15 @@ class Clock:
         self.t += dt.timedelta(**kw)
 
 
-def make_engine(store: Store, clock: Clock | None = None, **settings: object) -> Engine:
+def make_engine(store: Store, clock: Clock | None = None, *, pin_verifier: object = None, **settings: object) -> Engine:
     """An engine with the shipped policies and a population:
 
     institutions BJ3 (Beijing level 3), BJ1 (Beijing level 1), BJHALL (Beijing service hall, community),
     EX1 (Example City level 1), EXHALL (Example City service hall);
     persons EMP (Beijing employee, card C0000001, 5,000 yuan in the personal account),
     RET (Beijing retiree, card C0000002), RES (Example City resident, dibao assistance)."""
-    eng = Engine(store, clock=clock or Clock(), settings=Settings(**settings))  # type: ignore[arg-type]
+    eng = Engine(store, clock=clock or Clock(), settings=Settings(**settings),  # type: ignore[arg-type]
+                 pin_verifier=pin_verifier)  # type: ignore[arg-type]
     reg = eng.registry
     reg.add_institution("BJ3", "Beijing level-3 hospital", "110000", "3")
     reg.add_institution("BJ1", "Beijing level-1 hospital", "110000", "1")

@@ -14,6 +14,7 @@ from settlement import errors
 from settlement.api.auth import TerminalKey, hash_key
 from settlement.api.client import SettlementClient
 from settlement.api.service import create_app
+from settlement.schemes.engine import Engine
 from settlement.schemes.identity import PinCheck
 from settlement.wire import pin_pan
 from sscard.hsm_pin import HsmPinVerifier
@@ -50,12 +51,16 @@ def block(hsm, pin: str = PIN, suite: str = "SM4", person: str = PID) -> bytes:
 
 @pytest.fixture
 def eng(store, hsm, verifier):
-    e = make_engine(store, Clock())
+    e = make_engine(store, Clock(), pin_verifier=verifier)
     e.registry.add_person(PID, "Zhou Min", "110000", "retiree", card_no=CARD)
     e.pensions.enrol(PID, MONTHLY, "2024-01")
     e.registry.set_pin_reference(PID, CARD, verifier.reference(block(hsm), pin_pan(PID)), actor="issuance")
-    e.identity.pin_verifier = verifier
     return e
+
+
+def rewired(eng: Engine, pin_verifier) -> Engine:
+    """The same centre (store, policies, settings, clock) with another PIN verifier."""
+    return Engine(eng.store, policies=eng.policies, settings=eng.settings, clock=eng.clock, pin_verifier=pin_verifier)
 
 
 def certify(eng, serial: str, pin_block, **kw):
@@ -146,11 +151,10 @@ def test_no_verifier_or_hsm_down_records_nothing(eng, hsm):
         def verify_pin(self, *a):
             raise HsmUnavailable("no connection")
 
-    eng.identity.pin_verifier = HsmPinVerifier(Down())
     with pytest.raises(errors.PinCheckUnavailable) as e:
-        certify(eng, "c1", block(hsm))
+        certify(rewired(eng, HsmPinVerifier(Down())), "c1", block(hsm))
     assert e.value.http_status == 503
-    eng.identity.pin_verifier = None
+    eng = rewired(eng, None)
     with pytest.raises(errors.PinCheckUnavailable):
         certify(eng, "c1", block(hsm))
     assert (snapshot(eng), len(eng.registry.audit_trail(PID))) == before
@@ -183,8 +187,7 @@ def test_a_reference_changed_during_the_check_is_checked_again(eng, hsm, verifie
                 eng.registry.set_pin_reference(PID, CARD, new_ref, actor="hall")
             return verifier.verify(pin_block, pan, reference)
 
-    eng.identity.pin_verifier = Racing()
-    c = certify(eng, "c1", block(hsm, "55667788"))
+    c = certify(rewired(eng, Racing()), "c1", block(hsm, "55667788"))
     assert c.passed and len(calls) == 2 and calls[1] == new_ref
 
 
@@ -200,11 +203,11 @@ def test_verifier_outcomes(hsm, verifier):
 
 
 def test_over_http_the_block_is_validated_and_never_logged_or_stored(store, hsm, verifier, caplog, tmp_path):
-    eng = make_engine(store, Clock())
+    eng = make_engine(store, Clock(), pin_verifier=verifier)
     eng.registry.add_person(PID, "Zhou Min", "110000", "retiree", card_no=CARD)
     eng.pensions.enrol(PID, MONTHLY, "2024-01")
     eng.registry.set_pin_reference(PID, CARD, verifier.reference(block(hsm), pin_pan(PID)), actor="issuance")
-    app = create_app(eng, terminals=[TerminalKey("T1", hash_key("k1"), None, False)], pin_verifier=verifier)
+    app = create_app(eng, terminals=[TerminalKey("T1", hash_key("k1"), None, False)])
     blocks = [block(hsm).hex().upper(), block(hsm, "11223344").hex()]
     caplog.set_level(logging.DEBUG)
     with TestClient(app) as http:

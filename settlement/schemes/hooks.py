@@ -1,0 +1,52 @@
+"""The small protocols through which the schemes reach each other, wired once by `engine.Engine`.
+
+A scheme never holds another scheme (or the engine): it receives what it asks of the others as one of
+these, e.g. medical settlements and pension collections ask `FraudChecks` to flag card use and refused
+attempts; identity tells `PensionHooks` about a passed certification; pensions ask `CertificationCheck`
+whether a person is certified.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Protocol
+
+from settlement.errors import SettlementError
+from settlement.ledger import Tx
+from settlement.wire import Flag, Person
+
+
+class FraudChecks(Protocol):
+    """Fraud detection, called by the flows (settlement/schemes/fraud.py implements it)."""
+
+    def check_card_use(self, tx: Tx, person_id: str, institution: str, at: dt.datetime, key: str) -> None:
+        """In a settlement's unit: flag settlements of the card at another institution in the window."""
+
+    def check_enrolments(self, tx: Tx, person_id: str) -> str | None:
+        """In an enrolment's unit: flag a person active in two or more regions; the flag id if it is new."""
+
+    def record_death_attempt(self, what: str, error: SettlementError) -> None:
+        """After a request refused with DEATH_REPORTED: keep a flag of the attempt (its own unit)."""
+
+    def scan(self, person_id: str | None = None) -> list[Flag]:
+        """Run every detector (over one person, or all); return the new flags."""
+
+
+class PensionHooks(Protocol):
+    """What the pension scheme is told by identity and the registry (settlement/schemes/pension.py)."""
+
+    def status_code(self, tx: Tx, person_id: str) -> int | None:
+        """The benefit status code (1 normal .. 4), None for a person who is not a pensioner."""
+
+    def on_death(self, tx: Tx, person_id: str, *, actor: str) -> None:
+        """In the death report's unit: suspend the pension."""
+
+    def after_certification(self, tx: Tx, person: Person, method: str, *, actor: str, key: str) -> int | None:
+        """In a passed certification's unit: resume what the certification resumes; the status code after."""
+
+
+class CertificationCheck(Protocol):
+    """Whether a person holds a valid eligibility certification (settlement/schemes/identity.py)."""
+
+    def is_certified(self, tx: Tx, person_id: str, on: dt.date | None = None) -> bool:
+        """True if the person's latest passed certification is valid on `on` (default: today)."""
