@@ -1,35 +1,49 @@
-"""SocialSecurityCard: the card's functions on top of a reader (read basic data, PIN).
+"""SocialSecurityCard: the card's functions on top of a reader (read basic data, PIN, security).
 
-It keeps track of what is selected so no SELECT is sent twice: `read_basic()` costs one SELECT of SSSE and
-one READ RECORD per item (14 APDUs on a fresh card, 13 after). Every reply is checked against the layout
-(tag, length, format); a card that answers anything else raises MalformedResponse naming the item.
+It keeps track of what is selected so no SELECT is sent twice. `read_basic()` reads EF05 and EF06 by record
+number (cardlib.reading): one SELECT of SSSE, the 7 EF05 records, then the EF06 records as the card's
+profile numbers them (chosen from EF05's region code and spec version, cardlib.profiles): 14 APDUs on a
+fresh second-generation card, 15 when the name fills its record and the 4E extension follows. The items a
+counter needs are decoded strictly, the others tolerantly with named warnings (cardlib.basic).
+
+A third-generation card may refuse EF06 (6982) until the terminal authenticates: given a security module
+(`security=`, a PSAM or the centre's HSM), read_basic() then authenticates the terminal and reads on;
+without one it raises AuthenticationRequired. The national interface's two-step HSM read is
+`read_basic_step1()` / `hsm_step()` / `read_basic_step2()` (cardlib.hsm_read).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import asdict, dataclass
+import os
+from collections.abc import Iterable
 from typing import Any
 
 from cardlib import layout
 from cardlib.apdu import CardChannel, CommandAPDU
+from cardlib.basic import BasicInfo
 from cardlib.crypto import MAC_SIZE, suite_for
 from cardlib.errors import (
     ApplicationBlocked,
+    AuthenticationRequired,
     CardBlocked,
     CardError,
     CounterfeitCard,
     ExternalAuthFailed,
     FieldError,
     FunctionNotSupported,
+    ItemUnreadable,
     MalformedResponse,
     PinBlocked,
     PinWrong,
+    SecurityStatusNotSatisfied,
     StatusError,
     TlvError,
 )
-from cardlib.layout import DataItem, KeyType, RecordFile, maintenance_key, suite_for_spec
-from cardlib.readers.base import Reader, historical_bytes
+from cardlib.hsm_read import ReadState
+from cardlib.layout import EF05, EF06, DataItem, KeyType, RecordFile, maintenance_key
+from cardlib.profiles import CardProfile
+from cardlib.readers.base import Reader
+from cardlib.reading import BASE_PROFILE, ItemRecords, describe, read_record_apdu
 from cardlib.security import SecurityModule
 from cardlib.tlv import parse_record
 
@@ -42,60 +56,6 @@ CLA_PROPRIETARY = 0x80
 INS_CHANGE_PIN = 0x5E
 
 
-@dataclass(frozen=True)
-class BasicInfo:
-    """The card's basic data (EF05 + EF06) plus the region code and the ATR."""
-
-    card_id: str  # 卡识别码, 32 hex digits
-    card_type: str
-    spec_version: str
-    issuer_code: str
-    issue_date: dt.date
-    expiry_date: dt.date
-    card_number: str  # 卡号
-    social_security_number: str
-    name: str
-    sex: str
-    nation: str
-    birth_place: str
-    birth_date: dt.date
-    region_code: str  # 区号: first 6 hex digits of the card identification code
-    atr: bytes
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k, v in d.items():
-            if isinstance(v, dt.date):
-                d[k] = v.isoformat()
-        d["atr"] = self.atr.hex().upper()
-        return d
-
-    def national(self, terminal_number: str = "", device_number: str = "") -> str:
-        """The national reader-interface basic-data string: 11 fields, each followed by '|'.
-
-        区号|社会保障号码|卡号|卡识别码|姓名|卡复位信息|规范版本|发卡日期|卡有效期|终端机编号|终端设备号|
-        卡复位信息 is the ATR's historical bytes in hex; dates are YYYYMMDD; 终端机编号 is the PSAM's
-        12-digit terminal number.
-        """
-        fields = [
-            self.region_code,
-            self.social_security_number,
-            self.card_number,
-            self.card_id,
-            self.name,
-            historical_bytes(self.atr).hex().upper(),
-            self.spec_version,
-            self.issue_date.strftime("%Y%m%d"),
-            self.expiry_date.strftime("%Y%m%d"),
-            terminal_number,
-            device_number,
-        ]
-        return "".join(f"{f}|" for f in fields)
-
-
-_BASIC = tuple((f, f.item(name)) for f, name in layout.BASIC_ITEMS)
-
-
 def encode_pin(pin: str) -> bytes:
     """A PIN as BCD (6 digits -> 3 bytes; an odd length is padded with F). 4 to 12 digits."""
     if not isinstance(pin, str) or not (pin.isascii() and pin.isdigit()) or not 4 <= len(pin) <= 12:
@@ -106,9 +66,13 @@ def encode_pin(pin: str) -> bytes:
 class SocialSecurityCard:
     """A social security card in `reader`. Connects on first use, unless `connected` says the reader already is."""
 
-    def __init__(self, reader: Reader, *, channel: CardChannel | None = None, connected: bool = False) -> None:
+    def __init__(self, reader: Reader, *, channel: CardChannel | None = None, connected: bool = False,
+                 security: SecurityModule | None = None, profiles: Iterable[CardProfile] = ()) -> None:
         self.reader = reader
         self.channel = channel or CardChannel(reader)
+        self.security = security  # what read_basic() authenticates with when a card asks for it
+        self.profiles = tuple(profiles)  # regional profiles besides the built-in ones
+        self.profile: CardProfile | None = None  # the card's profile, once EF05 was read
         self._selected: str | None = None
         self._connected = connected
         self._ident: tuple[bytes, str] | None = None  # (card id, suite), learnt from EF05
@@ -119,6 +83,7 @@ class SocialSecurityCard:
         self._connected = True
         self._selected = None
         self._ident = None
+        self.profile = None
         return atr
 
     def _ensure(self) -> None:
@@ -168,35 +133,36 @@ class SocialSecurityCard:
             raise CardBlocked(f"application {df.name} is blocked") from e
 
     # ---- records -------------------------------------------------------------------------------------
-    def _decode_item(self, file: RecordFile, item: DataItem, raw: bytes) -> Any:
-        where = f"{file.name} item {item.tag:02X} ({item.name})"
-        try:
-            _tag, value = parse_record(raw, expected_tag=item.tag)
-        except TlvError as e:
-            raise MalformedResponse(f"{where}: {e}") from e
-        if len(value) != item.length:
-            raise MalformedResponse(f"{where}: {len(value)} bytes, layout says {item.length}")
-        try:
-            return item.fmt.parse(value)
-        except FieldError as e:
-            raise MalformedResponse(f"{where}: {e}") from e
+    def _numbering(self, file: RecordFile) -> CardProfile:
+        """The profile that numbers `file`'s records: EF06 depends on the card (learnt from EF05 once)."""
+        if file is EF06 and self.profile is None:
+            self.identity()
+        return self.profile if file is EF06 and self.profile else BASE_PROFILE
 
     def read_item(self, file: RecordFile, name: str | DataItem) -> Any:
-        """READ RECORD of one data item by tag via the file's SFI (SSSE must be selected)."""
+        """READ RECORD of one item by its record number via the file's SFI (its application must be selected),
+        decoded strictly by the layout. Errors name the file, record and tag."""
         item = name if isinstance(name, DataItem) else file.item(name)
-        raw = self.channel.check(CommandAPDU(0x00, INS_READ_RECORD, item.tag, file.p2_sfi, b"", 2 + item.length))
-        return self._decode_item(file, item, raw)
-
-    def read_item_current(self, file: RecordFile, name: str) -> Any:
-        """READ RECORD of one data item by tag from the current file (select `file` first)."""
-        item = file.item(name)
-        raw = self.channel.check(CommandAPDU(0x00, INS_READ_RECORD, item.tag, 0x04, b"", 2 + item.length))
-        return self._decode_item(file, item, raw)
+        self._ensure()
+        profile = self._numbering(file)
+        if not profile.has(item):
+            raise ItemUnreadable(f"cards of profile {profile.name} do not have it", file=file.name, record=None,
+                                 tag=item.tag, item=item.name)
+        recno = profile.record_number(file, item)
+        where = describe(file, recno, item)
+        raw = read_record_apdu(self.channel, recno, file.p2_sfi, 2 + item.length, where)
+        try:
+            _tag, value = parse_record(raw, expected_tag=item.tag)
+            if len(value) != item.length:
+                raise FieldError(f"{len(value)} bytes, layout says {item.length}")
+            return item.fmt.parse(value)
+        except (TlvError, FieldError) as e:
+            raise ItemUnreadable(str(e), file=file.name, record=recno, tag=item.tag, item=item.name, raw=raw) from e
 
     def read_record(self, sfi: int, number: int, le: int = 256) -> bytes:
         """READ RECORD number `number` of the file with `sfi` (raw record, e.g. DF04 transactions)."""
         self._ensure()
-        return self.channel.check(CommandAPDU(0x00, INS_READ_RECORD, number, (sfi << 3) | 4, b"", le))
+        return read_record_apdu(self.channel, number, (sfi << 3) | 4, le, f"SFI {sfi:02X} record {number}")
 
     def read_binary(self, offset: int = 0, le: int = 256) -> bytes:
         """READ BINARY from the current transparent file."""
@@ -205,23 +171,64 @@ class SocialSecurityCard:
             raise ValueError(f"offset out of range: {offset}")
         return self.channel.check(CommandAPDU(0x00, INS_READ_BINARY, offset >> 8, offset & 0xFF, b"", le))
 
-    def read_basic(self) -> BasicInfo:
-        """Read EF05 and EF06 into a BasicInfo (1 SELECT + 13 READ RECORDs on a fresh card)."""
+    def _read_issuer_data(self) -> ItemRecords:
+        """SELECT SSSE and read EF05; the card's profile chosen from it."""
         self.select_ssse()
-        values: dict[str, Any] = {}
-        for file, item in _BASIC:
-            values[item.name] = self.read_item(file, item)
-        self._ident = (values["card_id"], suite_for_spec(values["spec_version"]))
-        card_id = values["card_id"].hex().upper()
-        values["card_id"] = card_id
-        return BasicInfo(region_code=card_id[:6], atr=self.reader.atr, **values)
+        rd = ItemRecords(self.channel)
+        rd.fetch(EF05, EF05.items)
+        card_id, profile = rd.identify(self.profiles)
+        self.profile, self._ident = profile, (card_id, profile.suite)
+        return rd
 
-    def read_name_extension(self, spec_version: str) -> str:
-        """The name extension (tag 4E, since spec 2.00); '' on version 1 cards, which lack the record."""
-        if layout.EF06.item("name_extension") not in layout.EF06.items_for(spec_version):
-            return ""
-        self.select_ssse()
-        return self.read_item(layout.EF06, "name_extension")
+    def _read_holder_data(self, rd: ItemRecords, sm: SecurityModule | None, authenticated: bool) -> None:
+        """EF06; on 6982, authenticate the terminal with `sm` once and read on."""
+        if rd.profile.authenticate_first and sm is not None and not authenticated:
+            self.authenticate_terminal(sm)
+            authenticated = True
+        try:
+            rd.fetch_holder()
+        except SecurityStatusNotSatisfied as e:
+            if sm is None:
+                raise AuthenticationRequired(e.sw, f"{e.message}: the card shows its holder data only to an "
+                                             "authenticated terminal; read it with a PSAM or the centre's HSM") from e
+            if authenticated:
+                raise AuthenticationRequired(e.sw, f"{e.message}, even after the terminal authenticated") from e
+            self.authenticate_terminal(sm)
+            self._read_holder_data(rd, sm, True)
+        self.profile = rd.profile
+
+    def read_basic(self, security: SecurityModule | None = None) -> BasicInfo:
+        """Read EF05 and EF06 into a BasicInfo (14 APDUs on a fresh second-generation card). `security`
+        (default: the card's `security`) authenticates the terminal when the card refuses EF06 (6982)."""
+        sm = security if security is not None else self.security
+        rd = self._read_issuer_data()
+        self._read_holder_data(rd, sm, False)
+        return rd.basic_info(self.reader.atr)
+
+    # ---- the national interface's two-step HSM read (iReadCardBas_HSM_Step1/Step2) -----------------------
+    def read_basic_step1(self, random: bytes | None = None) -> ReadState:
+        """Step 1 at the terminal: EF05, the card's INTERNAL AUTHENTICATE answer to a terminal random, and a
+        fresh challenge. The returned state holds what the HSM needs (`state.request()`); keep it on the
+        terminal and leave the card in the reader until step 2. `random` defaults to os.urandom."""
+        rd = self._read_issuer_data()
+        card_id, suite = self.identity()
+        block = suite_for(suite).block
+        random = os.urandom(block) if random is None else random
+        if len(random) != block:
+            raise ValueError(f"a {suite} terminal random is {block} bytes")
+        response = self.channel.check(CommandAPDU(0x00, 0x88, 0x00, KeyType.IAK.value, random, len(random)))
+        challenge = self.get_challenge(block)
+        return ReadState.of(rd, self.reader.atr, suite, random, response, challenge)
+
+    def read_basic_step2(self, state: ReadState, cryptogram: bytes) -> BasicInfo:
+        """Step 2 at the terminal, with the HSM's external-authentication cryptogram (cardlib.hsm_read.hsm_step):
+        EXTERNAL AUTHENTICATE, then EF06. The card must not have been reset since step 1."""
+        rd = state.records(self.channel, self.profiles)
+        self.profile, self._ident = rd.profile, (bytes.fromhex(state.card_id), state.suite)
+        self._selected = "SSSE"
+        self._external_authenticate(cryptogram)
+        self._read_holder_data(rd, None, True)
+        return rd.basic_info(state.atr_bytes)
 
     # ---- PIN -----------------------------------------------------------------------------------------
     def verify_pin(self, pin: str) -> None:
@@ -254,9 +261,8 @@ class SocialSecurityCard:
         """(card identification code, cipher suite): read from EF05 once per session."""
         if self._ident is None:
             self.select_ssse()
-            card_id = self.read_item(layout.EF05, "card_id")
-            spec = self.read_item(layout.EF05, "spec_version")
-            self._ident = (card_id, suite_for_spec(spec))
+            card_id, profile = ItemRecords(self.channel).identify(self.profiles)
+            self.profile, self._ident = profile, (card_id, profile.suite)
         return self._ident
 
     def get_challenge(self, n: int) -> bytes:
@@ -267,10 +273,12 @@ class SocialSecurityCard:
         return ch
 
     def authenticate_terminal(self, sm: SecurityModule) -> None:
-        """EXTERNAL AUTHENTICATE: the security module proves the terminal; opens protected writes."""
+        """EXTERNAL AUTHENTICATE: the security module proves the terminal; opens protected reads and writes."""
         card_id, suite = self.identity()
         challenge = self.get_challenge(suite_for(suite).block)
-        cryptogram = sm.external_auth_cryptogram(card_id, suite, challenge)
+        self._external_authenticate(sm.external_auth_cryptogram(card_id, suite, challenge))
+
+    def _external_authenticate(self, cryptogram: bytes) -> None:
         try:
             self.channel.check(CommandAPDU(0x00, 0x82, 0x00, KeyType.EAK.value, cryptogram))
         except PinWrong as e:  # 63Cx on a key: tries left before the card locks it
@@ -310,7 +318,7 @@ class SocialSecurityCard:
 
     def update_record(self, sm: SecurityModule, df: layout.DedicatedFile, file: RecordFile, p1: int,
                       record: bytes) -> None:
-        """UPDATE RECORD with a MAC: P1 is the record number (NUMBER files) or the item tag (TAG files)."""
+        """UPDATE RECORD number `p1` with a MAC (an item file's record numbers: `BASE_PROFILE.record_number`)."""
         self.identity()
         self.select_application(df)
         self._protected(sm, maintenance_key(df.name), 0x04, 0xDC, p1, file.p2_sfi, record)
@@ -341,4 +349,4 @@ class SocialSecurityCard:
         self._selected = None
 
 
-__all__ = ["BasicInfo", "SocialSecurityCard", "StatusError", "encode_pin"]
+__all__ = ["BasicInfo", "ReadState", "SocialSecurityCard", "StatusError", "encode_pin"]

@@ -65,6 +65,16 @@ class MalformedResponse(CardError):
     """The card answered something that is not a valid response (too short, wrong tag, wrong length...)."""
 
 
+class ItemUnreadable(MalformedResponse):
+    """A data item the read cannot do without (or asked for strictly) could not be read or decoded. Names the
+    file, the record number (None when read by identifier), the tag, the item and the raw bytes (hex)."""
+
+    def __init__(self, message: str, *, file: str, record: int | None, tag: int, item: str, raw: bytes = b"") -> None:
+        self.file, self.record, self.tag, self.item, self.raw = file, record, tag, item, bytes(raw)
+        where = f"{file} record {record}" if record is not None else f"{file} (by identifier)"
+        super().__init__(f"{where}, tag {tag:02X} ({item}): {message}; raw {self.raw.hex().upper() or '(none)'}")
+
+
 class FieldError(CardError, ValueError):
     """A data item could not be encoded or decoded in its declared format."""
 
@@ -192,6 +202,11 @@ STATUS_WORDS: dict[int, type[StatusError]] = {
     0x6E00: ClaNotSupported,
     0x9303: ApplicationBlocked,
 }
+
+
+class AuthenticationRequired(SecurityStatusNotSatisfied):  # type: ignore[misc, valid-type]
+    """6982 on data the card shows only to an authenticated terminal (third-generation cards' EF06), and no
+    security module was given (or authenticating did not unlock it)."""
 
 
 def error_for_sw(sw: int) -> StatusError:

@@ -1,11 +1,14 @@
 """The social security card's file map, declared as data (pySim style).
 
-Everything that differs between provinces and spec versions lives here: the SSSE AID, the files and their
-SFIs, each data item's tag, format and length. Both cardlib (reading) and sim (personalizing and answering)
-use these declarations, so the map is written once.
+The SSSE AID, the files and their SFIs, each data item's tag, format and length, in file order. Both cardlib
+(reading) and sim (personalizing and answering) use these declarations, so the map is written once; what
+differs between spec versions and regions (record numbering, item forms, padding) is in cardlib.profiles.
 
-Record files in SSSE are addressed by data-item tag: READ RECORD P1 = tag, P2 = (SFI << 3) | 4 (EF05 SFI 5
--> P2 2C, EF06 SFI 6 -> P2 34), or P2 = 04 on the current file. The reply is the whole TLV record.
+An item file holds one SIMPLE-TLV record per data item (tag | length | value), in the order declared here.
+READ RECORD addresses it as ISO 7816-4 says: P2 = (SFI << 3) | 4 reads record NUMBER P1 (EF05 SFI 5 -> P2 2C,
+EF06 SFI 6 -> P2 34), P2 = (SFI << 3) | 0 reads the first record whose identifier (the tag) is P1. Record
+number and tag differ: on EF05 record n happens to carry tag n, on EF06 records 1..7 carry 08 09 4E 0A 0B 0C
+0D (version 1 cards have no 4E, so 1..6). The reply is the whole TLV record.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ SSSE_AID = bytes.fromhex("7378312E73682EC9E7BBE1B1A3D5CF")
 MF_FID = 0x3F00
 
 
-class Addressing(Enum):
-    TAG = "tag"  # P1 = data-item tag (EF05, EF06 and the DFs' item files)
-    NUMBER = "number"  # P1 = record number (cyclic transaction files)
+class RecordKind(Enum):
+    ITEMS = "items"  # one SIMPLE-TLV record per data item; the record identifier is the tag
+    CYCLIC = "cyclic"  # fixed-length records without identifiers, newest first (transaction files)
 
 
 @dataclass(frozen=True)
@@ -51,14 +54,19 @@ class RecordFile:
     fid: int
     sfi: int
     items: tuple[DataItem, ...] = ()
-    addressing: Addressing = Addressing.TAG
-    record_length: int = 0  # for NUMBER files: the fixed record length
-    max_records: int = 0  # for cyclic NUMBER files
+    kind: RecordKind = RecordKind.ITEMS
+    record_length: int = 0  # CYCLIC files: the fixed record length
+    max_records: int = 0  # CYCLIC files: how many records the card keeps
 
     @property
     def p2_sfi(self) -> int:
-        """P2 for READ RECORD of record P1 in this file by SFI."""
+        """P2 for READ/UPDATE RECORD of record number P1 in this file by SFI."""
         return (self.sfi << 3) | 4
+
+    @property
+    def p2_identifier(self) -> int:
+        """P2 for READ RECORD of the first record with identifier (tag) P1 in this file by SFI."""
+        return self.sfi << 3
 
     def item(self, tag_or_name: int | str) -> DataItem:
         for it in self.items:
@@ -96,7 +104,7 @@ EF05 = RecordFile(
         DataItem(0x01, "card_id", fields.b(16), "卡识别码"),
         DataItem(0x02, "card_type", fields.an(1), "卡类别"),
         DataItem(0x03, "spec_version", fields.an(4), "规范版本"),
-        DataItem(0x04, "issuer_code", fields.an(12), "初始化机构编号"),
+        DataItem(0x04, "issuer_code", fields.cn(12), "初始化机构编号"),  # 24 BCD digits; some cards: 12 ASCII
         DataItem(0x05, "issue_date", fields.date(), "发卡日期"),
         DataItem(0x06, "expiry_date", fields.date(), "卡有效期"),
         DataItem(0x07, "card_number", fields.an(9), "卡号"),
@@ -159,9 +167,7 @@ DF03 = DedicatedFile(
     ),
 )
 #: DF04 transaction records: cyclic, fixed length, written with a MAC after each settlement.
-DF04_TRANSACTIONS = RecordFile(
-    "EF15", 0xEF15, 0x15, (), addressing=Addressing.NUMBER, record_length=48, max_records=10
-)
+DF04_TRANSACTIONS = RecordFile("EF15", 0xEF15, 0x15, (), kind=RecordKind.CYCLIC, record_length=48, max_records=10)
 DF04 = DedicatedFile(
     "DF04",
     0xDF04,
@@ -183,7 +189,8 @@ DF04 = DedicatedFile(
 SSSE_FILES: tuple[RecordFile, ...] = (EF05, EF06)
 APPLICATIONS: tuple[DedicatedFile, ...] = (DF01, DF02, DF03, DF04)
 
-#: the items `read_basic()` reads, in order (13 READ RECORDs after one SELECT)
+#: the items `read_basic()` reads, in order (13 READ RECORDs after one SELECT; the name extension 4E only
+#: when the name fills its record, see cardlib.card)
 BASIC_ITEMS: tuple[tuple[RecordFile, str], ...] = tuple(
     (f, name)
     for f, names in (
@@ -216,14 +223,6 @@ class KeyType(Enum):
 def maintenance_key(df_name: str) -> KeyType:
     """The maintenance key type that protects writes in application `df_name` (DF01..DF04)."""
     return KeyType[f"MAK_{df_name}"]
-
-
-#: Cipher suite by spec version: second-generation cards (1.00, 2.00) use 3DES, third-generation SM4.
-SUITE_BY_SPEC: dict[str, str] = {"1.00": "3DES", "2.00": "3DES", "3.00": "SM4"}
-
-
-def suite_for_spec(spec_version: str) -> str:
-    return SUITE_BY_SPEC.get(spec_version, "SM4" if _version_key(spec_version) >= (3,) else "3DES")
 
 
 #: Files whose contents never change after issuance (writes answer 6985).

@@ -1,9 +1,22 @@
 """A simulated social security card: an ISO 7816-4 file system with the card's commands.
 
 It answers raw APDUs (`process(apdu) -> response`) the way a real card does: SELECT by AID and by FID,
-READ RECORD by tag (P1 = tag) via SFI or current file, READ BINARY, VERIFY with a 3-try PIN counter
-(63Cx, then 6983), CHANGE PIN, and in T=0 mode 61xx/GET RESPONSE and 6Cxx. The PIN is kept only as a
-salted hash. Faults (garbage, truncated answers, wrong SW, slow or pulled card) are armed via `faults`.
+READ RECORD as ISO 7816-4 addresses records (below), READ BINARY, VERIFY with a 3-try PIN counter (63Cx,
+then 6983), CHANGE PIN, and in T=0 mode 61xx/GET RESPONSE and 6Cxx. The PIN is kept only as a salted hash.
+Faults (garbage, truncated answers, wrong SW, slow or pulled card) are armed via `faults`.
+
+READ RECORD (00 B2 P1 P2) and UPDATE RECORD (04 DC P1 P2), ISO 7816-4 with its Annex C record pointer:
+- P2 b8..b4: SFI (the file becomes current and its record pointer is reset; 6A82 if no such file), or
+  00000 for the current EF (6986 when there is none); 11111 is RFU (6A86). A transparent EF answers 6981.
+- P2 b3..b1 = 100: record NUMBER P1; P1 = 00 is the current record (6A83 while the pointer is undefined).
+  Reading by number leaves the record pointer where it was.
+- P2 b3..b1 = 000/001/010/011: the first/last/next/previous record whose identifier (the SIMPLE-TLV tag)
+  is P1; P1 = 00 matches any record. Next/previous count from the record pointer (from the start/end while
+  it is undefined) and move it to the record read. A card built with `identifier_mode=False` refuses these
+  with 6A86, as cards that only address by number do.
+- P2 b3..b1 = 101/110 (several records) and 111 are not supported (6A86), nor is P1 = FF (RFU).
+- 6A83 when no record matches; 6982 when the file needs a PIN or (third-generation cards built with
+  `ef06_requires_auth`) the terminal's EXTERNAL AUTHENTICATE first.
 """
 
 from __future__ import annotations
@@ -17,7 +30,7 @@ from dataclasses import dataclass, field
 
 from cardlib.apdu import CommandAPDU
 from cardlib.errors import MalformedResponse
-from cardlib.layout import Addressing, RecordFile
+from cardlib.layout import RecordFile, RecordKind
 from sim.card_security import SecurityCommands
 from sim.faults import FaultSet
 from sim.issuer import CardKeys
@@ -45,33 +58,28 @@ def make_atr(t0: bool, historical: bytes) -> bytes:
 
 @dataclass
 class EF:
-    """A record EF (TLV records addressed by tag, or fixed records by number) or a transparent EF."""
+    """A record EF (SIMPLE-TLV item records, or fixed-length cyclic records) or a transparent EF."""
 
     fid: int
     name: str
     sfi: int = 0
     records: list[bytes] = field(default_factory=list)
-    addressing: Addressing = Addressing.TAG
+    kind: RecordKind = RecordKind.ITEMS
     binary: bytearray | None = None  # transparent EF when not None
     max_records: int = 0  # cyclic file when > 0
     record_length: int = 0  # fixed record length (0: records are TLVs of their own length)
     read_needs_pin: bool = False
+    read_needs_auth: bool = False  # READ RECORD answers 6982 until EXTERNAL AUTHENTICATE succeeded
 
-    def find(self, p1: int) -> bytes | None:
-        if self.addressing is Addressing.TAG:
-            for r in self.records:
-                if r and r[0] == p1:
-                    return r
-            return None
-        if 1 <= p1 <= len(self.records):
-            return self.records[p1 - 1]
-        return None
+    def identifier(self, index: int) -> int | None:
+        """The record identifier: the tag of a SIMPLE-TLV item record; cyclic records have none."""
+        rec = self.records[index]
+        return rec[0] if self.kind is RecordKind.ITEMS and rec else None
 
     @classmethod
     def from_layout(cls, f: RecordFile, records: list[bytes]) -> EF:
-        return cls(
-            f.fid, f.name, f.sfi, list(records), f.addressing, max_records=f.max_records, record_length=f.record_length
-        )
+        return cls(f.fid, f.name, f.sfi, list(records), f.kind, max_records=f.max_records,
+                   record_length=f.record_length)
 
 
 @dataclass
@@ -152,8 +160,10 @@ class SimCard(SecurityCommands):
         atr: bytes | None = None,
         label: str = "",
         keys: CardKeys | None = None,
+        identifier_mode: bool = True,
     ) -> None:
         self.mf = mf
+        self.identifier_mode = identifier_mode
         self._init_security(keys)
         self.pin = PinCounter(pin)
         self.t0 = t0
@@ -170,6 +180,7 @@ class SimCard(SecurityCommands):
     def _reset_state(self) -> None:
         self.cur_df: DF = self.mf
         self.cur_ef: EF | None = None
+        self.cur_record: int | None = None  # record pointer (index) in cur_ef; None = undefined
         self.pin_verified = False
         self._pending = b""  # T=0 GET RESPONSE buffer
         self._reset_security()
@@ -323,6 +334,7 @@ class SimCard(SecurityCommands):
             self.cur_df, self.cur_ef = target, None
         else:
             self.cur_ef = target
+        self.cur_record = None
         if cmd.p2 & 0x0C == 0x0C:
             return SW_OK
         fci = self._fci(target)
@@ -332,32 +344,56 @@ class SimCard(SecurityCommands):
         return _sw(0x6100 | len(fci))
 
     # ---- READ RECORD / READ BINARY -----------------------------------------------------------------------
-    def _record_file(self, p2: int) -> EF | bytes:
-        if p2 & 0x07 != 0x04:
+    def _record_file(self, sfi: int) -> EF | bytes:
+        """The record EF a record command names (SFI, or 0 for the current EF), or the SW to answer."""
+        if sfi == 0x1F:
             return _sw(0x6A86)
-        sfi = p2 >> 3
         ef = self.cur_ef if sfi == 0 else self.cur_df.by_sfi(sfi)
         if ef is None:
             return _sw(0x6986 if sfi == 0 else 0x6A82)
         if ef.binary is not None:
             return _sw(0x6981)
         if sfi:
-            self.cur_ef = ef
+            self.cur_ef, self.cur_record = ef, None
         return ef
 
+    def _record_mode_ok(self, p1: int, mode: int) -> bool:
+        return p1 != 0xFF and (mode == 4 or (mode < 4 and self.identifier_mode))
+
+    def _locate(self, ef: EF, p1: int, mode: int) -> int | bytes:
+        """The index of the record P1/mode addresses in `ef` (ISO 7816-4 Annex C), or 6A83."""
+        n, cp = len(ef.records), self.cur_record
+        if mode == 4:  # record number P1; 00 = the current record
+            if p1 == 0:
+                return cp if cp is not None else _sw(0x6A83)
+            return p1 - 1 if p1 <= n else _sw(0x6A83)
+        order = {
+            0: range(n),  # first occurrence
+            1: range(n - 1, -1, -1),  # last occurrence
+            2: range(0 if cp is None else cp + 1, n),  # next occurrence
+            3: range(n - 1 if cp is None else cp - 1, -1, -1),  # previous occurrence
+        }[mode]
+        for i in order:
+            if p1 == 0 or ef.identifier(i) == p1:
+                self.cur_record = i
+                return i
+        return _sw(0x6A83)
+
     def read_allowed(self, ef: EF) -> bool:
-        return not ef.read_needs_pin or self.pin_verified
+        return (not ef.read_needs_pin or self.pin_verified) and (not ef.read_needs_auth or self.ext_auth)
 
     def _read_record(self, cmd: CommandAPDU) -> bytes:
-        ef = self._record_file(cmd.p2)
+        if not self._record_mode_ok(cmd.p1, cmd.p2 & 0x07):
+            return _sw(0x6A86)
+        ef = self._record_file(cmd.p2 >> 3)
         if isinstance(ef, bytes):
             return ef
         if not self.read_allowed(ef):
             return _sw(0x6982)
-        rec = ef.find(cmd.p1)
-        if rec is None:
-            return _sw(0x6A83)
-        return self._respond(cmd, rec)
+        i = self._locate(ef, cmd.p1, cmd.p2 & 0x07)
+        if isinstance(i, bytes):
+            return i
+        return self._respond(cmd, ef.records[i])
 
     def _read_binary(self, cmd: CommandAPDU) -> bytes:
         if cmd.p1 & 0x80:
@@ -370,7 +406,8 @@ class SimCard(SecurityCommands):
             return _sw(0x6986)
         if ef.binary is None:
             return _sw(0x6981)
-        self.cur_ef = ef
+        if ef is not self.cur_ef:
+            self.cur_ef, self.cur_record = ef, None
         if offset > len(ef.binary):
             return _sw(0x6B00)
         le = cmd.le if cmd.le is not None else 256

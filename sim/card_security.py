@@ -7,9 +7,10 @@ the challenge it tried to use is spent):
 - EXTERNAL AUTHENTICATE (00 82 00 EAK Lc cryptogram): cryptogram = E(EAK, challenge as a block). Success
   opens the session's write security state; failure counts down the key's tries (63Cx, 6983 when spent).
 - INTERNAL AUTHENTICATE (00 88 00 IAK Lc random Le): answers E(IAK, random).
-- UPDATE RECORD (04 DC P1 P2) / APPEND RECORD (04 E2 00 P2): need the external authentication (6982)
-  and a MAC (6987 missing: CLA 00; 6988 wrong; 6984 no fresh challenge) under the DF's maintenance key;
-  EF05/EF06 never change (6985); a cyclic file's newest record becomes record 1.
+- UPDATE RECORD (04 DC P1 P2, records addressed as READ RECORD addresses them, see sim.card) / APPEND
+  RECORD (04 E2 00 P2, P2 = SFI << 3): need the external authentication (6982) and a MAC (6987 missing:
+  CLA 00; 6988 wrong; 6984 no fresh challenge) under the DF's maintenance key; EF05/EF06 never change
+  (6985); an item record keeps its tag and length (6700); a cyclic file's newest record becomes record 1.
 - PIN UNBLOCK (84 24 00 00 04 MAC, PUK) and PIN RELOAD (84 5E 00 00 Lc PIN MAC, PRK).
 - APPLICATION BLOCK (84 1E 00 00 04 MAC, the DF's maintenance key): SELECT of it answers 9303 after.
 - CARD BLOCK (84 16 00 00 04 MAC, CMK): every command answers 6A81 after.
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from cardlib.apdu import CommandAPDU
 from cardlib.crypto import MAC_SIZE
-from cardlib.layout import READ_ONLY_FILES, Addressing, KeyType, maintenance_key
+from cardlib.layout import READ_ONLY_FILES, KeyType, RecordKind, maintenance_key
 
 if TYPE_CHECKING:
     from sim.card import EF
@@ -133,8 +134,8 @@ class SecurityCommands:
         return self._respond(cmd, suite.encrypt(self.keys[kt], cmd.data))  # type: ignore[attr-defined]
 
     # ---- protected writes --------------------------------------------------------------------------------
-    def _protected_file(self, p2: int) -> EF | bytes:
-        ef = self._record_file(p2 if p2 & 0x07 else p2 | 0x04)  # type: ignore[attr-defined]
+    def _protected_file(self, sfi: int) -> EF | bytes:
+        ef = self._record_file(sfi)  # type: ignore[attr-defined]
         if isinstance(ef, bytes):
             return ef
         if ef.name in READ_ONLY_FILES and self.cur_df.name == "SSSE":  # type: ignore[attr-defined]
@@ -145,14 +146,14 @@ class SecurityCommands:
         name = self.cur_df.name  # type: ignore[attr-defined]
         return maintenance_key(name) if name.startswith("DF") else None
 
-    def _write_gate(self, cmd: CommandAPDU, p2: int, addressing: Addressing | None) -> tuple[EF, bytes] | bytes:
-        """The checks every protected write passes, in order: the file (and its addressing, if given), a
-        maintenance key for the DF, the terminal authenticated, the MAC. (file, data) or the SW to answer."""
-        ef = self._protected_file(p2)
+    def _write_gate(self, cmd: CommandAPDU, sfi: int, kind: RecordKind | None) -> tuple[EF, bytes] | bytes:
+        """The checks every protected write passes, in order: the file (and its kind, if given), a maintenance
+        key for the DF, the terminal authenticated, the MAC. (file, data) or the SW to answer."""
+        ef = self._protected_file(sfi)
         if isinstance(ef, bytes):
             return ef
         kt = self._write_key()
-        if kt is None or (addressing is not None and ef.addressing is not addressing):
+        if kt is None or (kind is not None and ef.kind is not kind):
             return _sw(0x6985)
         if not self.ext_auth:
             return _sw(0x6982)
@@ -160,29 +161,25 @@ class SecurityCommands:
         return err if err else (ef, data)
 
     def _update_record(self, cmd: CommandAPDU) -> bytes:
-        gate = self._write_gate(cmd, cmd.p2, None)
+        if not self._record_mode_ok(cmd.p1, cmd.p2 & 0x07):  # type: ignore[attr-defined]
+            return _sw(0x6A86)
+        gate = self._write_gate(cmd, cmd.p2 >> 3, None)
         if isinstance(gate, bytes):
             return gate
         ef, data = gate
-        if ef.addressing is Addressing.TAG:
-            old = ef.find(cmd.p1)
-            if old is None:
-                return _sw(0x6A83)
-            if len(data) != len(old) or data[0] != old[0]:
-                return _sw(0x6700)
-            ef.records[ef.records.index(old)] = data
-            return b"\x90\x00"
-        if not 1 <= cmd.p1 <= len(ef.records):
-            return _sw(0x6A83)
-        if len(data) != len(ef.records[cmd.p1 - 1]):
+        i = self._locate(ef, cmd.p1, cmd.p2 & 0x07)  # type: ignore[attr-defined]
+        if isinstance(i, bytes):
+            return i
+        old = ef.records[i]
+        if len(data) != len(old) or (ef.kind is RecordKind.ITEMS and data[:1] != old[:1]):
             return _sw(0x6700)
-        ef.records[cmd.p1 - 1] = data
+        ef.records[i] = data
         return b"\x90\x00"
 
     def _append_record(self, cmd: CommandAPDU) -> bytes:
-        if cmd.p1:
+        if cmd.p1 or cmd.p2 & 0x07:
             return _sw(0x6A86)
-        gate = self._write_gate(cmd, (cmd.p2 & 0xF8) | 0x04, Addressing.NUMBER)
+        gate = self._write_gate(cmd, cmd.p2 >> 3, RecordKind.CYCLIC)
         if isinstance(gate, bytes):
             return gate
         ef, data = gate

@@ -47,8 +47,9 @@ def test_read_basic_apdus_are_one_select_and_thirteen_reads():
     assert sent[0] == "00A404000F7378312E73682EC9E7BBE1B1A3D5CF"
     assert sent[1] == "00B2012C12"  # card_id: 16 bytes + tag + length
     assert sent[7] == "00B2072C0B"  # card number
-    assert sent[8] == "00B2083414"  # social security number
-    assert sent[9] == "00B2093420"  # name
+    assert sent[8] == "00B2013414"  # social security number: EF06 record 1
+    assert sent[9] == "00B2023420"  # name: record 2
+    assert sent[10] == "00B2043403"  # sex: record 4 (the 4E record 3 is read only for a full name)
     assert sum(1 for s in sent if s[2:4] == "A4") == 1
     assert len(sent) == 14
 
@@ -82,12 +83,10 @@ def test_t0_card_reads_the_same():
 def test_version_1_card_has_no_name_extension_record():
     sim, _, card = open_card("wang_xiuying")
     info = card.read_basic()
-    assert info.spec_version == "1.00"
-    assert card.read_name_extension(info.spec_version) == ""
-    with pytest.raises(errors.RecordNotFound):
+    assert info.spec_version == "1.00" and info.profile == "generation-1" and not info.warnings
+    assert card.apdu_count == 14  # SELECT + 7 EF05 + 6 EF06, sex at record 3
+    with pytest.raises(errors.ItemUnreadable, match="generation-1"):
         card.read_item(EF06, "name_extension")
-    _, _, card2 = open_card("zhao_deming")
-    assert card2.read_name_extension("2.00") == ""
 
 
 def test_verify_pin_counts_down_and_blocks():
@@ -167,24 +166,29 @@ def test_slow_card_still_answers():
 def test_a_card_that_answers_another_items_record_is_caught():
     sim, reader, card = open_card()
     card.select_ssse()
-    # the card answers the name record with the sex record's TLV
+    # the card answers the name record (EF06 record 2) with the sex record's TLV
     original = sim.process
 
     def liar(apdu: bytes):
-        if apdu[:4] == bytes.fromhex("00B20934"):
-            return original(bytes.fromhex("00B20A3403"))
+        if apdu[:4] == bytes.fromhex("00B20234"):
+            return original(bytes.fromhex("00B2043403"))
         return original(apdu)
 
     sim.process = liar  # type: ignore[method-assign]
-    with pytest.raises(errors.MalformedResponse, match="EF06 item 09"):
+    with pytest.raises(errors.ItemUnreadable, match="EF06 record 2, tag 09") as e:
         card.read_item(EF06, "name")
+    assert (e.value.file, e.value.record, e.value.tag, e.value.raw) == ("EF06", 2, 0x09, bytes.fromhex("0A0131"))
+    # read_basic notices, says so, and asks for the name by identifier instead
+    info = card.read_basic()
+    assert info.name == "张三"
+    assert [(w.code, w.record, w.tag) for w in info.warnings] == [("record_numbering", 2, 0x09)]
 
 
 def test_a_record_with_the_wrong_length_is_caught():
     sim, _, card = open_card()
-    card.select_ssse()
+    card.read_basic()
     sim.process = lambda apdu: b"\x09\x02\xd5\xc5\x90\x00"  # type: ignore[method-assign]
-    with pytest.raises(errors.MalformedResponse, match="layout says 30"):
+    with pytest.raises(errors.ItemUnreadable, match="layout says 30"):
         card.read_item(EF06, "name")
 
 

@@ -15,6 +15,7 @@ from cardlib.crypto import DES3, SM4_SUITE, CryptoError, factor, pad, suite_for
 from cardlib.layout import KeyType
 from cardlib.psam import Psam, PsamSecurity
 from cardlib.readers.memory import MemoryReader
+from cardlib.reading import BASE_PROFILE
 from sim.issuer import Issuer
 from sim.personalize import issue_card, issue_sample, load_holder, sample_holders
 from sim.psam import SimPsam
@@ -129,7 +130,9 @@ def test_cyclic_file_keeps_the_newest_records():
 def test_protected_update_of_a_df_item():
     sim, card, sm = terminal()
     card.authenticate(sm)
-    card.update_record(sm, layout.DF04, DF04_ITEMS, 0x51, b"\x51\x012")
+    recno = BASE_PROFILE.record_number(DF04_ITEMS, DF04_ITEMS.item("insured_category"))
+    assert recno == 2  # record 2 carries tag 51
+    card.update_record(sm, layout.DF04, DF04_ITEMS, recno, b"\x51\x012")
     assert card.read_item(DF04_ITEMS, "insured_category") == "2"
 
 
@@ -194,7 +197,7 @@ def test_issuer_files_never_change():
     card.authenticate(sm)
     card.select_ssse()
     with pytest.raises(errors.ConditionsNotSatisfied):
-        card.channel.check(CommandAPDU(0x04, 0xDC, 0x09, layout.EF06.p2_sfi, bytes(36)))
+        card.channel.check(CommandAPDU(0x04, 0xDC, 0x02, layout.EF06.p2_sfi, bytes(36)))
 
 
 def test_wrong_cryptogram_counts_down_and_locks_the_key():

@@ -68,7 +68,7 @@ def test_t0_card_gets_response_and_le_handled_transparently(slots):
         from cardlib.apdu import CommandAPDU
 
         # Le 00 on a T=0 card: 6Cxx, then the channel resends with the right Le.
-        resp = card.channel.send(CommandAPDU(0x00, 0xB2, 0x09, 0x34, b"", 5))
+        resp = card.channel.send(CommandAPDU(0x00, 0xB2, 0x02, 0x34, b"", 5))  # record 2: the name
         assert resp.ok and resp.data[:2] == b"\x09\x1e"
         # SELECT with an FCI asked for: 61xx, then GET RESPONSE.
         resp = card.channel.send(CommandAPDU(0x00, 0xA4, 0x00, 0x00, b"\xef\x05", 256))

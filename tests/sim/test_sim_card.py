@@ -34,19 +34,6 @@ def test_select_by_aid_and_fid(card):
     assert tx(card, "00A40900023F00") == "6A86"
 
 
-def test_read_record_by_sfi_and_current_file(card):
-    tx(card, SELECT_SSSE)
-    assert tx(card, "00B2072C0B") == ("0709" + b"B10238475".hex() + "9000").upper()
-    assert tx(card, "00B2072C00").endswith("9000")  # Le 00: everything
-    assert tx(card, "00B2072C05") == "6C0B"  # Le too short: the card says the right one
-    assert tx(card, "00B2422C00") == "6A83"  # no such item
-    assert tx(card, "00B2077C00") == "6A82"  # no file with SFI 15 here
-    assert tx(card, "00B2070000") == "6A86"  # P2 mode other than 'record P1'
-    tx(card, "00A4000002EF06")
-    assert tx(card, "00B2080414").startswith("0812")  # current file
-    assert tx(card, "00B2080400")[-4:] == "9000"
-
-
 def test_read_binary(card):
     tx(card, SELECT_SSSE)
     assert tx(card, "00B0000010") == "6986"  # no current EF
@@ -92,9 +79,9 @@ def test_t0_get_response_and_6c():
     resp = tx(c, f"00C00000{fci_len:02X}")
     assert resp.startswith("6F") and resp.endswith("9000")
     assert tx(c, "00C0000010") == "6985"  # nothing pending
-    assert tx(c, "00B2092C00") == "6A83"  # EF05 has no item 09
-    assert tx(c, "00B2093405") == "6C20"  # EF06 name is 30+2 bytes
-    assert tx(c, "00B2093420").endswith("9000")
+    assert tx(c, "00B2092C00") == "6A83"  # EF05 has no record 9
+    assert tx(c, "00B2023405") == "6C20"  # EF06 record 2, the name, is 30+2 bytes
+    assert tx(c, "00B2023420").endswith("9000")
 
 
 def test_unknown_instruction_and_class(card):
