@@ -15,6 +15,7 @@ from cardlib import readers
 from cardlib.card import SocialSecurityCard
 from cardlib.errors import CardError, PinBlocked, PinWrong
 from cardlib.readers.base import Reader
+from cardlib.security import SecurityModule
 
 app = typer.Typer(help="Read and use a social security card.", no_args_is_help=True)
 console = Console()
@@ -50,6 +51,37 @@ def list_readers() -> None:
     console.print(t)
 
 
+@contextmanager
+def security_module(psam: str | None, hsm: str | None, hsm_prefix: str, hsm_timeout: float
+                    ) -> Iterator[SecurityModule | None]:
+    """The security module of --psam READER or --hsm HOST:PORT (at most one), closed afterwards."""
+    if psam and hsm:
+        raise typer.BadParameter("give --psam or --hsm, not both")
+    if psam:
+        from cardlib.psam import Psam, PsamSecurity
+
+        r = readers.open_reader(psam, resolve=True)
+        try:
+            psam_card = Psam(r)
+            terminal_number = psam_card.terminal_number()  # a PSAM that cannot answer fails here, clearly
+            err.print(f"PSAM terminal number {terminal_number}")
+            yield PsamSecurity(psam_card)
+        finally:
+            _close(r)
+    elif hsm:
+        from hsm_client.client import HsmClient
+        from sscard.options import host_port
+        from terminal.security import HsmSecurity
+
+        client = HsmClient(*host_port(hsm, "--hsm"), timeout=hsm_timeout)
+        try:
+            yield HsmSecurity(client, hsm_prefix)
+        finally:
+            client.close()
+    else:
+        yield None
+
+
 @app.command("read")
 def read(
     reader: str = typer.Option(None, "--reader", "-r", help=READER_HELP),
@@ -57,22 +89,34 @@ def read(
     national: bool = typer.Option(False, "--national", help="Print the national reader-interface string."),
     terminal_number: str = typer.Option("", help="12-digit terminal number for --national (from the PSAM)."),
     device_number: str = typer.Option("", help="Reader device number for --national."),
+    psam: str = typer.Option(None, "--psam", metavar="READER",
+                             help="PSAM reader (as --reader): authenticates the terminal to cards that ask for it "
+                                  "(third-generation cards answering 6982 on EF06)."),
+    hsm: str = typer.Option(None, "--hsm", metavar="HOST:PORT",
+                            help="The centre's HSM instead of a PSAM, e.g. 127.0.0.1:1500."),
+    hsm_prefix: str = typer.Option("SSSE", help="Label prefix of the issuer's keys in the HSM."),
+    hsm_timeout: float = typer.Option(2.0, min=0.1, help="Seconds per HSM command."),
 ) -> None:
-    """Read the holder's basic data (EF05 + EF06); no PIN needed."""
-    with card_errors():
+    """Read the holder's basic data (EF05 + EF06); no PIN needed. Odd items are read anyway and listed as
+    warnings (on stderr, or under "warnings" with --json)."""
+    with card_errors(), security_module(psam, hsm, hsm_prefix, hsm_timeout) as sm:
         r = readers.open_reader(reader, resolve=True)
         try:
-            info = SocialSecurityCard(r).read_basic()
+            info = SocialSecurityCard(r, security=sm).read_basic()
         finally:
             _close(r)
+    if as_json:
+        sys.stdout.write(json.dumps(info.to_dict(), ensure_ascii=False, indent=2) + "\n")
+        return
+    for w in info.warnings:
+        err.print(f"[yellow]warning:[/yellow] {w.code}: {w.message}")
     if national:
         sys.stdout.write(info.national(terminal_number, device_number) + "\n")
-    elif as_json:
-        sys.stdout.write(json.dumps(info.to_dict(), ensure_ascii=False, indent=2) + "\n")
     else:
         t = Table("item", "value", show_header=False)
         for k, v in info.to_dict().items():
-            t.add_row(k, str(v))
+            if k != "warnings":
+                t.add_row(k, "" if v is None else str(v))
         console.print(t)
 
 

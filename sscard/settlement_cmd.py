@@ -40,11 +40,9 @@ def serve(
     verifier = None
     if hsm:
         from hsm_client.client import HsmClient
+        from sscard.options import host_port
 
-        host, sep, port_text = hsm.rpartition(":")
-        if not sep or not host or not port_text.isdigit():
-            raise typer.BadParameter("--hsm takes HOST:PORT, e.g. 127.0.0.1:1500")
-        verifier = HsmPinVerifier(HsmClient(host, int(port_text), timeout=hsm_timeout), hsm_prefix)
+        verifier = HsmPinVerifier(HsmClient(*host_port(hsm, "--hsm"), timeout=hsm_timeout), hsm_prefix)
     if postgres is not None:
         from settlement.ledger.store.postgres import PostgresStore
 

@@ -75,6 +75,7 @@ class Terminal:
     # ---- plumbing -------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
         for s in self.sessions.values():
+            s.card.security = self.security  # a card that shows EF06 only to an authenticated terminal
             metrics.instrument(s.reader, "card")
         metrics.instrument(self.centre, "centre")
         metrics.instrument(self.journal, "journal")
@@ -92,7 +93,7 @@ class Terminal:
         """The card's data (re-read only when the card changed), validity, PIN at the card, authentication."""
         try:
             info = s.ensure_read()
-            if info.expiry_date < dt.date.today():
+            if info.expiry_date is not None and info.expiry_date < dt.date.today():
                 raise TerminalError("CARD_EXPIRED", f"The card expired on {info.expiry_date}.", 403,
                                     expiry_date=info.expiry_date.isoformat())
             if pin is not None:

@@ -52,3 +52,54 @@ def test_a_serial_url_without_the_serial_prefix_is_named_as_such(spec):
     out = runner.invoke(app, ["card", "read", "--reader", spec])
     assert out.exit_code == 2
     assert f"serial:{spec}" in out.output and "PC/SC service" not in out.output
+
+
+@pytest.fixture
+def v3_reader():
+    """A third-generation card that shows EF06 only to an authenticated terminal, in a serial reader."""
+    srv = SerialReaderServer(issue_sample("li_si", ef06_requires_auth=True)).start()
+    yield f"serial:{srv.url}"
+    srv.stop()
+
+
+def test_card_read_of_a_v3_card_needs_a_security_module(v3_reader):
+    out = runner.invoke(app, ["card", "read", "--reader", v3_reader])
+    assert out.exit_code == 2 and "AuthenticationRequired" in out.output and "PSAM" in out.output
+
+
+def test_card_read_with_a_psam(v3_reader):
+    from sim.psam import SimPsam
+
+    psam = SerialReaderServer(SimPsam()).start()
+    try:
+        out = runner.invoke(app, ["card", "read", "--reader", v3_reader, "--psam", f"serial:{psam.url}", "--json"])
+    finally:
+        psam.stop()
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output[out.output.index("{"):])["name"] == "李四"
+
+
+def test_card_read_with_the_hsm_over_tcp(v3_reader):
+    from hsm_mock import KeyStore, Lmk, LocalHsm
+    from hsm_mock.server import ServerThread
+    from sim.issuer import DEFAULT_ISSUER, install_into_hsm
+
+    store = KeyStore(Lmk.ephemeral())
+    hsm = LocalHsm(store)
+    install_into_hsm(DEFAULT_ISSUER, hsm, lambda *a: store.load_components(a[0], "KEK", *a[1:]))
+    with ServerThread(hsm) as server:
+        host, port = server.address
+        out = runner.invoke(app, ["card", "read", "--reader", v3_reader, "--hsm", f"{host}:{port}", "--national"])
+        assert out.exit_code == 0, out.output
+        assert "|李四|" in out.output
+        out = runner.invoke(app, ["card", "read", "--reader", v3_reader, "--hsm", f"{host}:{port}",
+                                  "--hsm-prefix", "OTHER"])
+        assert out.exit_code == 2 and "SecurityModuleError" in out.output
+    hsm.close()
+    out = runner.invoke(app, ["card", "read", "--reader", v3_reader, "--hsm", "127.0.0.1:1"])
+    assert out.exit_code == 2 and "SecurityModuleError" in out.output
+    for bad in ("nohost", "h:x", ":15"):
+        out = runner.invoke(app, ["card", "read", "--reader", v3_reader, "--hsm", bad])
+        assert out.exit_code == 2 and "HOST:PORT" in out.output
+    out = runner.invoke(app, ["card", "read", "--reader", v3_reader, "--hsm", "h:1", "--psam", "x"])
+    assert out.exit_code == 2 and "not both" in out.output

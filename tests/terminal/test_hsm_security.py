@@ -87,3 +87,27 @@ def test_psam_for_one_province_hands_other_cards_to_the_hsm(issuer, tcp_hsm):
     card.append_record(sm, layout.DF04, TX, bytes(TX.record_length))
     _sim, beijing = card_for("zhang_san", issuer)
     beijing.authenticate(psam)  # the PSAM's own region
+
+
+@pytest.mark.parametrize("where", ["local", "tcp"])
+def test_third_generation_card_read_with_the_hsm(where, issuer, local_hsm, tcp_hsm):
+    """A v3 card refusing EF06 until the terminal authenticates: read_basic with the HSM, and the national
+    interface's two steps (terminal, HSM, terminal)."""
+    from cardlib.hsm_read import ReadState, hsm_step
+
+    sm = HsmSecurity(local_hsm if where == "local" else tcp_hsm)
+    sim = issue_card(load_holder(sample_holders()["li_si"]), issuer=issuer, ef06_requires_auth=True)
+    card = SocialSecurityCard(MemoryReader(sim))
+    with pytest.raises(errors.AuthenticationRequired):
+        card.read_basic()
+    assert card.read_basic(security=sm).name == "李四"
+    sim.power_on()
+    card.connect()
+    state = card.read_basic_step1()
+    cryptogram = hsm_step(sm, state.request())
+    info = card.read_basic_step2(ReadState.from_dict(state.to_dict()), cryptogram)
+    assert info.name == "李四" and info.spec_version == "3.00"
+    counterfeit = SocialSecurityCard(MemoryReader(issue_card(load_holder(sample_holders()["li_si"]),
+                                                             issuer=Issuer(), ef06_requires_auth=True)))
+    with pytest.raises(errors.CounterfeitCard):
+        hsm_step(sm, counterfeit.read_basic_step1().request())
