@@ -4,9 +4,9 @@ exceptions.
 Between packages, imports point downward: sscard (the composition root) may import every package; terminal
 imports cardlib, the settlement contract (`settlement.wire`, `settlement.errors`), `settlement.api.client` and
 the HSM client (`hsm_client`); cardlib, settlement and hsm_mock import none of each other (the mock HSM
-speaks `hsm_client`'s host protocol, which imports nothing of ours); sim uses cardlib's layout and codecs
-only; testing (harnesses for tests and benches) uses settlement; nothing on a production path imports sim or
-testing.
+speaks `hsm_client`'s host protocol, which imports nothing of ours); sim uses cardlib's layout, profiles (a
+card's suite follows its spec version) and codecs only; testing (harnesses for tests and benches) uses
+settlement; nothing on a production path imports sim or testing.
 
 Inside settlement: api -> reconcile -> schemes -> ledger, each importing only downward; every layer may use
 the dependency-free contract (`settlement.wire`, `settlement.errors`), which imports nothing else of
@@ -40,9 +40,10 @@ PACKAGES = {
 }
 CONTRACT = {"settlement.wire", "settlement.errors"}
 TERMINAL_SETTLEMENT = CONTRACT | {"settlement.api.client"}
-SIM_CARDLIB = {  # the card's layout and the codecs a card speaks (APDU, TLV, data formats, suites, frames)
-    "cardlib.layout", "cardlib.fields", "cardlib.tlv", "cardlib.apdu", "cardlib.crypto", "cardlib.errors",
-    "cardlib.psam", "cardlib.readers.serial",
+SIM_CARDLIB = {  # the card's layout and profiles (what differs by spec version: the suite) and the codecs a
+    # card speaks (APDU, TLV, data formats, suites, frames)
+    "cardlib.layout", "cardlib.profiles", "cardlib.fields", "cardlib.tlv", "cardlib.apdu", "cardlib.crypto",
+    "cardlib.errors", "cardlib.psam", "cardlib.readers.serial",
 }
 LEDGER_API = {"settlement.ledger", "settlement.ledger.store.sqlite", "settlement.ledger.store.postgres"}
 SETTLEMENT_LAYERS = ("ledger", "schemes", "reconcile", "api")  # bottom to top
