@@ -72,8 +72,9 @@ class CardProfile:
 
     def toggled_name_extension(self) -> CardProfile:
         """The same profile with the other EF06 numbering (with or without the 4E record)."""
-        suffix = "+4E" if not self.name_extension else "-4E"
-        return replace(self, name=f"{self.name}{suffix}", name_extension=not self.name_extension)
+        base = self.name.removesuffix(" without 4E").removesuffix(" with 4E")
+        return replace(self, name=f"{base} {'without' if self.name_extension else 'with'} 4E",
+                       name_extension=not self.name_extension)
 
 
 GENERATION_1 = CardProfile("generation-1", 1, name_extension=False)

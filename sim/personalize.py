@@ -106,7 +106,8 @@ def _value(item: DataItem, v: Any, where: str) -> bytes:
         raise HolderError(f"{where}: {e}") from e
 
 
-def _records(f: RecordFile, values: dict[str, Any], spec: str, source: str, required: bool) -> list[bytes]:
+def item_records(f: RecordFile, values: dict[str, Any], spec: str, source: str, required: bool) -> list[bytes]:
+    """The raw records of item file `f` holding `values` (by item name), in layout order."""
     recs = []
     for item in f.items_for(spec):
         if item.name not in values and required and item.name != "name_extension":
@@ -149,13 +150,13 @@ def build_filesystem(h: Holder) -> DF:
     if unknown:
         raise HolderError(f"{h.source}: unknown applications: {', '.join(sorted(unknown))}")
     apps = {
-        app.name: {f.name: _records(f, h.applications.get(app.name, {}), spec, h.source, False)
+        app.name: {f.name: item_records(f, h.applications.get(app.name, {}), spec, h.source, False)
                    for f in app.files if f.kind is layout.RecordKind.ITEMS}
         for app in layout.APPLICATIONS
     }
     return ssse_filesystem(
-        _records(layout.EF05, h.card, spec, h.source, True),
-        _records(layout.EF06, h.holder, spec, h.source, True),
+        item_records(layout.EF05, h.card, spec, h.source, True),
+        item_records(layout.EF06, h.holder, spec, h.source, True),
         photo=bytes(h.card.get("photo", b"") or b""),
         applications=apps,
         ef06_requires_auth=h.ef06_requires_auth,

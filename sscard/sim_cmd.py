@@ -36,15 +36,26 @@ def holders() -> None:
 
 @app.command("run")
 def run(
-    holder: str = typer.Option(..., "--holder", help="Holder file (TOML/JSON) or a sample name, e.g. zhang_san."),
+    holder: str = typer.Option(None, "--holder", help="Holder file (TOML/JSON) or a sample name, e.g. zhang_san."),
+    image: Path = typer.Option(None, "--image", help="A card image instead (raw records, e.g. tests/cards/*.toml)."),
+    ef06_auth: bool = typer.Option(None, "--ef06-auth/--no-ef06-auth",
+                                   help="Refuse EF06 (6982) until EXTERNAL AUTHENTICATE, as third-generation "
+                                        "cards do. Default: the holder file's."),
     port: int = typer.Option(35963, "--port", help="vpcd port: 35963 = slot 0, 35964 = slot 1."),
     host: str = typer.Option("127.0.0.1", "--host", help="Where pcscd with the vpcd driver listens."),
     t0: bool = typer.Option(None, "--t0/--t1", help="Answer with T=0 rules (61xx/6Cxx). Default: the holder file's."),
     serial_port: int = typer.Option(None, "--serial", help="Serve as a serial reader on this TCP port instead."),
 ) -> None:
     """Put a simulated card on a vpcd slot (or a simulated serial reader) until interrupted."""
+    if (holder is None) == (image is None):
+        raise typer.BadParameter("give --holder or --image")
     try:
-        card = issue_card(load_holder(resolve_holder(holder)), t0=t0)
+        if image is not None:
+            from sim.images import issue_image, load_image
+
+            card = issue_image(load_image(image), t0=t0)
+        else:
+            card = issue_card(load_holder(resolve_holder(holder)), t0=t0, ef06_requires_auth=ef06_auth)
     except HolderError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
