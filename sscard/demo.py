@@ -83,7 +83,8 @@ def run_job(api: httpx.Client, cards: Cards) -> None:
                   f"account {b['acct_pay'] / 100:.2f}, cash {b['psn_cash_pay'] / 100:.2f} yuan (nothing posted)")
     settled = check(api.post(f"/v1/visits/{visit['mdtrt_id']}/settle", json={"lines": LINES, "pin": "123456"}))
     show(api, "settlement", settled["key"])
-    refund = check(api.post(f"/v1/settlements/{settled['key']}/refund", json={"amount": 25_00}))
+    refund = check(api.post(f"/v1/settlements/{settled['key']}/refund",
+                            json={"amount": 25_00, "reason": "退一项检查", "operator": "demo"}))
     show(api, "refund", refund["key"])
 
     console.rule("pension: certification and collection (王秀英's card)")

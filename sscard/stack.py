@@ -35,6 +35,7 @@ from terminal.flows import Terminal
 from terminal.recovery import Forwarder
 
 INSTITUTION = "H11000301"
+INSTITUTION_NAME = "北京示例第三医院"
 TERMINAL_ID = "T0001"
 
 
@@ -145,23 +146,28 @@ class Counter:
 
 
 def terminal_config(workdir: Path, user_card: str, psam: str, centre: Centre, token: str,
-                    terminal_id: str = TERMINAL_ID, **terminal: Any) -> TerminalConfig:
+                    terminal_id: str = TERMINAL_ID, sections: dict[str, dict[str, Any]] | None = None,
+                    **terminal: Any) -> TerminalConfig:
+    """A counter's configuration on `workdir`; `sections` adds or replaces whole sections (e.g. cors)."""
     return TerminalConfig.model_validate({
-        "terminal": {"id": terminal_id, "institution": INSTITUTION, "institution_level": "3", "region": "110000",
+        "terminal": {"id": terminal_id, "institution": INSTITUTION, "institution_name": INSTITUTION_NAME,
+                     "institution_level": "3", "region": "110000",
                      "journal": str(workdir / f"{terminal_id}-journal.db"), **terminal},
         "readers": {"user_card": user_card, "psam": psam},
         "settlement": {"url": centre.service.url},
         "hsm": {"host": centre.hsm_address[0], "port": centre.hsm_address[1]},
         "auth": {"tokens_sha256": [hash_token(token)]},
-    })
+    } | (sections or {}))
 
 
 def start_counter(centre: Centre, user_card: str = "memory:zhang_san", psam: str = "memory:psam", *,
-                  terminal_id: str = TERMINAL_ID, settlement_timeout: float = 5.0) -> Counter:
-    """A terminal daemon served on a free port: PSAM first, the centre's HSM as fallback."""
+                  terminal_id: str = TERMINAL_ID, settlement_timeout: float = 5.0,
+                  **sections: dict[str, Any]) -> Counter:
+    """A terminal daemon served on a free port: PSAM first, the centre's HSM as fallback. Keyword arguments
+    are configuration sections (`cors={"allow_origins": [...]}`)."""
     sim_readers.register()
     token = secrets.token_urlsafe(24)
-    cfg = terminal_config(centre.workdir, user_card, psam, centre, token, terminal_id)
+    cfg = terminal_config(centre.workdir, user_card, psam, centre, token, terminal_id, sections)
     t = build_terminal(cfg, centre=centre.client(terminal_id, settlement_timeout))
     for s in t.sessions.values():
         s.watch()

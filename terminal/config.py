@@ -4,6 +4,7 @@
 [terminal]
 id = "T0001"                 # the terminal id the centre knows (bound to its API key)
 institution = "H11000101"    # designated institution code (fixmedins_code)
+institution_name = "北京市第一人民医院"   # printed on receipts
 institution_level = "3"
 region = "110100"
 journal = "var/T0001-journal.db"
@@ -28,6 +29,12 @@ timeout = 2.0
 [auth]
 # SHA-256 of each front end's bearer token (`sscard terminal hash-token`); never the tokens themselves
 tokens_sha256 = ["..."]
+events_token_ttl = 60                # seconds a page's events-stream token (put in the URL) stays valid
+
+[cors]
+# pages on these origins may call the daemon from a browser (the counter page at / needs nothing here)
+allow_origins = ["https://his.example.org"]
+allow_private_network = true         # answer Private Network Access preflights (a public page -> localhost)
 
 [policy]
 biometric_threshold = 0.80
@@ -39,11 +46,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class _Section(BaseModel):
@@ -53,6 +61,7 @@ class _Section(BaseModel):
 class TerminalSection(_Section):
     id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,32}$")
     institution: str
+    institution_name: str = ""
     institution_level: str = "3"
     region: str = Field(pattern=r"^\d{6}$")
     journal: str = "var/terminal-journal.db"
@@ -90,6 +99,21 @@ class HsmSection(_Section):
 
 class AuthSection(_Section):
     tokens_sha256: list[str] = Field(default_factory=list)
+    events_token_ttl: int = Field(60, ge=5, le=3600)
+
+
+class CorsSection(_Section):
+    allow_origins: list[str] = Field(default_factory=list)
+    allow_private_network: bool = True
+    max_age: int = Field(600, ge=0, le=86400)
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for o in v:
+            if o != "*" and not re.fullmatch(r"(https?)://[^/\s]+", o):
+                raise ValueError(f"{o!r} is not an origin (scheme://host[:port], no path), nor '*'")
+        return v
 
 
 class PolicySection(_Section):
@@ -104,6 +128,7 @@ class TerminalConfig(_Section):
     settlement: SettlementSection = SettlementSection()
     hsm: HsmSection = HsmSection()
     auth: AuthSection = AuthSection()
+    cors: CorsSection = CorsSection()
     policy: PolicySection = PolicySection()
 
     def token_ok(self, token: str) -> bool:

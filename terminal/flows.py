@@ -157,7 +157,7 @@ class Terminal:
         voids = self.journal.voids_of(entry.key)
         void = voids[0] if voids else self.journal.begin(
             "void", {"setl_id": entry.key}, original_key=entry.key, person_id=entry.person_id,
-            card_no=entry.card_no, amount=entry.amount)
+            card_no=entry.card_no, amount=entry.amount, holder_name=entry.holder_name, reason=reason)
         self.journal.set_reason(entry.key, reason)
         metrics.transactions.labels(entry.kind, "reversed").inc()
         return self.forward_void(void)
@@ -214,7 +214,7 @@ class Terminal:
             entry = self._begin(
                 "register", {"person_id": info.social_security_number, "institution": self.config.terminal.institution,
                              "care": care, "card_no": info.card_number},
-                person_id=info.social_security_number, card_no=info.card_number)
+                person_id=info.social_security_number, card_no=info.card_number, holder_name=info.name)
             visit = self._send(entry, None, lambda serial: self.centre.register_visit(
                 serial=serial, person_id=info.social_security_number, institution=self.config.terminal.institution,
                 care=care, card_no=info.card_number), reverse_on_unknown=False)
@@ -228,7 +228,8 @@ class Terminal:
             raise from_settlement_error(e) from e
 
     def settle(self, reader: str | None, mdtrt_id: str, lines: list[FeeLineIn], pin: str,
-               use_account: bool) -> dict[str, Any]:
+               use_account: bool) -> Entry:
+        """Settle a registered visit; the journal entry (confirmed, with the card record's outcome)."""
         s = self.session(reader)
         with s.claim("settle"):
             registered = self.journal.visit(mdtrt_id)  # registered here: no need to ask the centre
@@ -243,24 +244,26 @@ class Terminal:
             total = sum(x.det_item_fee_sumamt for x in lines)
             entry = self._begin(
                 "settle", {"mdtrt_id": mdtrt_id, "lines": [x.model_dump() for x in lines], "use_account": use_account},
-                person_id=info.social_security_number, card_no=info.card_number, amount=total)
+                person_id=info.social_security_number, card_no=info.card_number, amount=total, holder_name=info.name)
             crashpoint("settle.journaled")
             result = self._send(entry, s, lambda serial: self.centre.settle(
                 serial=serial, mdtrt_id=mdtrt_id, lines=lines, use_account=use_account), reverse_on_unknown=True)
             metrics.transactions.labels("settle", "confirmed").inc()
-            outcome = self.write_card_record(s, entry, "settle", result.breakdown.model_dump())
-        return self.receipt(self.journal.get(entry.key)) | {"card_record": outcome}
+            self.write_card_record(s, entry, "settle", result.breakdown.model_dump())
+        return self.journal.get(entry.key)
 
-    def refund(self, reader: str | None, setl_id: str, amount: int | None) -> dict[str, Any]:
+    def refund(self, setl_id: str, amount: int | None, reason: str, operator: str) -> Entry:
+        """Refund all (`amount` None) or part of a settlement; the reason and who did it are journaled."""
         original = self.journal.find(setl_id)
         entry = self._begin(
             "refund", {"setl_id": setl_id, "amount": amount}, original_key=setl_id,
             person_id=original.person_id if original else None, card_no=original.card_no if original else None,
-            amount=amount or 0)
+            holder_name=original.holder_name if original else None, amount=amount or 0, reason=reason,
+            operator=operator)
         self._send(entry, None, lambda serial: self.centre.refund(serial=serial, setl_id=setl_id, amount=amount),
                    reverse_on_unknown=False, amount_of=lambda r: r.refund.medfee_sumamt)
         metrics.transactions.labels("refund", "confirmed").inc()
-        return self.receipt(self.journal.get(entry.key))
+        return self.journal.get(entry.key)
 
     # ---- pensions --------------------------------------------------------------------------------------
     def certify(self, reader: str | None, pin: str | None, biometric_score: float | None,
@@ -277,7 +280,8 @@ class Terminal:
             else:
                 raise TerminalError("INVALID_REQUEST", "Certification needs the PIN or a biometric score.", 422)
             block = self._pin_block(s, pin, person) if body["method"] == "card_pin" and pin is not None else None
-            entry = self._begin("certify", body, person_id=person, card_no=info.card_number)  # never the block
+            entry = self._begin("certify", body, person_id=person, card_no=info.card_number,  # never the block
+                                holder_name=info.name)
             evidence = {k: v for k, v in body.items() if k not in ("person_id", "method")}
             if block is not None:
                 evidence["pin_block"] = block
@@ -300,21 +304,23 @@ class Terminal:
         except ValueError as e:
             raise TerminalError("INVALID_PIN_FORMAT", str(e), 422) from e
 
-    def collect_pension(self, reader: str | None, pin: str, amount: int) -> dict[str, Any]:
+    def collect_pension(self, reader: str | None, pin: str, amount: int) -> Entry:
+        """Pay out pension; the journal entry (confirmed, with the card record's outcome)."""
         s = self.session(reader)
         with s.claim("pension"):
             info = self._card(s, pin, authenticate=True)
             person = info.social_security_number
             entry = self._begin("pension_collect", {"person_id": person, "amount": amount,
                                                            "institution": self.config.terminal.institution},
-                                       person_id=person, card_no=info.card_number, amount=amount)
+                                       person_id=person, card_no=info.card_number, amount=amount,
+                                       holder_name=info.name)
             self._send(entry, s, lambda serial: self.centre.collect_pension(
                 serial=serial, person_id=person, amount=amount, institution=self.config.terminal.institution),
                 reverse_on_unknown=True)
             metrics.transactions.labels("pension_collect", "confirmed").inc()
             parts = {"medfee_sumamt": amount, "fund_pay_sumamt": amount, "acct_pay": 0, "psn_cash_pay": 0}
-            outcome = self.write_card_record(s, entry, "pension_collect", parts)
-        return self.receipt(self.journal.get(entry.key)) | {"card_record": outcome}
+            self.write_card_record(s, entry, "pension_collect", parts)
+        return self.journal.get(entry.key)
 
     def pension_status(self, reader: str | None) -> dict[str, Any]:
         s = self.session(reader)
@@ -355,25 +361,3 @@ class Terminal:
                 metrics.reader_errors.labels(s.name, type(e).__name__).inc()
         self.journal.set_card_record(entry.key, outcome)
         return outcome
-
-    # ---- receipts --------------------------------------------------------------------------------------
-    def receipt(self, entry: Entry) -> dict[str, Any]:
-        response = entry.response or {}
-        parts = response.get("breakdown") or response.get("refund") or {}
-        return {
-            "key": entry.key,
-            "kind": entry.kind,
-            "state": entry.state,
-            "terminal_id": self.config.terminal.id,
-            "terminal_number": self.terminal_number,
-            "institution": self.config.terminal.institution,
-            "business_day": entry.business_day,
-            "at": entry.updated_at,
-            "person_id": entry.person_id,
-            "card_no": entry.card_no,
-            "amount": entry.amount,
-            "breakdown": parts,
-            "response": response,
-            "card_record": entry.card_record,
-            "reason": entry.reason,
-        }

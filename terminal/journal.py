@@ -62,6 +62,11 @@ CREATE INDEX IF NOT EXISTS journal_card ON journal (card_no);
 CREATE INDEX IF NOT EXISTS journal_original ON journal (original_key);
 CREATE INDEX IF NOT EXISTS journal_visit ON journal (json_extract(response, '$.mdtrt_id')) WHERE kind = 'register';
 """
+#: columns added after the first release (journals created before get them on open); receipts read them
+ADDED_COLUMNS = {
+    "holder_name": "TEXT",  # the holder's name as read from the card
+    "operator": "TEXT",  # who did it at the counter (refunds)
+}
 
 
 class JournalError(RuntimeError):
@@ -87,6 +92,8 @@ class Entry:
     attempts: int
     created_at: str
     updated_at: str
+    holder_name: str | None = None
+    operator: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -123,6 +130,10 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a write that returned is on disk
         self._db.executescript(SCHEMA)
+        have = {r["name"] for r in self._db.execute("PRAGMA table_info(journal)")}
+        for name, sql_type in ADDED_COLUMNS.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE journal ADD COLUMN {name} {sql_type}")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -151,6 +162,9 @@ class Journal:
         person_id: str | None = None,
         card_no: str | None = None,
         amount: int = 0,
+        holder_name: str | None = None,
+        operator: str | None = None,
+        reason: str | None = None,
     ) -> Entry:
         """Allocate the next serial and journal the request as `pending` (durable before it is sent).
 
@@ -168,9 +182,10 @@ class Journal:
             body = {**request, "terminal_serial": str(serial)}
             db.execute(
                 "INSERT INTO journal (key, serial, kind, business_day, state, original_key, person_id, card_no,"
-                " amount, request, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " amount, request, created_at, updated_at, holder_name, operator, reason)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (key, serial, kind, day, PENDING, original_key, person_id, card_no, amount,
-                 json.dumps(body, ensure_ascii=False), now, now),
+                 json.dumps(body, ensure_ascii=False), now, now, holder_name, operator, reason),
             )
         return self.get(key)
 

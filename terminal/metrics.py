@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -55,3 +56,33 @@ def instrument(obj: object, part: str) -> None:
                 counter.inc(time.perf_counter() - t0)
 
         setattr(obj, name, timed)
+
+
+class HttpMetrics:
+    """Requests by route and status, and their latency (event streams, which stay open, are only counted)."""
+
+    STREAMS = ("/v1/readers/events",)
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def seen(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, seen)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            requests.labels(path, str(status)).inc()
+            if path not in self.STREAMS:
+                latency.labels(path).observe(time.perf_counter() - t0)

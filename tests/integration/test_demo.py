@@ -11,6 +11,6 @@ def test_demo_runs_the_main_job(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout
-    for expected in ("identity check", "verified=True", "settle T0001:", "refund T0001:", "pension_collect T0001:",
-                     "card record     written", "API docs: http://127.0.0.1:"):
+    for expected in ("identity check", "verified=True", "医疗费用结算单", "医疗费用退费凭证", "养老金领取凭证",
+                     "北京示例第三医院", "原因：退一项检查", "API docs: http://127.0.0.1:"):
         assert expected in text, expected

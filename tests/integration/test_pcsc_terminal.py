@@ -48,9 +48,10 @@ def test_hospital_visit_with_refund_through_pcscd(counter_on_pcsc):
         rec = r.json()
         assert rec["card_record"] == "written" and rec["breakdown"] == pre["breakdown"] | {
             "balc": rec["breakdown"]["balc"]}
-        refund = api.post(f"/v1/settlements/{rec['key']}/refund", json={}).json()
+        refund = api.post(f"/v1/settlements/{rec['key']}/refund",
+                          json={"reason": "检查取消", "operator": "clerk-1"}).json()
         assert refund["amount"] == rec["amount"]
-        assert "settle" in api.get(f"/v1/receipts/{rec['key']}", params={"format": "text"}).text
+        assert "医疗费用结算单" in api.get(f"/v1/receipts/{rec['key']}", params={"format": "text"}).text
         # the record reached the card, through pcscd, with the PSAM's MAC
         records = s0.card.mf.children[0xDDF1].children[0xDF04].children[0xEF15].records
         assert records and records[0][0] == 0x01

@@ -16,7 +16,8 @@ def test_exported_day_reconciles_clean(api, counter, centre):
     # one reversed because its answer was lost
     mdtrt = api.post("/v1/visits", json={"care": "outpatient"}).json()["mdtrt_id"]
     rec = api.post(f"/v1/visits/{mdtrt}/settle", json={"lines": LINES, "pin": "123456"}).json()
-    assert api.post(f"/v1/settlements/{rec['key']}/refund", json={"amount": 30_00}).status_code == 200
+    refund = {"amount": 30_00, "reason": "退药", "operator": "clerk-1"}
+    assert api.post(f"/v1/settlements/{rec['key']}/refund", json=refund).status_code == 200
     real = counter.terminal.centre.settle
 
     def applied_then_lost(**kw):

@@ -1,4 +1,5 @@
-"""Schemathesis against the terminal daemon's OpenAPI: whatever a client sends, never a server error.
+"""Schemathesis against the terminal daemon's OpenAPI: whatever a client sends, never a server error, and
+every answer as the contract says (status documented, content type and body conforming to the schema).
 
 Each operation gets hypothesis-generated requests from the schema (valid and edge-case bodies, paths and
 queries) sent over HTTP to a live daemon with an in-process card and the real settlement service.
@@ -9,7 +10,12 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from sscard.stack import start_centre, start_counter
 
@@ -37,8 +43,9 @@ def test_no_server_errors_on_any_operation(daemon):
         @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         def run(case):
             response = case.call(headers=daemon.headers(), timeout=20)
-            case.validate_response(response, checks=(not_a_server_error,))
+            case.validate_response(response, checks=(not_a_server_error, status_code_conformance,
+                                                     content_type_conformance, response_schema_conformance))
 
         run()
         tested.append(f"{op.method.upper()} {op.path}")
-    assert len(tested) >= 12, tested
+    assert len(tested) >= 16, tested

@@ -81,14 +81,16 @@ def test_hospital_visit_with_partial_and_full_refund(api, counter, centre):
     sim = sim_card(counter)
     records = sim.mf.children[0xDDF1].children[0xDF04].children[0xEF15].records
     assert records and records[0][0] == 0x01
-    part = api.post(f"/v1/settlements/{rec['key']}/refund", json={"amount": 50_00}).json()
+    who = {"operator": "clerk-1"}
+    part = api.post(f"/v1/settlements/{rec['key']}/refund", json={"amount": 50_00, "reason": "退药"} | who).json()
     assert part["state"] == "confirmed" and part["amount"] == 50_00
-    rest = api.post(f"/v1/settlements/{rec['key']}/refund", json={}).json()
+    assert part["reason"] == "退药" and part["operator"] == "clerk-1" and part["name"] == "张三"
+    rest = api.post(f"/v1/settlements/{rec['key']}/refund", json={"reason": "检查取消"} | who).json()
     assert rest["amount"] == 165_00
-    too_much = api.post(f"/v1/settlements/{rec['key']}/refund", json={"amount": 1})
+    too_much = api.post(f"/v1/settlements/{rec['key']}/refund", json={"amount": 1, "reason": "多退"} | who)
     assert too_much.status_code == 409 and too_much.json()["code"] == "REFUND_TOO_LARGE"
     text = api.get(f"/v1/receipts/{rec['key']}", params={"format": "text"}).text
-    assert "215.00" in text and "card record" in text
+    assert "215.00 元" in text and "写卡" in text and "张三" in text
     hist = api.get("/v1/transactions", params={"card_no": "B10238475"}).json()
     assert [h["kind"] for h in hist][:4] == ["refund", "refund", "refund", "settle"]
     assert agree(counter.terminal.journal, centre)["confirmed"] == 1

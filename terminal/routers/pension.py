@@ -1,0 +1,40 @@
+"""Pensions: eligibility certification, collection at the counter, status."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from terminal.models import Certification, CertifyIn, CollectIn, PensionStatus, Receipt
+from terminal.routers.deps import READ, WRITE, LangDep, TerminalDep, answers, receipt_of
+from terminal.routers.readers import ReaderQuery
+
+router = APIRouter(tags=["pension"])
+
+
+@router.post("/v1/pension/certify", operation_id="certifyPensioner", dependencies=WRITE,
+             response_model=Certification, responses=answers(Certification))
+def certify(t: TerminalDep, body: CertifyIn) -> Certification:
+    """Eligibility certification: card + PIN, or a biometric match score.
+
+    With the PIN: the card verifies it first (PIN_WRONG with tries_left), then the PSAM (or the HSM)
+    enciphers it into a PIN block that the centre checks online against the PIN reference recorded at
+    issuance. A PIN the card accepts but the centre does not know gives `passed: false`,
+    `failure: "pin_wrong"`; nothing else changes. Neither the PIN nor the block is journaled or logged."""
+    pin = body.pin.get_secret_value() if body.pin is not None else None
+    return Certification(**t.certify(body.reader, pin, body.biometric_score, body.modality, body.device_id))
+
+
+@router.post("/v1/pension/collect", operation_id="collectPension", dependencies=WRITE, response_model=Receipt,
+             responses=answers(Receipt))
+def collect(t: TerminalDep, body: CollectIn, lang: LangDep) -> Receipt:
+    """Pay out pension at the counter (needs a certification no older than 12 months). Pay the cash only on
+    a 200: no answer from the centre (503) or the card pulled in flight (409) reverses the collection."""
+    entry = t.collect_pension(body.reader, body.pin.get_secret_value(), body.amount)
+    return Receipt(**receipt_of(t, entry, lang))
+
+
+@router.get("/v1/pension/status", operation_id="getPensionStatus", dependencies=READ, response_model=PensionStatus,
+            responses=answers(PensionStatus))
+def pension_status(t: TerminalDep, reader: ReaderQuery = None) -> PensionStatus:
+    """Benefit status and certification of the card's holder."""
+    return PensionStatus(**t.pension_status(reader))

@@ -1,0 +1,97 @@
+"""Readers, the card in them, and their events (server-sent, for a page's live card status)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
+
+from terminal.errors import TerminalError
+from terminal.models import CardInfo, EventsToken, EventsTokenIn, ReaderStatus
+from terminal.routers.deps import READ, WRITE, TerminalDep, answers, bearer, client_of, require_token
+
+router = APIRouter(tags=["card"])
+ReaderQuery = Annotated[str | None, Query(max_length=128, description="reader name; default: the first")]
+
+
+@router.get("/v1/readers", operation_id="listReaders", dependencies=READ, response_model=list[ReaderStatus],
+            responses=answers(ReaderStatus, many=True))
+def readers(t: TerminalDep) -> list[dict]:
+    """The counter's user-card readers, whether each is busy, and the card in it."""
+    return [s.status() for s in t.sessions.values()]
+
+
+@router.post("/v1/readers/events/token", operation_id="issueEventsToken", dependencies=WRITE,
+             response_model=EventsToken, responses=answers(EventsToken))
+def events_token(request: Request, t: TerminalDep, body: EventsTokenIn,
+                 client: Annotated[str, Depends(require_token)]) -> EventsToken:
+    """A short-lived token for one reader's event stream, for a page's `EventSource` (which sends no headers).
+
+    Good for `GET /v1/readers/events` of that reader only, until `expires_in` seconds have passed."""
+    s = t.session(body.reader)
+    token, _grant = request.app.state.event_tokens.issue(s.name, client)
+    url = "/v1/readers/events?" + urlencode({"reader": s.name, "access_token": token})
+    return EventsToken(token=token, expires_in=int(request.app.state.event_tokens.ttl), reader=s.name, url=url)
+
+
+def events_auth(request: Request, cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+                reader: ReaderQuery = None,
+                access_token: Annotated[str | None, Query(max_length=128, description=(
+                    "an events token (POST /v1/readers/events/token), instead of the Authorization header"))] = None
+                ) -> str:
+    t = request.app.state.terminal
+    if cred is not None and t.config.token_ok(cred.credentials):
+        return client_of(cred.credentials)
+    if access_token is None:
+        raise TerminalError("UNAUTHORIZED", "A valid bearer token is required.", 401)
+    grant = request.app.state.event_tokens.check(access_token, t.session(reader).name)
+    if grant is None:
+        raise TerminalError("EVENTS_TOKEN_INVALID", "unknown, expired or another reader's events token", 401)
+    return grant.client
+
+
+@router.get("/v1/readers/events", operation_id="streamReaderEvents", response_class=StreamingResponse,
+            responses=answers(media="text/event-stream", example=(
+                'id: 3\nevent: card\ndata: {"kind": "inserted", "reader": "sscard Virtual 00 00", '
+                '"at": "2024-05-01T02:03:04+00:00"}\n\n')))
+def reader_events(
+    t: TerminalDep,
+    _client: Annotated[str, Depends(events_auth)],
+    reader: ReaderQuery = None,
+    timeout: Annotated[float, Query(ge=0, le=3600, description="seconds before the server ends the stream")] = 300,
+) -> StreamingResponse:
+    """Server-sent events: `card` events with `{"kind": "inserted"|"removed", "reader", "at"}`.
+
+    Authenticated by the bearer token, or by `access_token` in the URL (a browser's `EventSource`)."""
+    s = t.session(reader)
+
+    def stream() -> Iterator[str]:
+        deadline = time.monotonic() + timeout
+        last = s.events[-1][0] if s.events else 0
+        yield ": connected\n\n"
+        while time.monotonic() < deadline:
+            for n, ev in s.wait_events(last, min(5.0, max(0.0, deadline - time.monotonic()))):
+                last = n
+                yield f"id: {n}\nevent: card\ndata: {json.dumps(ev.__dict__)}\n\n"
+            yield ": keep-alive\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/v1/card", operation_id="readCard", dependencies=READ, response_model=CardInfo,
+            responses=answers(CardInfo))
+def read_card(t: TerminalDep, reader: ReaderQuery = None, national: bool = False) -> CardInfo:
+    """The card's basic data (no PIN needed); `national=true` adds the national interface string."""
+    s = t.session(reader)
+    with s.claim("read"):
+        info = s.read()
+    out = info.to_dict()
+    if national:
+        out["national"] = info.national(t.terminal_number, t.config.terminal.id)
+    return CardInfo(**out)
