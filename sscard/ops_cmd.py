@@ -11,9 +11,10 @@ the file and row). Call `register(app)` to add the commands to a Typer app.
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,7 +64,9 @@ def _book(extra: Path | None) -> PolicyBook:
 
 
 @contextmanager
-def _engine(db: Path | None, postgres: str | None, policies: PolicyBook) -> Iterator[Engine]:
+def _engine(db: Path | None, postgres: str | None, policies: PolicyBook,
+            clock: Callable[[], dt.datetime] | None = None) -> Iterator[Engine]:
+    from settlement.ledger import utc_now
     from settlement.schemes.engine import Engine
 
     if (db is None) == (postgres is None):
@@ -78,7 +81,7 @@ def _engine(db: Path | None, postgres: str | None, policies: PolicyBook) -> Iter
 
         store = SqliteStore(db)  # type: ignore[arg-type]
     try:
-        yield Engine(store, policies=policies)
+        yield Engine(store, policies=policies, clock=clock or utc_now)
     finally:
         store.close()
 
@@ -265,7 +268,8 @@ def generate(
     out: Path = typer.Option(..., "--out", file_okay=False, help="Directory for journal, statement and policies."),
     db: Path = DB,
     postgres: str = POSTGRES,
-    seed: int = typer.Option(1, "--seed", help="Same seed, same day."),
+    seed: int = typer.Option(1, "--seed", help="Same seed and day, same postings, journals and statement."),
+    day: str = typer.Option(None, "--day", help="Business day YYYY-MM-DD to simulate (default: today in China)."),
     visits: int = typer.Option(300, "--visits", min=0, help="Hospital visits."),
     collections: int = typer.Option(100, "--collections", min=0, help="Pension collections."),
     persons: int = typer.Option(150, "--persons-per-region", min=10),
@@ -280,6 +284,7 @@ def generate(
 ) -> None:
     """Drive a hospital day and a pension day through the engine; write the journals and a fund statement."""
     from settlement.errors import SettlementError
+    from settlement.ledger import CST
     from settlement.reconcile.reconciler import Reconciler
     from settlement.reconcile.statement import write_statement
     from settlement.wire import write_journal_csv, write_journal_jsonl
@@ -287,9 +292,13 @@ def generate(
 
     counts = _counts(discrepancy, "--discrepancy")
     st_counts = _counts(statement_discrepancy, "--statement-discrepancy")
+    try:
+        when = dt.date.fromisoformat(day) if day else dt.datetime.now(CST).date()
+    except ValueError:
+        raise typer.BadParameter(f"--day must look like 2024-03-01, got {day!r}") from None
     out.mkdir(parents=True, exist_ok=True)
     pop = load.population(seed, persons_per_region=persons)
-    with _engine(db, postgres, load.policy_book()) as eng:
+    with _engine(db, postgres, load.policy_book(), load.DayClock(when)) as eng:
         recon = Reconciler(eng)
         try:
             with _progress() as prog:

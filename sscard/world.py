@@ -51,7 +51,7 @@ def enrol_pin(engine, hsm, person: str, card_no: str, pin: str, prefix: str = "S
 def seed(engine, today: dt.date | None = None, *, hsm=None, prefix: str = "SSSE") -> dict[str, str]:
     """Enrol the sample holders and institutions (and, with `hsm`, their PIN references); returns sample
     stem -> person id."""
-    today = today or dt.date.today()
+    today = today or engine.today()
     reg = engine.registry
     for code, (name, region, level) in INSTITUTIONS.items():
         reg.add_institution(code, name, region, level)

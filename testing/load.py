@@ -2,16 +2,20 @@
 with the terminal journals they leave behind, and known discrepancies seeded on request.
 
     book = policy_book()                                   # shipped policies + two illustrative clones
-    engine = Engine(store, policies=book)
+    engine = Engine(store, policies=book, clock=DayClock(day))  # a clock the generator moves
     pop = population(seed=7)                               # regions, institutions, terminals, persons
     install(engine, pop, recon)                            # registry, deposits, pensions, terminals
     day = hospital_day(engine, pop, seed=7, visits=300, discrepancies={"missing_at_centre": 2})
     write_journal_csv(day.journal, "journal.csv")          # what the terminals export at day end
     day.seeded                                             # {"missing_at_centre": [keys], ...}
 
-A day is reproducible: the same population, seed and starting state give the same requests, keys,
-amounts and journal lines. Faults that heal themselves (a lost response or request, a terminal crash:
-the terminal voids through store-and-forward; a request refused with a typed error) leave a clean day;
+A day is reproducible: the same population, seed, day and starting state give the same requests, keys,
+amounts, postings, journal lines and statements, byte for byte, on any calendar day. The engine runs on a
+`DayClock` that the generator moves to the simulated time of each request, so the centre stamps postings
+with the same times as the terminals' journal lines, and nothing reads the wall clock.
+
+Faults that heal themselves (a lost response or request, a terminal crash: the terminal voids through
+store-and-forward; a request refused with a typed error) leave a clean day;
 seeded discrepancies are the ones reconciliation must find, one per requested count and class:
 
   missing_at_centre    the terminal confirmed it, the centre never posted it (replayable)
@@ -21,10 +25,8 @@ seeded discrepancies are the ones reconciliation must find, one per requested co
   duplicate            the journal holds the line twice
 
 This is the card/terminal side of the wire: it uses only the settlement engine's public API and data
-types (settlement.wire's JournalLine), as a terminal and its HIS would.
-
-The ledger stamps postings with the real time, and reconciliation assigns them to the China-time day
-of that stamp; so a driven day must be today's date (or the reconciliation day is the real one).
+types (settlement.wire's JournalLine), as a terminal and its HIS would. A test and bench harness: the
+daemon and the service never import it.
 """
 
 from __future__ import annotations
@@ -74,9 +76,29 @@ def write_policies(directory: str | Path) -> list[Path]:
     return paths
 
 
-def today() -> dt.date:
-    """The real date in China: the only day whose postings reconciliation will find on that day."""
-    return dt.datetime.now(CST).date()
+class DayClock:
+    """The engine's clock for generated days (`Engine(store, clock=DayClock(day))`): it stands at `at` on
+    `day` (China time) until the generator moves it to the time of each request."""
+
+    def __init__(self, day: dt.date, at: dt.time = dt.time(7, 0)) -> None:
+        self.t = dt.datetime.combine(day, at, CST)
+
+    def __call__(self) -> dt.datetime:
+        return self.t
+
+    def set(self, t: dt.datetime) -> None:
+        if t.tzinfo is None:
+            raise ValueError("a DayClock needs aware datetimes")
+        self.t = t
+
+
+def day_clock(engine: Engine) -> DayClock:
+    """The DayClock the engine runs on (ValueError if it runs on another clock)."""
+    clock = engine.clock.source
+    if not isinstance(clock, DayClock):
+        raise ValueError("the load generator drives an engine on a DayClock: Engine(store, clock=DayClock(day)), "
+                         "so that every posting carries the simulated time of its request")
+    return clock
 
 
 # -- population -------------------------------------------------------------------------------------------------
@@ -212,12 +234,6 @@ class _Terminal:
             **{k: p.get(k, 0) for k in PARTS})
 
 
-def _check_day(day: dt.date | None) -> dt.date:
-    d = day or today()
-    if d != today():
-        raise ValueError(f"a driven day must be today ({today().isoformat()}): the ledger stamps postings with "
-                         f"the real time and reconciliation files them under that day, not {d.isoformat()}")
-    return d
 
 
 def _pick(rng: random.Random, candidates: list[int], counts: Mapping[str, int], classes: Sequence[str],
@@ -266,8 +282,10 @@ def _bill(rng: random.Random, care: str) -> list[FeeLine]:
 def hospital_day(engine: Engine, pop: Population, *, seed: int, visits: int = 200, day: dt.date | None = None,
                  refund_rate: float = 0.06, fault_rate: float = 0.05, cross_region_rate: float = 0.2,
                  discrepancies: Mapping[str, int] | None = None, progress: Progress | None = None) -> DayOutcome:
-    """Drive a hospital day: registrations, settlements, refunds, faults; return the terminals' journals."""
-    d = _check_day(day)
+    """Drive a hospital day (default: the engine clock's day): registrations, settlements, refunds, faults,
+    each at its simulated time on the engine's DayClock; return the terminals' journals."""
+    clock = day_clock(engine)
+    d = day or engine.today()
     rng = random.Random(f"hospital:{seed}:{d.isoformat()}")
     out = DayOutcome(d.isoformat())
     terms = {tid: _Terminal(tid, inst, out.day, out) for tid, inst in pop.hospital_terminals()}
@@ -299,6 +317,7 @@ def hospital_day(engine: Engine, pop: Population, *, seed: int, visits: int = 20
             progress(1)
         t = terms[tid]
         reg_key = t.key()
+        clock.set(at)
         visit = engine.medical.register(reg_key, h.person_id, t.inst.code, care, begntime=d, card_no=h.card_no)
         if fate == "rejected":
             lines = [*lines, FeeLine("Z", 1_000)]  # a class no catalogue has: refused with a typed error
@@ -318,7 +337,7 @@ def hospital_day(engine: Engine, pop: Population, *, seed: int, visits: int = 20
             continue
         if fate == "lost_request":
             out.stats["lost_request"] += 1
-            later.append(_void_later(engine, t, at, key, bill, h.region, req, sent=False))
+            later.append(_void_later(engine, clock, t, at, key, bill, h.region, req, sent=False))
             continue
         try:
             s = engine.medical.settle(key, visit.mdtrt_id, lines)
@@ -332,7 +351,7 @@ def hospital_day(engine: Engine, pop: Population, *, seed: int, visits: int = 20
         out.stats["cross_region"] += s.cross_region
         if fate in ("lost_response", "crash"):
             out.stats[fate] += 1
-            void = _void_later(engine, t, at, key, bill, h.region, req, sent=True)
+            void = _void_later(engine, clock, t, at, key, bill, h.region, req, sent=True)
             if fate == "lost_response":
                 void()
             else:
@@ -359,18 +378,19 @@ def hospital_day(engine: Engine, pop: Population, *, seed: int, visits: int = 20
             out.journal.append(line)
             out.seeded.setdefault(cls, []).append(key)
         if fate == "refund":
-            later.append(_refund_later(engine, t, at, key, b.medfee_sumamt, h.region, x))
+            later.append(_refund_later(engine, clock, t, at, key, b.medfee_sumamt, h.region, x))
     for act in later:  # afternoon: refunds; restarted terminals forward their voids
         act()
     out.stats["journal_lines"] = len(out.journal)
     return out
 
 
-def _void_later(engine: Engine, t: _Terminal, at: dt.datetime, key: str, bill: int, insured: str,
-                req: dict[str, object], *, sent: bool) -> Callable[[], None]:
+def _void_later(engine: Engine, clock: DayClock, t: _Terminal, at: dt.datetime, key: str, bill: int,
+                insured: str, req: dict[str, object], *, sent: bool) -> Callable[[], None]:
     """The terminal had no answer for `key`: it voids it (store-and-forward) and journals both."""
     def act() -> None:
         vkey = t.key()
+        clock.set(at + dt.timedelta(seconds=20))
         v = engine.medical.void(vkey, key)
         t.out.journal.append(t.line(at, key, "settle", "reversed", bill, insured, request=req))
         rev = v.reversed.model_dump() if v.reversed else {}
@@ -380,10 +400,11 @@ def _void_later(engine: Engine, t: _Terminal, at: dt.datetime, key: str, bill: i
     return act
 
 
-def _refund_later(engine: Engine, t: _Terminal, at: dt.datetime, key: str, bill: int, insured: str,
-                  x: float) -> Callable[[], None]:
+def _refund_later(engine: Engine, clock: DayClock, t: _Terminal, at: dt.datetime, key: str, bill: int,
+                  insured: str, x: float) -> Callable[[], None]:
     def act() -> None:
         when = at + dt.timedelta(hours=2)
+        clock.set(when)
         rkey = t.key()
         amount = bill if x < 0.3 else max(1, int(bill * x) // 2)
         if x > 0.9:  # the HIS asks for more than is left: refused, journalled as failed
@@ -407,8 +428,10 @@ def pension_day(engine: Engine, pop: Population, *, seed: int, collections: int 
                 fault_rate: float = 0.05, cross_region_rate: float = 0.25,
                 discrepancies: Mapping[str, int] | None = None, progress: Progress | None = None) -> DayOutcome:
     """Drive a pension day at the service halls: collections (some in another region), lost responses
-    (retried under the same key), refusals; return the halls' journals."""
-    d = _check_day(day)
+    (retried under the same key), refusals, each at its simulated time on the engine's DayClock; return the
+    halls' journals."""
+    clock = day_clock(engine)
+    d = day or engine.today()
     rng = random.Random(f"pension:{seed}:{d.isoformat()}")
     out = DayOutcome(d.isoformat())
     halls = {tid: _Terminal(tid, inst, out.day, out) for tid, inst in pop.hall_terminals()}
@@ -435,6 +458,7 @@ def pension_day(engine: Engine, pop: Population, *, seed: int, collections: int 
             progress(1)
         t = halls[tid]
         key = t.key()
+        clock.set(at)
         req = {"person_id": h.person_id, "amount": amount, "institution": t.inst.code}
         cls = seeded.get(i)
         out.stats["collections"] += 1

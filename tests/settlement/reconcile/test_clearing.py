@@ -14,12 +14,11 @@ from settlement.schemes import chart
 from settlement.schemes.engine import Engine
 from settlement.wire import FeeLine
 from testing import load
-from tests.settlement.reconcile.test_reconcile import drive, make_world, stable_today
+from tests.settlement.reconcile.test_reconcile import drive, make_world
 
 
 @pytest.fixture
 def world(store: Store):
-    stable_today()
     return make_world(store)
 
 
@@ -63,7 +62,7 @@ def test_a_cleared_period_never_changes_and_late_postings_land_in_the_next(world
     eng, _, pop = world
     drive(eng, pop, visits=30, collections=10)
     clearing = Clearing(eng)
-    today = load.today()
+    today = eng.today()
     first = clearing.clear(today.isoformat(), actor="ops")
     n = len(eng.ledger.postings(limit=100_000))
     owed = cross_region_settle(eng, pop, "1")  # arrives after its day was cleared
@@ -83,7 +82,7 @@ def test_a_cleared_period_never_changes_and_late_postings_land_in_the_next(world
 def test_periods_do_not_overlap_and_are_cleared_in_order(world):
     eng, _, pop = world
     clearing = Clearing(eng)
-    today = load.today()
+    today = eng.today()
     week = f"{today.isoformat()}..{(today + dt.timedelta(days=6)).isoformat()}"
     clearing.clear(week, actor="ops")
     with pytest.raises(errors.PeriodOverlap, match="overlaps period"):

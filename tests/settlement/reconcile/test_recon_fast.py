@@ -30,7 +30,7 @@ from settlement.reconcile.journal import (
 )
 from settlement.reconcile.reconciler import Reconciler
 from settlement.wire import CSV_HEADER, JournalLine, LineError, _row_from_csv, write_journal_csv
-from tests.settlement.reconcile.test_reconcile import drive, found, make_world, seeded, stable_today
+from tests.settlement.reconcile.test_reconcile import drive, found, make_world, seeded
 
 TERMINALS = {"T1": "H1", "T2": None}
 
@@ -139,7 +139,6 @@ def _stored(recon: Reconciler, day: str) -> dict[str, str]:
 
 
 def test_requests_are_kept_only_where_a_replay_may_need_them(store: Store):
-    stable_today()
     eng, recon, pop = make_world(store)
     day = drive(eng, pop, visits=30, collections=0, hospital={"missing_at_centre": 1})
     (missing,) = day.seeded["missing_at_centre"]
@@ -182,7 +181,6 @@ def test_windows_change_nothing(world_sqlite, tmp_path, monkeypatch, window):
 
 @pytest.fixture
 def world_sqlite(tmp_path):  # noqa: ANN201
-    stable_today()
     with SqliteStore(tmp_path / "ledger.db") as store:
         eng, recon, pop = make_world(store)
         day = drive(eng, pop, visits=40, collections=6, hospital={"duplicate": 1, "missing_at_terminal": 1})
@@ -217,7 +215,6 @@ def test_a_copy_ahead_of_the_ledger_is_made_again(world_sqlite):
 
 
 def test_journals_of_an_earlier_layout_move_to_the_scratch_file(tmp_path):
-    stable_today()
     path = tmp_path / "old.db"
     with SqliteStore(path) as store:
         eng, recon, pop = make_world(store)
@@ -277,8 +274,6 @@ def test_runs_reuse_the_scratch_connections(world_sqlite):
 
 def test_a_write_between_the_two_sides_of_a_comparison_makes_it_run_again_in_one_transaction(store, monkeypatch):
     from settlement.reconcile import compare as recon_compare
-
-    stable_today()
     eng, recon, pop = make_world(store)
     day = drive(eng, pop, visits=30, collections=4, hospital={"amount_mismatch": 1, "missing_at_terminal": 1})
     recon.import_lines(day.journal, actor="ops")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import time
 from collections.abc import Mapping
 
 import pytest
@@ -22,19 +21,12 @@ from settlement.wire import CSV_HEADER, JournalLine, write_journal_csv, write_jo
 from testing import load
 
 REPAIRABLE = ("missing_at_centre", "missing_at_terminal", "status_mismatch")
+DAY = dt.date(2026, 3, 2)
+"""The simulated business day: the engine runs on the load generator's clock, never on the wall's."""
 
 
-def stable_today() -> str:
-    """Today in China, waiting out the last seconds before midnight so a test never straddles two days."""
-    now = dt.datetime.now(load.CST)
-    left = (dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(0), load.CST) - now).total_seconds()
-    if left < 90:
-        time.sleep(left + 1)
-    return load.today().isoformat()
-
-
-def make_world(store: Store, *, persons: int = 16) -> tuple[Engine, Reconciler, load.Population]:
-    eng = Engine(store, policies=load.policy_book())
+def make_world(store: Store, *, persons: int = 16, day: dt.date = DAY) -> tuple[Engine, Reconciler, load.Population]:
+    eng = Engine(store, policies=load.policy_book(), clock=load.DayClock(day))
     recon = Reconciler(eng)
     pop = load.population(3, hospitals_per_region=2, terminals_per_institution=1, persons_per_region=persons)
     load.install(eng, pop, recon)
@@ -51,7 +43,6 @@ def seeded(*days: load.DayOutcome) -> set[tuple[str, str]]:
 
 @pytest.fixture
 def world(store: Store) -> tuple[Engine, Reconciler, load.Population]:
-    stable_today()
     return make_world(store)
 
 
@@ -283,7 +274,7 @@ def test_statement_differences_are_found(world, tmp_path):
 
 def test_bad_statement_rows_name_the_row(world, tmp_path):
     eng, recon, pop = world
-    day = load.today().isoformat()
+    day = eng.today().isoformat()
     head = "value_date,account,reference,debit,credit,description\n"
     cases = {
         "12.5": r"row 2: debit: .*exactly two decimals",

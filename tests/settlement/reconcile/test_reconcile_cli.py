@@ -9,7 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from sscard import ops_cmd
-from tests.settlement.reconcile.test_reconcile import stable_today
+from tests.settlement.reconcile.test_reconcile import DAY
 
 app = typer.Typer()
 ops_cmd.register(app)
@@ -22,14 +22,14 @@ def invoke(*args: str | Path) -> tuple[int, str]:
 
 
 def test_generate_reconcile_repair_clear(tmp_path):
-    stable_today()
     out, db = tmp_path / "day", tmp_path / "day.db"
-    code, text = invoke("load", "generate", "--out", out, "--db", db, "--visits", 30, "--collections", 8,
+    code, text = invoke("load", "generate", "--out", out, "--db", db, "--day", DAY, "--visits", 30, "--collections", 8,
                         "--persons-per-region", 12, "--discrepancy", "missing_at_centre=1",
                         "--discrepancy", "missing_at_terminal=1", "--discrepancy", "status_mismatch=1")
     assert code == 0, text
     seeded = json.loads((out / "seeded.json").read_text())
     day = seeded["day"]
+    assert day == DAY.isoformat()
     assert {k: len(v) for k, v in seeded["journal"].items()} == {
         "missing_at_centre": 1, "missing_at_terminal": 1, "status_mismatch": 1}
     assert (out / "journal.jsonl").exists() and (out / "statement.csv").exists()
