@@ -181,7 +181,7 @@ def main() -> int:
         from testing.pgtemp import PostgresUnavailable, TempCluster
 
         try:
-            cluster = TempCluster(durable=True, max_connections=60).start()
+            cluster = TempCluster(durable=True, max_connections=60, tcp=True).start()
         except PostgresUnavailable as e:
             print(f"PostgreSQL: skipped ({e})")
         else:

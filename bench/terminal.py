@@ -34,7 +34,7 @@ from sim import pcsc_stack  # noqa: E402
 from sim.personalize import issue_sample  # noqa: E402
 from sim.psam import SimPsam  # noqa: E402
 from sim.vicc import VirtualCardLink  # noqa: E402
-from sscard.stack import free_port, start_centre  # noqa: E402
+from sscard.stack import listening_socket, start_centre  # noqa: E402
 from terminal.config import hash_token  # noqa: E402
 
 LINES = [
@@ -60,8 +60,9 @@ def spent(url: str) -> dict[str, float]:
 
 
 def start_daemon(workdir: Path, centre, readers: tuple[str, str], hsm: bool) -> tuple[subprocess.Popen, str, str]:
-    """The terminal daemon as its own process, as at a real counter."""
-    port, token = free_port(), "bench-token"
+    """The terminal daemon as its own process, as at a real counter, on a socket the OS assigned (handed over)."""
+    sock, token = listening_socket(), "bench-token"
+    port = sock.getsockname()[1]
     cfg = workdir / f"terminal-{port}.toml"
     hsm_host, hsm_port = centre.hsm_address
     cfg.write_text(f"""
@@ -70,7 +71,6 @@ id = "T0001"
 institution = "H11000301"
 region = "110000"
 journal = "{workdir / f'journal-{port}.db'}"
-port = {port}
 [readers]
 user_card = "{readers[0]}"
 psam = "{readers[1]}"
@@ -83,7 +83,9 @@ port = {hsm_port}
 tokens_sha256 = ["{hash_token(token)}"]
 """)
     env = dict(os.environ, SSCARD_TERMINAL_KEY=centre.terminal_keys["T0001"])
-    proc = subprocess.Popen([sys.executable, "-m", "sscard.cli", "terminal", "serve", "--config", str(cfg)], env=env)
+    with sock:
+        proc = subprocess.Popen([sys.executable, "-m", "sscard.cli", "terminal", "serve", "--config", str(cfg),
+                                 "--fd", str(sock.fileno())], env=env, pass_fds=[sock.fileno()])
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:

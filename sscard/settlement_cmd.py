@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import typer
@@ -17,6 +18,8 @@ def serve(
                               help="TOML file of terminal keys (see settlement/api/auth.py)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; 127.0.0.1 unless you mean to expose it."),
     port: int = typer.Option(8700, help="TCP port."),
+    fd: int = typer.Option(None, "--fd", help="Serve on this inherited listening socket instead of binding "
+                                              "--host/--port (socket activation; tests)."),
     policies: Path = typer.Option(None, "--policies", file_okay=False, help="Directory of policy TOML files."),
     biometric_threshold: float = typer.Option(0.80, min=0.0, max=1.0, help="Biometric match score to pass."),
     hsm: str = typer.Option(None, "--hsm", metavar="HOST:PORT",
@@ -55,7 +58,10 @@ def serve(
         book = PolicyBook.load(policies) if policies else None
         app_ = create_app(store, terminals=load_terminal_keys(keys), policies=book,
                           settings=Settings(biometric_threshold=biometric_threshold), pin_verifier=verifier)
-        uvicorn.run(app_, host=host, port=port, log_level=log_level)
+        if fd is None:
+            uvicorn.run(app_, host=host, port=port, log_level=log_level)
+        else:
+            uvicorn.Server(uvicorn.Config(app_, log_level=log_level)).run(sockets=[socket.socket(fileno=fd)])
     finally:
         if verifier is not None:
             verifier.hsm.close()

@@ -39,20 +39,30 @@ INSTITUTION_NAME = "北京示例第三医院"
 TERMINAL_ID = "T0001"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def listening_socket(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket bound and listening on `port` (0: a port the OS assigns), held until a server uses it:
+    pass it to uvicorn (`sockets=[...]`), or to a child process (`pass_fds`, `serve --fd N`)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class UvicornThread:
-    """An ASGI app served by uvicorn from a background thread on 127.0.0.1."""
+    """An ASGI app served by uvicorn from a background thread on 127.0.0.1, on a port the OS assigns (or
+    `port`), bound before the server starts and held by it."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, name=f"uvicorn:{self.port}", daemon=True)
+    def __init__(self, app: Any, port: int = 0) -> None:
+        self.sock = listening_socket(port)
+        self.port = self.sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       name=f"uvicorn:{self.port}", daemon=True)
 
     @property
     def url(self) -> str:
@@ -70,6 +80,7 @@ class UvicornThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+        self.sock.close()
 
 
 @dataclass
@@ -100,7 +111,7 @@ class Centre:
 
 
 def start_centre(workdir: Path, *, issuer: Issuer = DEFAULT_ISSUER, terminals: tuple[str, ...] = (TERMINAL_ID,),
-                 port: int | None = None) -> Centre:
+                 port: int = 0) -> Centre:
     """The mock HSM (keys from `issuer`, by key ceremony) on TCP and the settlement service on SQLite, seeded
     with the sample holders and their PIN references; the service checks card_pin certifications online
     with the same HSM (in-process)."""
@@ -115,8 +126,7 @@ def start_centre(workdir: Path, *, issuer: Issuer = DEFAULT_ISSUER, terminals: t
     seed(engine, hsm=hsm)  # with the HSM: each sample card's PIN reference, as issuance records it
     keys = {t: secrets.token_urlsafe(24) for t in terminals}
     ring = [TerminalKey(t, hash_key(k), INSTITUTION, False) for t, k in keys.items()]
-    service = UvicornThread(create_settlement_app(engine, terminals=ring),
-                            port).start()
+    service = UvicornThread(create_settlement_app(engine, terminals=ring), port).start()
     return Centre(workdir, issuer, hsm, hsm_server, store, engine, service, keys)
 
 

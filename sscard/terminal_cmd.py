@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import typer
@@ -12,6 +13,8 @@ app = typer.Typer(help="The terminal daemon at a counter.", no_args_is_help=True
 @app.command()
 def serve(
     config: Path = typer.Option(..., "--config", exists=True, dir_okay=False, help="Terminal TOML file."),
+    fd: int = typer.Option(None, "--fd", help="Serve on this inherited listening socket instead of binding "
+                                              "[terminal] bind:port (socket activation; tests and benches)."),
 ) -> None:
     """Run the daemon (binds [terminal] bind:port, 127.0.0.1 by default; OpenAPI at /docs)."""
     from sscard import sim_readers
@@ -25,7 +28,7 @@ def serve(
     except ConfigError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    run(cfg)
+    run(cfg, None if fd is None else socket.socket(fileno=fd))
 
 
 @app.command("hash-token")

@@ -9,6 +9,7 @@ uvicorn with the journal forwarder in the background.
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass
 
 from cardlib.errors import CardError, SecurityModuleError
@@ -18,7 +19,7 @@ from cardlib.readers import open_reader
 from cardlib.security import SecurityModule
 from settlement.api.client import SettlementClient
 from terminal.config import TerminalConfig
-from terminal.flows import Terminal
+from terminal.flows import CrashPoints, Terminal
 from terminal.journal import Journal
 from terminal.recovery import Forwarder, recover
 from terminal.session import ReaderSession
@@ -89,7 +90,7 @@ def build_terminal(cfg: TerminalConfig, *, centre: SettlementClient | None = Non
         terminal_number = terminal_number or number
     if centre is None:
         centre = SettlementClient(cfg.settlement.url, cfg.settlement.api_key(), timeout=cfg.settlement.timeout)
-    t = Terminal(cfg, journal, sessions, security, centre, terminal_number or "")
+    t = Terminal(cfg, journal, sessions, security, centre, terminal_number or "", CrashPoints.from_env())
     report = recover(t)
     if not report.clean:
         log.warning("journal: %d entries still in flight after recovery; the forwarder keeps trying",
@@ -97,7 +98,8 @@ def build_terminal(cfg: TerminalConfig, *, centre: SettlementClient | None = Non
     return t
 
 
-def serve(cfg: TerminalConfig) -> None:
+def serve(cfg: TerminalConfig, sock: socket.socket | None = None) -> None:
+    """Run the daemon on [terminal] bind:port, or on `sock`, a listening socket bound for it (inherited)."""
     import uvicorn
 
     from terminal.app import create_app
@@ -107,7 +109,10 @@ def serve(cfg: TerminalConfig) -> None:
         s.watch()
     forwarder = Forwarder(t).start()
     try:
-        uvicorn.run(create_app(t), host=cfg.terminal.bind, port=cfg.terminal.port, log_level="warning")
+        if sock is None:
+            uvicorn.run(create_app(t), host=cfg.terminal.bind, port=cfg.terminal.port, log_level="warning")
+        else:
+            uvicorn.Server(uvicorn.Config(create_app(t), log_level="warning")).run(sockets=[sock])
     finally:
         forwarder.stop()
         for s in t.sessions.values():

@@ -29,6 +29,7 @@ import datetime as dt
 import os
 import random
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,15 +49,31 @@ from terminal.session import ReaderSession, UnknownReader
 TX = layout.DF04_TRANSACTIONS
 
 
-def crashpoint(name: str) -> None:
-    """Testing aid: SSCARD_CRASHPOINTS="settle.journaled:0.2,..." kills the process here with SIGKILL at that
-    probability, to prove that a crash at any point loses nothing and posts nothing twice."""
-    spec = os.environ.get("SSCARD_CRASHPOINTS")
-    if not spec:
-        return
-    for part in spec.split(","):
-        point, _, p = part.partition(":")
-        if point == name and random.random() < float(p or 1):
+@dataclass
+class CrashPoints:
+    """Testing aid: kill the process with SIGKILL at named points of the flows, each with a probability,
+    drawn from a seeded generator, to prove that a crash at any point loses nothing and posts nothing
+    twice; the same seed replays the same draws."""
+
+    chances: dict[str, float]
+    rng: random.Random
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> CrashPoints | None:
+        """From SSCARD_CRASHPOINTS="settle.journaled:0.2,..." and SSCARD_CRASH_SEED (any text, default "0");
+        None when no crash point is set."""
+        spec = env.get("SSCARD_CRASHPOINTS")
+        if not spec:
+            return None
+        chances = {}
+        for part in spec.split(","):
+            point, _, p = part.partition(":")
+            chances[point] = float(p or 1)
+        return cls(chances, random.Random(env.get("SSCARD_CRASH_SEED", "0")))
+
+    def __call__(self, name: str) -> None:
+        p = self.chances.get(name)
+        if p is not None and self.rng.random() < p:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -70,6 +87,7 @@ class Terminal:
     security: SecurityModule | None
     centre: SettlementClient
     terminal_number: str = ""
+    crashpoints: CrashPoints | None = None  # tests only (SSCARD_CRASHPOINTS)
     in_flight: set[str] = field(default_factory=set)  # keys a live flow is working on: recovery leaves them
 
     # ---- plumbing -------------------------------------------------------------------------------------
@@ -81,6 +99,10 @@ class Terminal:
         metrics.instrument(self.journal, "journal")
         if self.security is not None:
             metrics.instrument(self.security, "security")
+
+    def crashpoint(self, name: str) -> None:
+        if self.crashpoints is not None:
+            self.crashpoints(name)
 
     def session(self, reader: str | None) -> ReaderSession:
         if reader is None:
@@ -119,7 +141,7 @@ class Terminal:
             self.journal.fail(entry.key, {"code": "CARD_REMOVED", "message": "card removed before sending"})
             self.in_flight.discard(entry.key)
             raise TerminalError("CARD_REMOVED", "The card was removed; nothing was sent.", 409, key=entry.key)
-        crashpoint(f"{entry.kind}.before_send")
+        self.crashpoint(f"{entry.kind}.before_send")
         try:
             return self._exchange(entry, s, call, reverse_on_unknown, amount_of)
         finally:
@@ -142,9 +164,9 @@ class Terminal:
             self.journal.fail(entry.key, e.to_dict())
             metrics.transactions.labels(entry.kind, "failed").inc()
             raise from_settlement_error(e) from e
-        crashpoint(f"{entry.kind}.answered")
+        self.crashpoint(f"{entry.kind}.answered")
         self.journal.confirm(entry.key, result.model_dump(mode="json"), amount_of(result) if amount_of else None)
-        crashpoint(f"{entry.kind}.confirmed")
+        self.crashpoint(f"{entry.kind}.confirmed")
         if s is not None and reverse_on_unknown and not s.still_present():
             void = self.reverse(entry, "card removed while the request was in flight")
             raise TerminalError("CARD_REMOVED", "The card was removed mid-transaction; it was reversed.", 409,
@@ -245,7 +267,7 @@ class Terminal:
             entry = self._begin(
                 "settle", {"mdtrt_id": mdtrt_id, "lines": [x.model_dump() for x in lines], "use_account": use_account},
                 person_id=info.social_security_number, card_no=info.card_number, amount=total, holder_name=info.name)
-            crashpoint("settle.journaled")
+            self.crashpoint("settle.journaled")
             result = self._send(entry, s, lambda serial: self.centre.settle(
                 serial=serial, mdtrt_id=mdtrt_id, lines=lines, use_account=use_account), reverse_on_unknown=True)
             metrics.transactions.labels("settle", "confirmed").inc()
@@ -351,7 +373,7 @@ class Terminal:
                 "cash": min(parts.get("psn_cash_pay", 0), 0xFFFFFFFF),
             })
             try:
-                crashpoint("card_record.before_write")
+                self.crashpoint("card_record.before_write")
                 s.card.append_record(self.security, layout.DF04, TX, record)
                 outcome = "written"
             except CardRemoved:

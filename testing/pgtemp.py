@@ -1,11 +1,15 @@
 """A throwaway PostgreSQL server for tests and benchmarks (never used in production).
 
-`TempCluster()` finds initdb/postgres under /usr/lib/postgresql/*/bin (or $PG_BINDIR), creates a
-cluster in a temp dir, starts `postgres` on 127.0.0.1 with a free port and its unix socket in the
-temp dir, and `stop()` ends it by PID (SIGINT = fast shutdown, then SIGQUIT/SIGKILL) and removes the
-dir. PostgreSQL refuses to run as root: when we are root, initdb and the server run as the
-`postgres` system user, with the temp dir chowned to it. The server gets PR_SET_PDEATHSIG, so it
-dies with the process that started it even if that process is SIGKILLed.
+`TempCluster()` finds initdb/postgres under /usr/lib/postgresql/*/bin (or $PG_BINDIR), creates a cluster
+in a temp dir, starts `postgres` listening only on its unix socket in that private dir (no TCP port, so
+nothing to pick or race for), and `stop()` ends it by PID (SIGINT = fast shutdown, then SIGQUIT/SIGKILL)
+and removes the dir. PostgreSQL refuses to run as root: when we are root, initdb and the server run as the
+`postgres` system user, with the temp dir chowned to it. The server gets PR_SET_PDEATHSIG, so it dies
+with the process that started it even if that process is SIGKILLed.
+
+`TempCluster(tcp=True)` listens on 127.0.0.1 instead, as a server store is reached in production (the
+benchmarks): PostgreSQL cannot take a socket bound for it, so the port is one the OS just assigned, and a
+start that loses it to another process ("could not bind") is retried on a new one.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ def find_bindir() -> Path | None:
     return None
 
 
-def _free_port() -> int:
+def _os_assigned_port() -> int:
+    """A port the OS picks as free now (PostgreSQL binds it itself, so it is not held until then)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -67,16 +72,18 @@ def _demote(uid: int | None, gid: int | None, parent: int) -> None:
 
 
 class TempCluster:
-    """A PostgreSQL server in a temp dir. `durable=False` turns fsync off (tests only)."""
+    """A PostgreSQL server in a temp dir. `durable=False` turns fsync off (tests only); `tcp=True` listens on
+    127.0.0.1 rather than only on the unix socket."""
 
     def __init__(
-        self, *, durable: bool = True, bindir: Path | None = None, max_connections: int = 100
+        self, *, durable: bool = True, bindir: Path | None = None, max_connections: int = 100, tcp: bool = False
     ) -> None:
         self.bindir = bindir or find_bindir()
         if self.bindir is None:
             raise PostgresUnavailable("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
         self.durable = durable
         self.max_connections = max_connections
+        self.tcp = tcp
         self.dir = Path(tempfile.mkdtemp(prefix="sscard-pg-"))
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
@@ -121,7 +128,7 @@ class TempCluster:
         if init.returncode != 0:
             raise PostgresUnavailable(f"initdb failed:\n{out.decode(errors='replace')}")
         settings = {
-            "listen_addresses": "127.0.0.1",
+            "listen_addresses": "127.0.0.1" if self.tcp else "",
             "unix_socket_directories": str(self.dir),
             "max_connections": str(self.max_connections),
             "shared_buffers": "128MB",
@@ -131,7 +138,7 @@ class TempCluster:
             "logging_collector": "off",
         }
         for attempt in range(5):
-            self.port = _free_port()
+            self.port = _os_assigned_port() if self.tcp else 5432  # without TCP it only names the socket file
             args = [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port)]
             for k, v in settings.items():
                 args += ["-c", f"{k}={v}"]
@@ -140,7 +147,7 @@ class TempCluster:
             if self._wait_ready(timeout):
                 return self
             self._kill()
-            if attempt == 4 or "could not bind" not in self.log.read_text(errors="replace"):
+            if not self.tcp or attempt == 4 or "could not bind" not in self.log.read_text(errors="replace"):
                 break
         raise PostgresUnavailable(
             f"postgres did not start; log:\n{self.log.read_text(errors='replace')[-3000:]}"
@@ -161,8 +168,9 @@ class TempCluster:
         return False
 
     def dsn(self, dbname: str = "postgres", **options: str) -> str:
-        """A libpq conninfo string for this server (TCP on 127.0.0.1)."""
-        parts = [f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"]
+        """A libpq conninfo string for this server (its unix socket, or TCP on 127.0.0.1)."""
+        host = "127.0.0.1" if self.tcp else str(self.dir)
+        parts = [f"host={host} port={self.port} user=postgres dbname={dbname}"]
         if options:
             parts.append("options='" + " ".join(f"-c {k}={v}" for k, v in options.items()) + "'")
         return " ".join(parts)

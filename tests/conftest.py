@@ -1,11 +1,14 @@
 """Shared fixtures. The real PC/SC stack (pcscd + vpcd) is started once per session by `pcsc`.
 
 With REQUIRE_PCSC=1 (as `make test` sets) a missing pcscd/vpcd fails the tests instead of skipping them.
+A randomised test takes `seed`: a new one each run, printed (pytest shows it with the failure), and
+SSCARD_SEED=N replays it.
 """
 
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,6 +19,15 @@ from sim import pcsc_stack
 from sim.card import SimCard
 from sim.personalize import issue_sample
 from sim.vicc import VirtualCardLink
+
+
+@pytest.fixture
+def seed() -> int:
+    """The seed of a randomised test: SSCARD_SEED if set (a replay), else a new one; printed either way."""
+    given = os.environ.get("SSCARD_SEED")
+    value = int(given) if given else random.SystemRandom().randrange(2**32)
+    print(f"seed={value} (replay with SSCARD_SEED={value})")
+    return value
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
 """The terminal daemon SIGKILLed at randomised points across 200+ visits: journal and ledger agree exactly.
 
 The daemon runs as its own process (`sscard terminal serve`). It kills itself with SIGKILL at named crash
-points in the flows (SSCARD_CRASHPOINTS, each with a probability) and the test also SIGKILLs it from
-outside after random delays. After every kill it is restarted; recovery resolves what was in flight.
+points in the flows (SSCARD_CRASHPOINTS, each with a probability, drawn from SSCARD_CRASH_SEED: the test's
+seed and the start's number, so the draws replay) and the test also SIGKILLs it from outside after random
+delays (those depend on timing as well). After every kill it is restarted; recovery resolves what was in flight.
 At the end every settlement is in exactly one final state, the same at the terminal and the centre.
 """
 
@@ -21,7 +22,7 @@ import httpx
 import pytest
 
 from settlement.errors import UnknownTransaction
-from sscard.stack import free_port, start_centre
+from sscard.stack import listening_socket, start_centre
 from terminal.config import hash_token
 from terminal.journal import CONFIRMED, FAILED, REVERSED, Journal
 from tests.terminal.conftest import LINES
@@ -35,8 +36,8 @@ CRASHPOINTS = ",".join(
 
 
 class Daemon:
-    def __init__(self, workdir: Path, centre, crash: bool, port: int | None = None) -> None:
-        self.port = port or free_port()
+    def __init__(self, workdir: Path, centre, crash: bool, seed: int, port: int = 0) -> None:
+        self.port = port  # 0 until the first start binds one the OS assigns
         self.token = "test-token"
         self.journal = workdir / "T0001-journal.db"
         cfg = workdir / "terminal.toml"
@@ -46,7 +47,6 @@ id = "T0001"
 institution = "H11000301"
 region = "110000"
 journal = "{self.journal}"
-port = {self.port}
 [readers]
 user_card = "memory:zhang_san"
 psam = "memory:psam"
@@ -62,6 +62,7 @@ tokens_sha256 = ["{hash_token(self.token)}"]
         self.cmd = [sys.executable, "-m", "sscard.cli", "terminal", "serve", "--config", str(cfg)]
         self.env = env
         self.proc: subprocess.Popen | None = None
+        self.seed, self.starts = seed, 0
         self.log = open(workdir / "daemon.log", "ab")  # noqa: SIM115 - closed in stop()
 
     @property
@@ -72,16 +73,25 @@ tokens_sha256 = ["{hash_token(self.token)}"]
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.05)
+        """Start the daemon on a socket bound here (the first time on a port the OS assigns, then on the same
+        port) and handed over by fd; this process lets go of it once the daemon serves, so a killed daemon
+        refuses connections until the next start."""
+        self.starts += 1
+        env = dict(self.env, SSCARD_CRASH_SEED=f"{self.seed}:{self.starts}")
+        with listening_socket(self.port) as sock:
+            self.port = sock.getsockname()[1]
+            fd = str(sock.fileno())
+            self.proc = subprocess.Popen([*self.cmd, "--fd", fd], env=env, stdout=self.log, stderr=self.log,
+                                         pass_fds=[sock.fileno()])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"daemon exited with {self.proc.returncode}")
+                try:
+                    if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    time.sleep(0.05)
         raise RuntimeError("daemon did not come up")
 
     def kill(self) -> None:
@@ -100,10 +110,10 @@ tokens_sha256 = ["{hash_token(self.token)}"]
 
 
 @pytest.mark.timeout(900)
-def test_sigkill_at_random_points_loses_nothing_and_posts_nothing_twice(tmp_path):
-    rng = random.Random(20261123)
+def test_sigkill_at_random_points_loses_nothing_and_posts_nothing_twice(tmp_path, seed):
+    rng = random.Random(seed)
     centre = start_centre(tmp_path / "centre")
-    daemon = Daemon(tmp_path, centre, crash=True)
+    daemon = Daemon(tmp_path, centre, crash=True, seed=seed)
     clean: Daemon | None = None
     kills = {"self": 0, "external": 0}
     outcomes: dict[str, int] = {}
@@ -135,7 +145,7 @@ def test_sigkill_at_random_points_loses_nothing_and_posts_nothing_twice(tmp_path
                     timer.cancel()
         # a clean restart: recovery and the forwarder finish what is in flight
         daemon.kill()
-        clean = Daemon(tmp_path, centre, crash=False, port=daemon.port)
+        clean = Daemon(tmp_path, centre, crash=False, seed=seed, port=daemon.port)
         clean.start()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

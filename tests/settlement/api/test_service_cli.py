@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,12 +13,16 @@ from typer.testing import CliRunner
 
 from settlement.api.auth import hash_key
 from sscard.settlement_cmd import app
+from sscard.stack import listening_socket
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def start_service(args: list[str]) -> tuple[subprocess.Popen, int]:
+    """`sscard settlement serve ARGS` on a listening socket the OS assigned, handed over by fd."""
+    with listening_socket() as sock:
+        cmd = [sys.executable, "-c", "from sscard.settlement_cmd import app; app()", "serve", *args,
+               "--fd", str(sock.fileno()), "--log-level", "warning"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=[sock.fileno()])
+        return proc, sock.getsockname()[1]
 
 
 def wait_until_serving(proc: subprocess.Popen, port: int) -> str:
@@ -41,10 +44,7 @@ def wait_until_serving(proc: subprocess.Popen, port: int) -> str:
 def test_serve_answers_with_auth(tmp_path):
     keys = tmp_path / "keys.toml"
     keys.write_text(f'[terminal.T1]\nkey_sha256 = "{hash_key("secret")}"\n')
-    port = free_port()
-    cmd = [sys.executable, "-c", "from sscard.settlement_cmd import app; app()", "serve", "--db",
-           str(tmp_path / "s.db"), "--keys", str(keys), "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc, port = start_service(["--db", str(tmp_path / "s.db"), "--keys", str(keys)])
     try:
         url = wait_until_serving(proc, port)
         assert httpx.get(f"{url}/v1/persons/X", timeout=2).json()["code"] == "UNAUTHORIZED"
@@ -86,13 +86,10 @@ def test_serve_with_an_hsm_checks_pin_blocks_online(tmp_path):
         eng.registry.set_pin_reference(pid, card, ref, actor="issuance")
     keys = tmp_path / "keys.toml"
     keys.write_text(f'[terminal.T1]\nkey_sha256 = "{hash_key("secret")}"\n')
-    port = free_port()
     server = ServerThread(hsm).start()
     host, hsm_port = server.address
-    cmd = [sys.executable, "-c", "from sscard.settlement_cmd import app; app()", "serve", "--db",
-           str(tmp_path / "s.db"), "--keys", str(keys), "--port", str(port), "--log-level", "warning",
-           "--hsm", f"{host}:{hsm_port}", "--hsm-timeout", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc, port = start_service(["--db", str(tmp_path / "s.db"), "--keys", str(keys), "--hsm", f"{host}:{hsm_port}",
+                                "--hsm-timeout", "1"])
     try:
         url = wait_until_serving(proc, port)
 

@@ -109,9 +109,9 @@ def check_after_crash(store: Store, acked: set[str]) -> set[str]:
 
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_sigkill_loses_nothing_and_posts_nothing_twice(
-    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest, seed: int
 ) -> None:
-    rng = random.Random()
+    rng = random.Random(seed)
     make: Callable[[], Store]
     if kind == "sqlite":
         target = str(tmp_path / "crash.db")
