@@ -1,7 +1,9 @@
 """The counter's flows, step by step: identity check, hospital visit, pension collection.
 
 Each money-moving step follows the same discipline:
-1. check the card (same card still in the reader, PIN at the card, mutual authentication with PSAM/HSM);
+1. check the card: the same card still in the reader, the right person's (a visit's patient), genuine
+   (authenticated with the PSAM/HSM), and only then the PIN at the card: a wrong or counterfeit card
+   never costs the holder a PIN try nor sees the PIN;
 2. journal the request under the next serial (durable) *before* it leaves the terminal;
 3. make sure the card is still there, then send it to the centre with its idempotency key;
 4. write the answer to the journal; an error the centre gives means nothing was posted (`failed`);
@@ -111,17 +113,24 @@ class Terminal:
             raise UnknownReader(f"no reader {reader!r}; readers: {', '.join(self.sessions)}")
         return self.sessions[reader]
 
-    def _card(self, s: ReaderSession, pin: str | None, *, authenticate: bool = False) -> BasicInfo:
-        """The card's data (re-read only when the card changed), validity, PIN at the card, authentication."""
+    def _card(self, s: ReaderSession, pin: str | None, *, authenticate: bool = False,
+              holder: str | None = None, mdtrt_id: str | None = None) -> BasicInfo:
+        """The card's data (re-read only when the card changed) and validity; then, in this order, so that
+        the PIN goes only to the right, genuine card: the holder (`holder`, the person the flow is for:
+        anyone else's card is CARD_MISMATCH with no PIN tried), the card authenticated by the PSAM/HSM (a
+        counterfeit never sees the PIN), and last the PIN at the card."""
         try:
             info = s.ensure_read()
             if info.expiry_date is not None and info.expiry_date < dt.date.today():
                 raise TerminalError("CARD_EXPIRED", f"The card expired on {info.expiry_date}.", 403,
                                     expiry_date=info.expiry_date.isoformat())
-            if pin is not None:
-                s.card.verify_pin(pin)
+            if holder is not None and holder != info.social_security_number:
+                raise TerminalError("CARD_MISMATCH", "The card in the reader is not the visit's patient.", 409,
+                                    mdtrt_id=mdtrt_id)
             if authenticate and self.security is not None and self.config.policy.require_card_auth:
                 s.card.authenticate(self.security)
+            if pin is not None:
+                s.card.verify_pin(pin)
             return info
         except CardError as e:  # first: some card errors are ValueErrors too (a reader's framing error)
             metrics.reader_errors.labels(s.name, type(e).__name__).inc()
@@ -259,10 +268,7 @@ class Terminal:
                 person_id = registered["person_id"] if registered else self.centre.visit(mdtrt_id).person_id
             except SettlementError as e:
                 raise from_settlement_error(e) from e
-            info = self._card(s, pin, authenticate=True)
-            if person_id != info.social_security_number:
-                raise TerminalError("CARD_MISMATCH", "The card in the reader is not the visit's patient.", 409,
-                                    mdtrt_id=mdtrt_id)
+            info = self._card(s, pin, authenticate=True, holder=person_id, mdtrt_id=mdtrt_id)
             total = sum(x.det_item_fee_sumamt for x in lines)
             entry = self._begin(
                 "settle", {"mdtrt_id": mdtrt_id, "lines": [x.model_dump() for x in lines], "use_account": use_account},

@@ -180,15 +180,38 @@ def test_expired_card_is_refused(centre):
         k.stop()
 
 
-def test_card_for_another_patient_is_refused(api, centre, counter):
+def test_card_for_another_patient_is_refused_before_its_pin_is_tried(api, centre, counter):
     k2 = start_counter(centre, "memory:li_si", terminal_id="T0001")
     try:
         mdtrt = visit(api)  # zhang_san's visit, on counter 1
+        li_si = sim_card(k2)
         with httpx.Client(base_url=k2.url, headers=k2.headers(), timeout=15) as api2:
-            r = api2.post(f"/v1/visits/{mdtrt}/settle", json={"lines": LINES, "pin": "654321"})
-            assert r.status_code == 409 and r.json()["code"] == "CARD_MISMATCH"
+            for pin in ("654321", "000000"):  # li_si's own PIN, and a wrong one: neither reaches the card
+                r = api2.post(f"/v1/visits/{mdtrt}/settle", json={"lines": LINES, "pin": pin})
+                assert r.status_code == 409 and r.json()["code"] == "CARD_MISMATCH", r.text
+        assert li_si.pin.tries_left == li_si.pin.max_tries
+        assert "settle" not in [e.kind for e in k2.terminal.journal.all()]  # one journal: both counters are T0001
     finally:
         k2.stop()
+
+
+def test_a_counterfeit_card_never_sees_the_pin(api, counter):
+    """A card whose keys are not the issuer's fails authentication before VERIFY: the PIN typed at the counter
+    is not handed to a card that could be recording it, and no try is used."""
+    from cardlib.readers.memory import MemoryReader
+    from sim.issuer import Issuer
+    from sim.personalize import issue_sample
+
+    mdtrt = visit(api)
+    fake = issue_sample("zhang_san", issuer=Issuer())  # same holder data, keys of nobody's issuer
+    session = next(iter(counter.terminal.sessions.values()))
+    assert isinstance(session.reader, MemoryReader)
+    session.reader.insert(fake)
+    r = api.post(f"/v1/visits/{mdtrt}/settle", json={"lines": LINES, "pin": "999999"})
+    assert r.status_code == 403 and r.json()["code"] == "COUNTERFEIT_CARD", r.text
+    assert fake.pin.tries_left == fake.pin.max_tries
+    r = api.post("/v1/identity/check", json={"pin": "999999"})
+    assert r.json()["code"] == "COUNTERFEIT_CARD" and fake.pin.tries_left == fake.pin.max_tries
 
 
 # ---- the card pulled at each step of a visit ------------------------------------------------------------------
