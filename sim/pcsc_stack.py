@@ -109,6 +109,13 @@ class Pcscd:
                 self.proc.wait()
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL our pcscd by PID, as a crash would end it (its socket and pid files stay behind)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
     @property
     def readers(self) -> tuple[str, str]:
         return reader_names(self.name)

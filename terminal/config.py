@@ -15,6 +15,7 @@ port = 8600
 user_card = "sscard Virtual 00 00"   # PC/SC name, serial:URL, or memory:SAMPLE (demo/tests)
 psam = "sscard Virtual 00 01"        # "" = no PSAM: the HSM does the cryptography
 psam_regions = ["11"]                # the PSAM's issuer keys cover Beijing cards; others go to the HSM
+timeout = 5.0                        # seconds a card may take to answer one command (then CARD_TIMEOUT)
 
 [settlement]
 url = "http://127.0.0.1:8700"
@@ -53,6 +54,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cardlib.readers.base import DEFAULT_TIMEOUT
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -73,6 +76,7 @@ class ReadersSection(_Section):
     user_card: str
     psam: str = ""
     psam_regions: list[str] | None = None  # region-code prefixes the PSAM has keys for; other cards go to the HSM
+    timeout: float = Field(DEFAULT_TIMEOUT, gt=0, le=60)  # per-command deadline of both readers, seconds
 
 
 class SettlementSection(_Section):

@@ -62,7 +62,7 @@ def build_security(cfg: TerminalConfig) -> tuple[SecurityModule | None, str]:
     psam_sm: SecurityModule | None = None
     terminal_number = ""
     if cfg.readers.psam:
-        psam = Psam(open_reader(cfg.readers.psam))
+        psam = Psam(open_reader(cfg.readers.psam, timeout=cfg.readers.timeout))
         try:
             terminal_number = psam.terminal_number()
         except CardError as e:
@@ -84,7 +84,8 @@ def build_security(cfg: TerminalConfig) -> tuple[SecurityModule | None, str]:
 def build_terminal(cfg: TerminalConfig, *, centre: SettlementClient | None = None,
                    security: SecurityModule | None = None, terminal_number: str | None = None) -> Terminal:
     journal = Journal(cfg.terminal.journal, cfg.terminal.id)
-    sessions = {cfg.readers.user_card: ReaderSession(cfg.readers.user_card, open_reader(cfg.readers.user_card))}
+    user_card = open_reader(cfg.readers.user_card, timeout=cfg.readers.timeout)
+    sessions = {cfg.readers.user_card: ReaderSession(cfg.readers.user_card, user_card)}
     if security is None:
         security, number = build_security(cfg)
         terminal_number = terminal_number or number

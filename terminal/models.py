@@ -115,10 +115,11 @@ class EventsTokenIn(_In):
 
 # ---- responses ----------------------------------------------------------------------------------------------
 class ReaderStatus(BaseModel):
-    model_config = example(reader="sscard Virtual 00 00", busy=False, busy_with=None, card_present=True,
-                           card_no="B10238475")
+    model_config = example(reader="sscard Virtual 00 00", available=True, busy=False, busy_with=None,
+                           card_present=True, card_no="B10238475")
     reader: str
-    busy: bool
+    available: bool = Field(description="false while the reader or its PC/SC service is gone")
+    busy: bool = Field(description="a flow holds the reader (card_present still says whether a card is in it)")
     busy_with: str | None
     card_present: bool
     card_no: str | None

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from cardlib import layout
 from cardlib.card import BasicInfo, SocialSecurityCard
-from cardlib.errors import CardError, CardRemoved, NoCard, TransportError
+from cardlib.errors import CardError, CardRemoved, CardTimeout, NoCard, ReaderUnavailable
 from cardlib.readers.base import Reader
 
 
@@ -44,9 +44,14 @@ class UnknownReader(SessionError):
 
 @dataclass
 class CardEvent:
-    kind: str  # "inserted" | "removed"
+    kind: str  # "inserted" | "removed" (the card), "reader_unavailable" | "reader_available" (the reader)
     reader: str
     at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+
+    @property
+    def stream(self) -> str:
+        """The server-sent event name: `reader` for the reader's own events, `card` for the card's."""
+        return "reader" if self.kind.startswith("reader_") else "card"
 
 
 class ReaderSession:
@@ -57,6 +62,8 @@ class ReaderSession:
         self.reader = reader
         self.card = SocialSecurityCard(reader)
         self.info: BasicInfo | None = None
+        self.card_seen: bool | None = None  # whether the last exchange found a card (None: not asked yet)
+        self.available = True  # False while the reader (or pcscd) is gone, as the watcher or a read saw
         self._lock = threading.Lock()
         self.busy_with: str | None = None
         self.events: list[tuple[int, CardEvent]] = []  # (sequence number, event), the last 100
@@ -83,11 +90,22 @@ class ReaderSession:
         self.info = None
         try:
             self.card.connect()
+            self.card_seen = self.available = True
             self.info = self.card.read_basic()
-        except CardError:
+        except CardError as e:
+            self._saw(e)
             self._disconnect_quietly()
             raise
         return self.info
+
+    def _saw(self, e: CardError) -> None:
+        """What a failed exchange says about the card and the reader."""
+        if isinstance(e, (NoCard, CardRemoved)):
+            self.card_seen = False
+        elif isinstance(e, CardTimeout):
+            self.card_seen = True  # a card that does not answer is still a card in the reader
+        elif isinstance(e, ReaderUnavailable):
+            self.available = False
 
     def ensure_read(self) -> BasicInfo:
         """The card's basic data, reading the card when the session has none or the card changed."""
@@ -102,7 +120,8 @@ class ReaderSession:
         try:
             self.card.select_ssse()
             card_id = self.card.read_item(layout.EF05, "card_id")
-        except CardError:
+        except CardError as e:
+            self._saw(e)
             self.info = None
             self._disconnect_quietly()
             return False
@@ -118,19 +137,37 @@ class ReaderSession:
         except CardError:
             pass
 
+    def _card_in_reader(self) -> bool:
+        """Whether a card is in the reader without touching it (a flow holds it): pcscd knows for a PC/SC
+        reader; for others, what the flow's last exchange showed."""
+        from cardlib.readers.pcsc import PcscReader, reader_states
+
+        if isinstance(self.reader, PcscReader):
+            try:
+                return reader_states([self.reader.name])[0].present
+            except CardError:
+                pass
+        return bool(self.card_seen)
+
     def status(self) -> dict[str, object]:
-        """Reader and card state; an idle reader is asked (a busy one answers from what the flow knows)."""
-        present = self.info is not None
+        """Reader and card state. An idle reader is asked; a busy one is not disturbed: `busy` says a flow
+        holds it, and `card_present` still says whether a card is in it."""
         if not self._lock.locked():
-            with self.claim("status"):
-                try:
-                    present = self.still_present() or self.read() is not None
-                except (CardError, NoCard, TransportError):
-                    present = False
+            try:
+                with self.claim("status"):
+                    try:
+                        self.still_present() or self.read()
+                    except CardError:
+                        pass  # read() noted what the failure says
+            except ReaderBusy:
+                pass
+        busy_with = self.busy_with
+        present = self._card_in_reader() if busy_with else bool(self.card_seen) and self.available
         return {
             "reader": self.name,
-            "busy": self.busy_with is not None,
-            "busy_with": self.busy_with,
+            "available": self.available,
+            "busy": busy_with is not None,
+            "busy_with": busy_with,
             "card_present": present,
             "card_no": self.info.card_number if self.info else None,
         }
@@ -151,21 +188,25 @@ class ReaderSession:
             return [(n, e) for n, e in self.events if n > after]
 
     def watch(self) -> None:
-        """Publish insert/remove events of a PC/SC reader from a background thread (pcscd polls every 0.4 s)."""
-        from cardlib.readers.pcsc import PcscReader, watch
+        """Publish a PC/SC reader's events from a background thread: the card inserted or removed (pcscd
+        polls every 0.4 s), and the reader unavailable or available again (pcscd stopped or restarted,
+        reader unplugged). The card's data is forgotten on removal and on an outage."""
+        from cardlib.readers import pcsc
 
-        if not isinstance(self.reader, PcscReader) or self._watcher is not None:
+        if not isinstance(self.reader, pcsc.PcscReader) or self._watcher is not None:
             return
 
         def run() -> None:
             while not self._stop.is_set():
-                try:
-                    for kind, _reader, _atr in watch([self.reader.name], timeout=1.0):
-                        if kind == "removed":
-                            self.info = None
-                        self.publish(kind)
-                except CardError:
-                    self._stop.wait(1.0)
+                for kind, _reader, _atr in pcsc.watch([self.reader.name], timeout=3600.0, stop=self._stop.is_set):
+                    if kind in (pcsc.REMOVED, pcsc.READER_UNAVAILABLE):
+                        self.info = None
+                    if kind in (pcsc.READER_UNAVAILABLE, pcsc.READER_AVAILABLE):
+                        self.available = kind == pcsc.READER_AVAILABLE
+                        self.card_seen = None if self.available else False
+                    else:
+                        self.card_seen = kind == pcsc.INSERTED
+                    self.publish(kind)
 
         self._watcher = threading.Thread(target=run, name=f"watch:{self.name}", daemon=True)
         self._watcher.start()

@@ -66,7 +66,9 @@ def reader_events(
     reader: ReaderQuery = None,
     timeout: Annotated[float, Query(ge=0, le=3600, description="seconds before the server ends the stream")] = 300,
 ) -> StreamingResponse:
-    """Server-sent events: `card` events with `{"kind": "inserted"|"removed", "reader", "at"}`.
+    """Server-sent events, data `{"kind", "reader", "at"}`: `card` events (kind "inserted" | "removed") and
+    `reader` events (kind "reader_unavailable" | "reader_available": the reader or its PC/SC service went
+    away or came back; read the card again after an outage).
 
     Authenticated by the bearer token, or by `access_token` in the URL (a browser's `EventSource`)."""
     s = t.session(reader)
@@ -78,7 +80,7 @@ def reader_events(
         while time.monotonic() < deadline:
             for n, ev in s.wait_events(last, min(5.0, max(0.0, deadline - time.monotonic()))):
                 last = n
-                yield f"id: {n}\nevent: card\ndata: {json.dumps(ev.__dict__)}\n\n"
+                yield f"id: {n}\nevent: {ev.stream}\ndata: {json.dumps(ev.__dict__)}\n\n"
             yield ": keep-alive\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
