@@ -4,24 +4,33 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.status import Status
 from rich.table import Table
 
 from cardlib import readers
 from cardlib.card import SocialSecurityCard
 from cardlib.errors import CardError, PinBlocked, PinWrong
-from cardlib.readers.base import Reader
+from cardlib.readers.base import DEFAULT_TIMEOUT, Reader
 from cardlib.security import SecurityModule
+from cardlib.trace import TraceWriter, TracingReader
 
 app = typer.Typer(help="Read and use a social security card.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
 
 READER_HELP = "PC/SC reader name (or a unique part of it), or serial:URL (e.g. serial:socket://127.0.0.1:7816)."
+TIMEOUT_HELP = "Seconds the card may take to answer one command before the read fails (CardTimeout)."
+TRACE_HELP = ("Write every APDU to FILE as JSON lines, with timings (PIN, cryptograms and MACs masked): "
+              "a trace sim's replay card can play back.")
+TimeoutOption = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=0.05, max=120.0, help=TIMEOUT_HELP)
+TraceOption = typer.Option(None, "--trace", dir_okay=False, writable=True, help=TRACE_HELP)
 
 
 @contextmanager
@@ -34,6 +43,41 @@ def card_errors() -> Iterator[None]:
     except CardError as e:
         err.print(f"[red]error:[/red] {type(e).__name__}: {e}")
         raise typer.Exit(2) from None
+
+
+@contextmanager
+def card_reader(spec: str | None, timeout: float, trace: Path | None, tool: str) -> Iterator[Reader]:
+    """The reader for --reader, closed afterwards; with --trace, every APDU also goes to that file."""
+    with ExitStack() as stack:
+        r: Reader = readers.open_reader(spec, resolve=True, timeout=timeout)
+        stack.callback(_close, r)
+        if trace is not None:
+            out = stack.enter_context(open(trace, "w", encoding="utf-8"))
+            r = TracingReader(r, TraceWriter(out, reader=r.name, tool=tool))
+        yield r
+
+
+@contextmanager
+def slow_card_spinner(console: Console = err, after: float = 0.3,
+                      message: str = "waiting for the card...") -> Iterator[None]:
+    """A spinner on `console` once the card has taken `after` seconds (nothing at all on a quick read)."""
+    status = Status(message, console=console)
+    shown = threading.Event()
+
+    def show() -> None:
+        shown.set()
+        status.start()
+
+    timer = threading.Timer(after, show)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()
+        if shown.is_set():
+            status.stop()
 
 
 def list_readers() -> None:
@@ -96,15 +140,14 @@ def read(
                             help="The centre's HSM instead of a PSAM, e.g. 127.0.0.1:1500."),
     hsm_prefix: str = typer.Option("SSSE", help="Label prefix of the issuer's keys in the HSM."),
     hsm_timeout: float = typer.Option(2.0, min=0.1, help="Seconds per HSM command."),
+    timeout: float = TimeoutOption,
+    trace: Path = TraceOption,
 ) -> None:
     """Read the holder's basic data (EF05 + EF06); no PIN needed. Odd items are read anyway and listed as
     warnings (on stderr, or under "warnings" with --json)."""
-    with card_errors(), security_module(psam, hsm, hsm_prefix, hsm_timeout) as sm:
-        r = readers.open_reader(reader, resolve=True)
-        try:
-            info = SocialSecurityCard(r, security=sm).read_basic()
-        finally:
-            _close(r)
+    with (card_errors(), security_module(psam, hsm, hsm_prefix, hsm_timeout) as sm,
+          card_reader(reader, timeout, trace, "sscard card read") as r, slow_card_spinner()):
+        info = SocialSecurityCard(r, security=sm).read_basic()
     if as_json:
         sys.stdout.write(json.dumps(info.to_dict(), ensure_ascii=False, indent=2) + "\n")
         return
@@ -135,10 +178,10 @@ def _read_pin(prompt: str, from_stdin: bool) -> str:
 
 
 @contextmanager
-def pin_session(reader: str | None) -> Iterator[SocialSecurityCard]:
+def pin_session(reader: str | None, timeout: float = DEFAULT_TIMEOUT, trace: Path | None = None,
+                tool: str = "sscard card") -> Iterator[SocialSecurityCard]:
     """The card in `reader` for a PIN command: wrong/blocked PIN exit 1 with the tries left, other errors 2."""
-    with card_errors():
-        r = readers.open_reader(reader, resolve=True)
+    with card_errors(), card_reader(reader, timeout, trace, tool) as r, slow_card_spinner():
         try:
             yield SocialSecurityCard(r)
         except PinWrong as e:
@@ -150,18 +193,18 @@ def pin_session(reader: str | None) -> Iterator[SocialSecurityCard]:
         except ValueError as e:  # not 4-12 digits: refused before the card sees it
             err.print(f"[red]error:[/red] {e}")
             raise typer.Exit(2) from None
-        finally:
-            _close(r)
 
 
 @app.command("verify-pin")
 def verify_pin(
     reader: str = typer.Option(None, "--reader", "-r", help=READER_HELP),
     pin_stdin: bool = typer.Option(False, "--pin-stdin", help="Read the PIN from standard input."),
+    timeout: float = TimeoutOption,
+    trace: Path = TraceOption,
 ) -> None:
     """Verify the holder's PIN; prints the tries left on a wrong PIN (exit 1)."""
     pin = _read_pin("PIN", pin_stdin)
-    with pin_session(reader) as card:
+    with pin_session(reader, timeout, trace, "sscard card verify-pin") as card:
         card.verify_pin(pin)
     console.print("PIN ok")
 
@@ -170,10 +213,12 @@ def verify_pin(
 def change_pin(
     reader: str = typer.Option(None, "--reader", "-r", help=READER_HELP),
     pin_stdin: bool = typer.Option(False, "--pin-stdin", help="Read old and new PIN from standard input, one a line."),
+    timeout: float = TimeoutOption,
+    trace: Path = TraceOption,
 ) -> None:
     """Change the holder's PIN."""
     old = _read_pin("Old PIN", pin_stdin)
     new = _read_pin("New PIN", pin_stdin)
-    with pin_session(reader) as card:
+    with pin_session(reader, timeout, trace, "sscard card change-pin") as card:
         card.change_pin(old, new)
     console.print("PIN changed")

@@ -9,7 +9,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from cardlib.errors import CardError
 from sim.personalize import HolderError, issue_card, load_holder, sample_holders
+from sim.replay import ReplayCard
 
 app = typer.Typer(help="Simulated social security cards.", no_args_is_help=True)
 console = Console()
@@ -41,22 +43,26 @@ def run(
     ef06_auth: bool = typer.Option(None, "--ef06-auth/--no-ef06-auth",
                                    help="Refuse EF06 (6982) until EXTERNAL AUTHENTICATE, as third-generation "
                                         "cards do. Default: the holder file's."),
+    replay: Path = typer.Option(None, "--replay", exists=True, dir_okay=False,
+                                help="Or play back an APDU trace (sscard card read --trace FILE)."),
     port: int = typer.Option(35963, "--port", help="vpcd port: 35963 = slot 0, 35964 = slot 1."),
     host: str = typer.Option("127.0.0.1", "--host", help="Where pcscd with the vpcd driver listens."),
     t0: bool = typer.Option(None, "--t0/--t1", help="Answer with T=0 rules (61xx/6Cxx). Default: the holder file's."),
     serial_port: int = typer.Option(None, "--serial", help="Serve as a serial reader on this TCP port instead."),
 ) -> None:
     """Put a simulated card on a vpcd slot (or a simulated serial reader) until interrupted."""
-    if (holder is None) == (image is None):
-        raise typer.BadParameter("give --holder or --image")
+    if sum(x is not None for x in (holder, image, replay)) != 1:
+        raise typer.BadParameter("give one of --holder, --image, --replay")
     try:
         if image is not None:
             from sim.images import issue_image, load_image
 
             card = issue_image(load_image(image), t0=t0)
+        elif replay is not None:
+            card = ReplayCard.load(replay)
         else:
             card = issue_card(load_holder(resolve_holder(holder)), t0=t0, ef06_requires_auth=ef06_auth)
-    except HolderError as e:
+    except (HolderError, CardError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
     stop = threading.Event()

@@ -44,6 +44,7 @@ SIM_CARDLIB = {  # the card's layout and profiles (what differs by spec version:
     # card speaks (APDU, TLV, data formats, suites, frames)
     "cardlib.layout", "cardlib.profiles", "cardlib.fields", "cardlib.tlv", "cardlib.apdu", "cardlib.crypto",
     "cardlib.errors", "cardlib.psam", "cardlib.readers.serial",
+    "cardlib.trace",  # the APDU trace format, shared by the CLI that records and the replay card
 }
 LEDGER_API = {"settlement.ledger", "settlement.ledger.store.sqlite", "settlement.ledger.store.postgres"}
 SETTLEMENT_LAYERS = ("ledger", "schemes", "reconcile", "api")  # bottom to top

@@ -103,3 +103,34 @@ def test_card_read_with_the_hsm_over_tcp(v3_reader):
         assert out.exit_code == 2 and "HOST:PORT" in out.output
     out = runner.invoke(app, ["card", "read", "--reader", v3_reader, "--hsm", "h:1", "--psam", "x"])
     assert out.exit_code == 2 and "not both" in out.output
+
+
+def test_a_spinner_shows_only_when_the_card_is_slow():
+    import io
+    import time
+
+    from rich.console import Console
+
+    from sscard.card_cmd import slow_card_spinner
+
+    quick = io.StringIO()
+    with slow_card_spinner(Console(file=quick, force_terminal=True), after=60):
+        pass
+    assert quick.getvalue() == ""
+    slow = io.StringIO()
+    with slow_card_spinner(Console(file=slow, force_terminal=True), after=0, message="waiting for the card"):
+        deadline = time.monotonic() + 5
+        while "waiting for the card" not in slow.getvalue():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+
+def test_card_read_with_a_timeout_and_a_trace(reader, tmp_path):
+    trace = tmp_path / "t.jsonl"
+    out = runner.invoke(app, ["card", "read", "--reader", f"serial:{reader.url}", "--json", "--timeout", "2",
+                              "--trace", str(trace)])
+    assert out.exit_code == 0, out.output
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert records[0]["tool"] == "sscard card read" and records[1]["type"] == "connect"
+    apdus = [r for r in records if r["type"] == "apdu"]
+    assert apdus[0]["name"] == "SELECT" and all(r["r"].endswith("9000") for r in apdus)
