@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cardlib.errors import MalformedResponse, StatusError, WrongLe, error_for_sw
+from cardlib.trace import describe_apdu
 
 SW_OK = 0x9000
 MAX_SHORT_LC = 255
@@ -165,17 +166,20 @@ class CardChannel:
         self.apdu_count += 1
         if self.log is not None:
             self.log.append((raw_cmd, bytes(raw)))
-        return ResponseAPDU.from_bytes(raw)
+        try:
+            return ResponseAPDU.from_bytes(raw)
+        except MalformedResponse as e:
+            raise MalformedResponse(f"{_named(cmd)}: {e}") from None
 
     def send(self, cmd: CommandAPDU) -> ResponseAPDU:
         """Send one command; return the complete response (any SW). Raises only for malformed answers."""
         resp = self._raw(cmd)
         if resp.sw1 == 0x6C:
             if cmd.le is None:
-                raise MalformedResponse(f"card asked for Le {resp.sw2} on a command without Le")
+                raise MalformedResponse(f"{_named(cmd)}: card asked for Le {resp.sw2} on a command without Le")
             resp = self._raw(cmd.with_le(resp.sw2 or 256))
             if resp.sw1 == 0x6C:
-                raise WrongLe(resp.sw, "card asked for a different Le twice")
+                raise WrongLe(resp.sw, f"{_named(cmd)}: card asked for a different Le twice")
         if resp.sw1 == 0x61 and cmd.le is not None:
             data = bytearray(resp.data)
             for _ in range(MAX_GET_RESPONSE):
@@ -184,7 +188,8 @@ class CardChannel:
                 if resp.sw1 != 0x61:
                     break
             else:
-                raise MalformedResponse(f"card kept answering 61xx after {MAX_GET_RESPONSE} GET RESPONSEs")
+                raise MalformedResponse(f"{_named(cmd)}: card kept answering 61xx after {MAX_GET_RESPONSE} "
+                                        "GET RESPONSEs")
             resp = ResponseAPDU(bytes(data), resp.sw)
         elif resp.sw1 == 0x61:
             # case 1/3 command: data is available but was not asked for; the command itself succeeded.
@@ -192,8 +197,17 @@ class CardChannel:
         return resp
 
     def check(self, cmd: CommandAPDU) -> bytes:
-        """Send and return the data of a 9000 answer; raise the typed StatusError otherwise."""
-        return self.send(cmd).check().data
+        """Send and return the data of a 9000 answer; raise the typed StatusError otherwise, its message
+        naming the command."""
+        resp = self.send(cmd)
+        if resp.sw == SW_OK:
+            return resp.data
+        e = error_for_sw(resp.sw)
+        raise type(e)(e.sw, f"{_named(cmd)}: {e.message}")
+
+
+def _named(cmd: CommandAPDU) -> str:
+    return describe_apdu(bytes((cmd.cla, cmd.ins, cmd.p1, cmd.p2)))
 
 
 __all__ = [

@@ -163,6 +163,45 @@ def read(
         console.print(t)
 
 
+@app.command("dump")
+def dump(
+    reader: str = typer.Option(None, "--reader", "-r", help=READER_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the dump as JSON."),
+    probe: bool = typer.Option(False, "--probe", help="Also try every SFI the file map does not name."),
+    psam: str = typer.Option(None, "--psam", metavar="READER", help="PSAM reader, for files that need an "
+                             "authenticated terminal (third-generation cards' EF06)."),
+    hsm: str = typer.Option(None, "--hsm", metavar="HOST:PORT", help="The centre's HSM instead of a PSAM."),
+    hsm_prefix: str = typer.Option("SSSE", help="Label prefix of the issuer's keys in the HSM."),
+    hsm_timeout: float = typer.Option(2.0, min=0.1, help="Seconds per HSM command."),
+    timeout: float = TimeoutOption,
+    trace: Path = TraceOption,
+) -> None:
+    """Every file and record the card lets this terminal read, raw and decoded (no PIN is asked for)."""
+    from cardlib.dump import dump_card
+
+    with (card_errors(), security_module(psam, hsm, hsm_prefix, hsm_timeout) as sm,
+          card_reader(reader, timeout, trace, "sscard card dump") as r, slow_card_spinner()):
+        result = dump_card(SocialSecurityCard(r), security=sm, probe=probe)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False, indent=2) + "\n")
+        return
+    console.print(f"reader {result.reader}  ATR {result.atr.hex(' ').upper()}")
+    for f in result.files:
+        t = Table("n", "tag", "item", "value", "raw", title=f"{f.path}" + ("" if f.known else " (not in the map)"),
+                  caption=f.end, title_justify="left", caption_justify="left")
+        for rec in f.records:
+            value = rec.to_dict()["value"]
+            value = "" if value is None else str(value)
+            if rec.warning:
+                value += f" [yellow]({rec.warning})[/yellow]"
+            t.add_row(str(rec.number), "" if rec.tag is None else f"{rec.tag:02X}",
+                      rec.label or rec.item or "", value, rec.raw.hex().upper())
+        if f.binary is not None:
+            t.add_row("", "", f"{len(f.binary)} bytes", "", f.binary[:32].hex().upper() + ("..." if len(f.binary) > 32
+                                                                                          else ""))
+        console.print(t)
+
+
 def _close(r: Reader) -> None:
     close = getattr(r, "close", None)
     try:

@@ -29,3 +29,24 @@ def test_open_reader_passes_the_timeout_and_refuses_a_bare_url():
     assert isinstance(r, SerialReader) and r.timeout == 1.5 and r.url == "socket://127.0.0.1:7816"
     with pytest.raises(errors.ReaderNotFound, match="write serial:loop://"):
         open_reader("loop://")
+
+
+@pytest.mark.parametrize(
+    "answer,exc,text",
+    [
+        (b"", errors.MalformedResponse, r"READ RECORD \(00 B2 01 2C\): response shorter than a status word"),
+        (b"\x90", errors.MalformedResponse, r"READ RECORD \(00 B2 01 2C\)"),
+        (b"\x6a\x83", errors.RecordNotFound, r"READ RECORD \(00 B2 01 2C\): record not found"),
+        (b"\xff\xff", errors.UnknownStatus, r"READ RECORD \(00 B2 01 2C\)"),
+        (b"\x6c\x10", errors.WrongLe, r"READ RECORD \(00 B2 01 2C\): card asked for a different Le twice"),
+    ],
+)
+def test_any_answer_bytes_give_a_typed_error_naming_the_command(answer, exc, text):
+    from cardlib.apdu import CardChannel, CommandAPDU
+
+    class Answers:
+        def transmit(self, apdu: bytes) -> bytes:
+            return answer
+
+    with pytest.raises(exc, match=text):
+        CardChannel(Answers()).check(CommandAPDU(0x00, 0xB2, 0x01, 0x2C, b"", 0x10))

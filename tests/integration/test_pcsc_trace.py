@@ -104,3 +104,21 @@ def test_sim_run_replays_a_trace_for_another_process(slots, tmp_path):
         s1.link.insert()
         wait_present([s1.reader])
     assert "inserted on vpcd" in sim.stdout.read()
+
+
+def test_card_dump_through_pcscd_and_its_trace_replays(slots, tmp_path):
+    s0, _ = slots
+    original = s0.card
+    trace = tmp_path / "dump.jsonl"
+    first = runner.invoke(app, ["card", "dump", "--reader", s0.reader, "--json", "--trace", str(trace)])
+    assert first.exit_code == 0, first.output
+    dump = json.loads(first.output)
+    assert [f["path"] for f in dump["files"]][:2] == ["SSSE/EF05", "SSSE/EF06"]
+    assert dump["files"][1]["records"][1]["value"] == "张三"
+    replay = ReplayCard.load(trace)
+    try:
+        s0.replace(replay)  # type: ignore[arg-type]
+        again = runner.invoke(app, ["card", "dump", "--reader", s0.reader, "--json"])
+        assert json.loads(again.output)["files"] == dump["files"] and replay.finished
+    finally:
+        s0.replace(original)
