@@ -6,7 +6,13 @@ the same APDU sequence in the same run (target <= 1.20). Through pcscd the simul
 process (`sscard sim run`), as a real card is its own device. The two are measured in alternating rounds so
 machine noise hits both alike; medians are reported.
 
-Run: .venv/bin/python bench/card_read.py [--rounds 30] [--reads 50]
+Then a third-generation card that refuses EF06 until the terminal authenticates (li_si with
+ef06_requires_auth, T=0): the whole authenticate-then-read beside its parts (the same card's read when no
+authentication is asked, the terminal authentication alone), with the PSAM on vpcd slot 1 and with the mock
+HSM over TCP. Each round resets the card first (it forgets the authentication), as a new visit would. The
+card, the PSAM and the HSM server run as threads of this process so they share one issuer's keys.
+
+Run: .venv/bin/python bench/card_read.py [--rounds 30] [--reads 50] [--auth-rounds 200]
 """
 
 from __future__ import annotations
@@ -16,13 +22,17 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from cardlib.apdu import CardChannel
-from cardlib.card import SocialSecurityCard
-from cardlib.readers.memory import MemoryReader
-from cardlib.readers.pcsc import wait_present
-from sim import pcsc_stack
-from sim.personalize import issue_sample
+# bench/terminal.py would shadow the `terminal` package (its HSM security module): keep bench/ off the path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from cardlib.apdu import CardChannel  # noqa: E402
+from cardlib.card import SocialSecurityCard  # noqa: E402
+from cardlib.readers.memory import MemoryReader  # noqa: E402
+from cardlib.readers.pcsc import wait_present  # noqa: E402
+from sim import pcsc_stack  # noqa: E402
+from sim.personalize import issue_sample  # noqa: E402
 
 
 def per_call(fn, n: int) -> float:
@@ -36,6 +46,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--reads", type=int, default=50, help="read_basic() calls per round")
+    ap.add_argument("--auth-rounds", type=int, default=200, help="authenticate-then-read rounds per module")
     a = ap.parse_args()
     ok = True
 
@@ -84,6 +95,10 @@ def main() -> int:
         def cardlib_read() -> None:
             SocialSecurityCard(ours, connected=True).read_basic()
 
+        def reader_read() -> None:
+            for c in sequence:
+                ours.transmit(c)
+
         def pyscard_read() -> None:
             for c in lists:
                 data, sw1, sw2 = bare.transmit(c)
@@ -92,11 +107,12 @@ def main() -> int:
             for c in lists:
                 rv, resp = scard.SCardTransmit(hcard, pci, c)
 
-        for f in (cardlib_read, pyscard_read, scard_read):
+        for f in (cardlib_read, reader_read, pyscard_read, scard_read):
             per_call(f, 20)  # warm-up
-        t_lib, t_py, t_sc = [], [], []
+        t_lib, t_rd, t_py, t_sc = [], [], [], []
         for _ in range(a.rounds):
             t_lib.append(per_call(cardlib_read, a.reads))
+            t_rd.append(per_call(reader_read, a.reads))
             t_py.append(per_call(pyscard_read, a.reads))
             t_sc.append(per_call(scard_read, a.reads))
         bare.disconnect()
@@ -104,16 +120,94 @@ def main() -> int:
         ours.close()
         card_proc.terminate()
         card_proc.wait(10)
-    lib, py, sc = (statistics.median(x) for x in (t_lib, t_py, t_sc))
+        wait_present([name], present=False)
+        auth_lines = authenticate_then_read(stack, a.auth_rounds)
+    lib, rd, py, sc = (statistics.median(x) for x in (t_lib, t_rd, t_py, t_sc))
     ratio = lib / py
     print(f"read_basic() through pcscd (cardlib):       {lib * 1e3:7.3f} ms  ({lib / len(sequence) * 1e6:.0f} us/APDU)")
+    print(f"same {len(sequence)} APDUs, PcscReader.transmit():  {rd * 1e3:7.3f} ms  (the transport alone)")
     print(f"same {len(sequence)} APDUs, bare pyscard transmit(): {py * 1e3:7.3f} ms")
     print(f"same {len(sequence)} APDUs, raw SCardTransmit():     {sc * 1e3:7.3f} ms")
     print(f"cardlib / bare pyscard: {ratio:.3f}  target <= 1.20: {'PASS' if ratio <= 1.20 else 'FAIL'}")
     print(f"cardlib / raw SCardTransmit: {lib / sc:.3f}")
     print(f"pcscd / in-process: {lib / t_mem:.0f}x")
     ok &= ratio <= 1.20
+    for line in auth_lines:
+        print(line)
     return 0 if ok else 1
+
+
+def authenticate_then_read(stack: pcsc_stack.Pcscd, rounds: int) -> list[str]:
+    """A v3 card refusing EF06 until EXTERNAL AUTHENTICATE, read with the PSAM and with the HSM over TCP."""
+    from cardlib.psam import Psam, PsamSecurity
+    from cardlib.readers.pcsc import PcscReader
+    from hsm_client.client import HsmClient
+    from hsm_mock import KeyStore, Lmk, LocalHsm
+    from hsm_mock.server import ServerThread
+    from sim.issuer import DEFAULT_ISSUER, install_into_hsm
+    from sim.psam import SimPsam
+    from sim.vicc import VirtualCardLink
+    from terminal.security import HsmSecurity
+
+    store = KeyStore(Lmk.ephemeral())
+    hsm = LocalHsm(store)
+    install_into_hsm(DEFAULT_ISSUER, hsm, lambda *x: store.load_components(x[0], "KEK", *x[1:]))
+    user, second = stack.readers
+    lines: list[str] = []
+    with ServerThread(hsm) as server, HsmClient(*server.address, pool_size=1) as client:
+        links = [VirtualCardLink(issue_sample("li_si", ef06_requires_auth=True), stack.port),
+                 VirtualCardLink(SimPsam(), stack.port + 1)]
+        for link in links:
+            link.insert()
+        wait_present([user, second])
+        with PcscReader(user) as ur, PcscReader(second) as pr:
+            psam = Psam(pr)
+            modules = (("PSAM", PsamSecurity(psam)), ("HSM over TCP", HsmSecurity(client)))
+
+            def round_(sm, what: str) -> tuple[float, int, int]:
+                ur.reconnect()  # a fresh session: the card has forgotten any authentication
+                card = SocialSecurityCard(ur, connected=True)
+                if what == "auth":
+                    card.identity()
+                c0, p0 = card.apdu_count, psam.channel.apdu_count
+                t0 = time.perf_counter()
+                if what == "read":
+                    card.read_basic(security=sm)
+                else:
+                    card.authenticate_terminal(sm)
+                return time.perf_counter() - t0, card.apdu_count - c0, psam.channel.apdu_count - p0
+
+            for label, sm in modules:
+                for _ in range(10):
+                    round_(sm, "read")  # warm-up
+                reads, auths = [], []
+                for _ in range(rounds):  # alternating, so noise hits both alike
+                    reads.append(round_(sm, "read"))
+                    auths.append(round_(sm, "auth"))
+                t_read, t_auth = statistics.median(r[0] for r in reads), statistics.median(r[0] for r in auths)
+                _, card_apdus, psam_apdus = reads[-1]
+                extra = f" + {psam_apdus} PSAM APDUs" if label == "PSAM" else " + 1 HSM request"
+                lines.append(f"v3 authenticate-then-read, {label}: {t_read * 1e3:7.3f} ms ({card_apdus} card APDUs"
+                             f"{extra}); of which terminal authentication {t_auth * 1e3:.3f} ms")
+        for link in links:
+            link.remove()
+    wait_present([user], present=False)
+    link = VirtualCardLink(issue_sample("li_si"), stack.port)  # the same card when EF06 is open, for comparison
+    link.insert()
+    wait_present([user])
+    with PcscReader(user) as ur:
+        times = []
+        for _ in range(rounds):
+            ur.reconnect()
+            card = SocialSecurityCard(ur, connected=True)
+            t0 = time.perf_counter()
+            card.read_basic()
+            times.append(time.perf_counter() - t0)
+        lines.append(f"v3 read_basic() when EF06 is open:        {statistics.median(times) * 1e3:7.3f} ms "
+                     f"({card.apdu_count} APDUs)")
+    link.remove()
+    hsm.close()
+    return lines
 
 
 if __name__ == "__main__":

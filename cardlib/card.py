@@ -149,8 +149,7 @@ class SocialSecurityCard:
             raise ItemUnreadable(f"cards of profile {profile.name} do not have it", file=file.name, record=None,
                                  tag=item.tag, item=item.name)
         recno = profile.record_number(file, item)
-        where = describe(file, recno, item)
-        raw = read_record_apdu(self.channel, recno, file.p2_sfi, 2 + item.length, where)
+        raw = read_record_apdu(self.channel, recno, file.p2_sfi, 2 + item.length, lambda: describe(file, recno, item))
         try:
             _tag, value = parse_record(raw, expected_tag=item.tag)
             if len(value) != item.length:
@@ -162,7 +161,7 @@ class SocialSecurityCard:
     def read_record(self, sfi: int, number: int, le: int = 256) -> bytes:
         """READ RECORD number `number` of the file with `sfi` (raw record, e.g. DF04 transactions)."""
         self._ensure()
-        return read_record_apdu(self.channel, number, (sfi << 3) | 4, le, f"SFI {sfi:02X} record {number}")
+        return read_record_apdu(self.channel, number, (sfi << 3) | 4, le, lambda: f"SFI {sfi:02X} record {number}")
 
     def read_binary(self, offset: int = 0, le: int = 256) -> bytes:
         """READ BINARY from the current transparent file."""

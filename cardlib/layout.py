@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 
 from construct import Bytes, Const, Int8ub, Int32ub, Struct
 
@@ -44,6 +45,11 @@ class DataItem:
     @property
     def length(self) -> int:
         return self.fmt.length
+
+    @cached_property
+    def since_generation(self) -> int:
+        """The card generation that first carries the item (the major part of `since_version`)."""
+        return int(self.since_version.split(".")[0])
 
 
 @dataclass(frozen=True)

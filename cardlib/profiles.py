@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Literal
 
 from cardlib.layout import DataItem, RecordFile
@@ -61,14 +62,24 @@ class CardProfile:
         """Whether cards of this profile carry `item` at all."""
         if item.tag == 0x4E:
             return self.name_extension
-        return int(item.since_version.split(".")[0]) <= self.generation
+        return item.since_generation <= self.generation
 
     def items(self, file: RecordFile) -> tuple[DataItem, ...]:
         return tuple(i for i in file.items if self.has(i))
 
+    @cached_property
+    def _numbers(self) -> dict[int, dict[int, int]]:
+        return {}  # id(file) -> tag -> record number (layout files live as long as the process)
+
     def record_number(self, file: RecordFile, item: DataItem) -> int:
-        """The record number of `item` in `file` on such a card: its position among the items the card has."""
-        return self.items(file).index(item) + 1
+        """The record number of `item` in `file` on such a card: its position among the items the card has.
+        ValueError if the card has no such item."""
+        numbers = self._numbers.get(id(file))
+        if numbers is None:
+            numbers = self._numbers[id(file)] = {i.tag: n for n, i in enumerate(self.items(file), 1)}
+        if item.tag not in numbers:
+            raise ValueError(f"cards of profile {self.name} have no {file.name} item {item.name}")
+        return numbers[item.tag]
 
     def toggled_name_extension(self) -> CardProfile:
         """The same profile with the other EF06 numbering (with or without the 4E record)."""

@@ -14,7 +14,7 @@ raises ItemUnreadable naming file, record, tag and the raw bytes; any other item
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -31,6 +31,8 @@ INS_READ_RECORD = 0xB2
 #: The profile EF05 is read with: its numbering is the same on every card (record n carries tag n).
 BASE_PROFILE = GENERATION_2
 _REFUSED = object()
+_CARD_ID, _SPEC, _EXTENSION = EF05.item("card_id"), EF05.item("spec_version"), EF06.item("name_extension")
+_BASIC = tuple((f, f.item(name)) for f, name in layout.BASIC_ITEMS)
 
 Got = tuple[int | None, bytes] | None  # (record number, or None when read by identifier; value) or missing
 
@@ -42,12 +44,12 @@ def located(e: StatusError, where: str) -> StatusError:
     return out
 
 
-def read_record_apdu(channel: CardChannel, p1: int, p2: int, le: int, where: str) -> bytes:
-    """READ RECORD; a refusal raises the typed StatusError with `where` in its message."""
+def read_record_apdu(channel: CardChannel, p1: int, p2: int, le: int, where: Callable[[], str]) -> bytes:
+    """READ RECORD; a refusal raises the typed StatusError with `where()` in its message."""
     try:
         return channel.check(CommandAPDU(0x00, INS_READ_RECORD, p1, p2, b"", le))
     except StatusError as e:
-        raise located(e, where) from e
+        raise located(e, where()) from e
 
 
 def describe(file: RecordFile, record: int | None, item: DataItem) -> str:
@@ -92,7 +94,8 @@ class ItemRecords:
             return self._keep(key, None)
         recno = self.profile.record_number(file, item)
         try:
-            raw = read_record_apdu(self.channel, recno, file.p2_sfi, 2 + item.length, describe(file, recno, item))
+            raw = read_record_apdu(self.channel, recno, file.p2_sfi, 2 + item.length,
+                                   lambda: describe(file, recno, item))
         except RecordNotFound:
             return self._keep(key, self._fallback(file, item))
         rec = self._split(raw, file, recno, item)
@@ -136,7 +139,7 @@ class ItemRecords:
     def _by_identifier(self, file: RecordFile, item: DataItem) -> Got | object:
         try:
             raw = read_record_apdu(self.channel, item.tag, file.p2_identifier, 2 + item.length,
-                                   describe(file, None, item))
+                                   lambda: describe(file, None, item))
         except IncorrectParameters:
             self._identifier_refused = True
             if self.profile.identifier_mode:
@@ -208,13 +211,13 @@ class ItemRecords:
     def identify(self, profiles: Iterable[CardProfile] = ()) -> tuple[bytes, CardProfile]:
         """(card identification code, profile) from EF05 records 1 and 3 (read now unless read before); the
         profile is chosen by region code and generation and used from here on."""
-        self.fetch(EF05, (EF05.item("card_id"), EF05.item("spec_version")))
-        card_id = self.value(EF05, EF05.item("card_id"))
-        self.value(EF05, EF05.item("spec_version"))  # its warnings
+        self.fetch(EF05, (_CARD_ID, _SPEC))
+        card_id = self.value(EF05, _CARD_ID)
+        self.value(EF05, _SPEC)  # its warnings
         spec = self.records[(EF05.name, 0x03)]
         generation = generation_of(spec[1], self.profile.padding).generation if spec else DEFAULT_GENERATION
         if spec is None:
-            self.warn("generation_assumed", EF05.item("spec_version"),
+            self.warn("generation_assumed", _SPEC,
                       f"no spec version on the card: assuming generation {generation}", EF05, None)
         chosen = choose(card_id[:6], generation, profiles)
         if self.profile.identifier_mode != chosen.identifier_mode and self._identifier_refused:
@@ -236,8 +239,8 @@ class ItemRecords:
 
     def basic_info(self, atr: bytes) -> BasicInfo:
         """Everything fetched, decoded into a BasicInfo (core items strictly)."""
-        v = {name: self.value(f, f.item(name)) for f, name in layout.BASIC_ITEMS}
-        extension = self.value(EF06, EF06.item("name_extension")) or ""
+        v = {item.name: self.value(f, item) for f, item in _BASIC}
+        extension = self.value(EF06, _EXTENSION) or ""
         v["name"] = v["name"] + extension
         return BasicInfo(region_code=v["card_id"][:6], atr=atr, profile=self.profile.name,
                          warnings=tuple(self.warnings), **v)
