@@ -53,6 +53,7 @@ CARD_ERRORS: list[tuple[type[Exception], str, int]] = [
     (ce.CardBlocked, "CARD_BLOCKED", 403),
     (ce.ExternalAuthFailed, "TERMINAL_REJECTED", 502),
     (ce.SecurityModuleError, "SECURITY_MODULE_ERROR", 502),
+    (ce.AuthenticationRequired, "CARD_NEEDS_AUTHENTICATION", 502),
     (ce.MalformedResponse, "CARD_ERROR", 502),
     (ce.StatusError, "CARD_ERROR", 502),
     (ce.TransportError, "READER_ERROR", 502),
