@@ -2,9 +2,10 @@
 
 Prints the APDUs read_basic() sends (target <= 14, one SELECT), the time per read_basic() in-process and
 through the real pcscd + vpcd stack, and the ratio of cardlib's time through pcscd to bare pyscard sending
-the same APDU sequence in the same run (target <= 1.20). Through pcscd the simulated card runs in its own
-process (`sscard sim run`), as a real card is its own device. The two are measured in alternating rounds so
-machine noise hits both alike; medians are reported.
+the same APDU sequence in the same run (target <= 1.20), and what `--trace FILE` adds (the same read
+through a TracingReader writing JSON lines to a file). Through pcscd the simulated card runs in its own
+process (`sscard sim run`), as a real card is its own device. They are measured in alternating rounds so
+machine noise hits all alike; medians are reported.
 
 Then a third-generation card that refuses EF06 until the terminal authenticates (li_si with
 ef06_requires_auth, T=0): the whole authenticate-then-read beside its parts (the same card's read when no
@@ -21,6 +22,7 @@ import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from cardlib.apdu import CardChannel  # noqa: E402
 from cardlib.card import SocialSecurityCard  # noqa: E402
 from cardlib.readers.memory import MemoryReader  # noqa: E402
 from cardlib.readers.pcsc import wait_present  # noqa: E402
+from cardlib.trace import TraceWriter, TracingReader  # noqa: E402
 from sim import pcsc_stack  # noqa: E402
 from sim.personalize import issue_sample  # noqa: E402
 
@@ -75,7 +78,7 @@ def main() -> int:
 
     from cardlib.readers.pcsc import PcscReader
 
-    with pcsc_stack.Pcscd() as stack:
+    with pcsc_stack.Pcscd() as stack, tempfile.TemporaryFile("w+", encoding="utf-8") as trace_out:
         # The card runs in its own process, as a real card is its own device: its work does not share
         # this process's GIL with the code being measured.
         card_proc = subprocess.Popen(
@@ -91,6 +94,7 @@ def main() -> int:
         bare.connect()
         lists = [list(c) for c in sequence]
         hcard, pci = ours._card, ours._pci  # the same card handle, for the raw-scard reference
+        traced = TracingReader(ours, TraceWriter(trace_out, reader=name))
 
         def cardlib_read() -> None:
             SocialSecurityCard(ours, connected=True).read_basic()
@@ -98,6 +102,9 @@ def main() -> int:
         def reader_read() -> None:
             for c in sequence:
                 ours.transmit(c)
+
+        def traced_read() -> None:
+            SocialSecurityCard(traced, connected=True).read_basic()
 
         def pyscard_read() -> None:
             for c in lists:
@@ -107,14 +114,16 @@ def main() -> int:
             for c in lists:
                 rv, resp = scard.SCardTransmit(hcard, pci, c)
 
-        for f in (cardlib_read, reader_read, pyscard_read, scard_read):
+        for f in (cardlib_read, reader_read, pyscard_read, scard_read, traced_read):
             per_call(f, 20)  # warm-up
-        t_lib, t_rd, t_py, t_sc = [], [], [], []
+        t_lib, t_rd, t_py, t_sc, t_tr = [], [], [], [], []
         for _ in range(a.rounds):
             t_lib.append(per_call(cardlib_read, a.reads))
             t_rd.append(per_call(reader_read, a.reads))
             t_py.append(per_call(pyscard_read, a.reads))
             t_sc.append(per_call(scard_read, a.reads))
+            t_tr.append(per_call(traced_read, a.reads))
+        trace_bytes = trace_out.tell()
         bare.disconnect()
         bare.release()
         ours.close()
@@ -122,7 +131,7 @@ def main() -> int:
         card_proc.wait(10)
         wait_present([name], present=False)
         auth_lines = authenticate_then_read(stack, a.auth_rounds)
-    lib, rd, py, sc = (statistics.median(x) for x in (t_lib, t_rd, t_py, t_sc))
+    lib, rd, py, sc, tr = (statistics.median(x) for x in (t_lib, t_rd, t_py, t_sc, t_tr))
     ratio = lib / py
     print(f"read_basic() through pcscd (cardlib):       {lib * 1e3:7.3f} ms  ({lib / len(sequence) * 1e6:.0f} us/APDU)")
     print(f"same {len(sequence)} APDUs, PcscReader.transmit():  {rd * 1e3:7.3f} ms  (the transport alone)")
@@ -131,6 +140,9 @@ def main() -> int:
     print(f"cardlib / bare pyscard: {ratio:.3f}  target <= 1.20: {'PASS' if ratio <= 1.20 else 'FAIL'}")
     print(f"cardlib / raw SCardTransmit: {lib / sc:.3f}")
     print(f"pcscd / in-process: {lib / t_mem:.0f}x")
+    reads = a.rounds * a.reads + 20
+    print(f"read_basic() through pcscd, traced (--trace): {tr * 1e3:7.3f} ms  (+{(tr - lib) * 1e6:.0f} us per read, "
+          f"{tr / lib - 1:+.1%}; {trace_bytes / reads / 1e3:.1f} kB of trace per read)")
     ok &= ratio <= 1.20
     for line in auth_lines:
         print(line)

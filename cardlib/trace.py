@@ -34,6 +34,7 @@ from cardlib.readers.base import Reader
 
 VERSION = 1
 MASK = "**"
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 #: INS -> command name, for traces and error messages (ISO 7816-4 and the social security card's own).
 INS_NAMES: dict[int, str] = {
@@ -134,7 +135,7 @@ class TraceWriter:
                     "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "tool": tool})
 
     def write(self, record: dict[str, Any]) -> None:
-        self.out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self.out.write(_encode(record) + "\n")
         self.out.flush()
 
     def since(self, t: float) -> float:
