@@ -19,16 +19,16 @@ def serve(
     """Run the daemon (binds [terminal] bind:port, 127.0.0.1 by default; OpenAPI at /docs)."""
     from sscard import sim_readers
     from terminal.config import ConfigError, load_config
+    from terminal.daemon import StartupError
     from terminal.daemon import serve as run
 
     sim_readers.register()  # memory: readers for demos and tests
 
     try:
-        cfg = load_config(config)
-    except ConfigError as e:
+        run(load_config(config), None if fd is None else socket.socket(fileno=fd))
+    except (ConfigError, StartupError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    run(cfg, None if fd is None else socket.socket(fileno=fd))
 
 
 @app.command("hash-token")

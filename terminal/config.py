@@ -1,6 +1,9 @@
 """Terminal configuration: one TOML file per counter.
 
 ```toml
+Relative paths (journal, key_file, log file) are relative to the directory of this file, not to where
+the daemon was started.
+
 [terminal]
 id = "T0001"                 # the terminal id the centre knows (bound to its API key)
 institution = "H11000101"    # designated institution code (fixmedins_code)
@@ -12,7 +15,9 @@ bind = "127.0.0.1"           # 127.0.0.1 unless you mean to expose the daemon
 port = 8600
 
 [readers]
-user_card = "sscard Virtual 00 00"   # PC/SC name, serial:URL, or memory:SAMPLE (demo/tests)
+user_card = "sscard Virtual 00 00"   # PC/SC name, serial:URL, or memory:SAMPLE (demo/tests); or a list of
+                                     # them: one card session per reader, the API names the reader
+
 psam = "sscard Virtual 00 01"        # "" = no PSAM: the HSM does the cryptography
 psam_regions = ["11"]                # the PSAM's issuer keys cover Beijing cards; others go to the HSM
 timeout = 5.0                        # seconds a card may take to answer one command (then CARD_TIMEOUT)
@@ -21,6 +26,12 @@ timeout = 5.0                        # seconds a card may take to answer one com
 url = "http://127.0.0.1:8700"
 key_env = "SSCARD_TERMINAL_KEY"      # the terminal's API key comes from this variable (or key_file)
 timeout = 5.0
+
+[log]
+file = "var/T0001.log"               # JSON lines, rotated; "" = standard error (journald under systemd)
+level = "info"
+max_bytes = 10000000
+backups = 5
 
 [hsm]
 host = "127.0.0.1"                   # host = "" : no HSM
@@ -73,10 +84,23 @@ class TerminalSection(_Section):
 
 
 class ReadersSection(_Section):
-    user_card: str
+    user_card: str | list[str]
     psam: str = ""
     psam_regions: list[str] | None = None  # region-code prefixes the PSAM has keys for; other cards go to the HSM
     timeout: float = Field(DEFAULT_TIMEOUT, gt=0, le=60)  # per-command deadline of both readers, seconds
+
+    @field_validator("user_card")
+    @classmethod
+    def _readers(cls, v: str | list[str]) -> str | list[str]:
+        names = [v] if isinstance(v, str) else v
+        if not names or any(not n for n in names) or len(set(names)) != len(names):
+            raise ValueError("one reader name, or a list of distinct names")
+        return v
+
+    @property
+    def user_cards(self) -> list[str]:
+        """The counter's user-card readers, in the configured order (the first is the default)."""
+        return [self.user_card] if isinstance(self.user_card, str) else list(self.user_card)
 
 
 class SettlementSection(_Section):
@@ -87,7 +111,13 @@ class SettlementSection(_Section):
 
     def api_key(self) -> str:
         if self.key_file:
-            return Path(self.key_file).read_text().strip()
+            try:
+                key = Path(self.key_file).read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"cannot read the settlement API key file {self.key_file}: {e.strerror}") from e
+            if not key:
+                raise ConfigError(f"the settlement API key file {self.key_file} is empty")
+            return key
         key = os.environ.get(self.key_env, "")
         if not key:
             raise ConfigError(f"no settlement API key: set {self.key_env} or [settlement] key_file")
@@ -99,6 +129,13 @@ class HsmSection(_Section):
     port: int = Field(1500, ge=1, le=65535)
     timeout: float = Field(2.0, gt=0)
     prefix: str = "SSSE"
+
+
+class LogSection(_Section):
+    file: str = ""
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    max_bytes: int = Field(10_000_000, ge=10_000)
+    backups: int = Field(5, ge=0, le=100)
 
 
 class AuthSection(_Section):
@@ -133,10 +170,23 @@ class TerminalConfig(_Section):
     hsm: HsmSection = HsmSection()
     auth: AuthSection = AuthSection()
     cors: CorsSection = CorsSection()
+    log: LogSection = LogSection()
     policy: PolicySection = PolicySection()
 
     def token_ok(self, token: str) -> bool:
         return hash_token(token) in self.auth.tokens_sha256
+
+    def relative_to(self, base: Path) -> TerminalConfig:
+        """A copy with relative file paths taken from `base` (the configuration file's directory)."""
+
+        def at(path: str) -> str:
+            return path if not path or path == ":memory:" or Path(path).is_absolute() else str(base / path)
+
+        return self.model_copy(update={
+            "terminal": self.terminal.model_copy(update={"journal": at(self.terminal.journal)}),
+            "settlement": self.settlement.model_copy(update={"key_file": at(self.settlement.key_file)}),
+            "log": self.log.model_copy(update={"file": at(self.log.file)}),
+        })
 
 
 class ConfigError(ValueError):
@@ -156,7 +206,7 @@ def load_config(path: str | Path) -> TerminalConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from e
     try:
-        return TerminalConfig.model_validate(data)
+        return TerminalConfig.model_validate(data).relative_to(p.resolve().parent)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])

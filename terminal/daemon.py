@@ -8,8 +8,11 @@ uvicorn with the journal forwarder in the background.
 
 from __future__ import annotations
 
+import errno
 import logging
+import signal
 import socket
+import threading
 from dataclasses import dataclass
 
 from cardlib.errors import CardError, SecurityModuleError
@@ -18,6 +21,7 @@ from cardlib.psam import Psam, PsamSecurity
 from cardlib.readers import open_reader
 from cardlib.security import SecurityModule
 from settlement.api.client import SettlementClient
+from terminal import logs
 from terminal.config import TerminalConfig
 from terminal.flows import CrashPoints, Terminal
 from terminal.journal import Journal
@@ -84,10 +88,18 @@ def build_security(cfg: TerminalConfig) -> tuple[SecurityModule | None, str]:
 def build_terminal(cfg: TerminalConfig, *, centre: SettlementClient | None = None,
                    security: SecurityModule | None = None, terminal_number: str | None = None) -> Terminal:
     journal = Journal(cfg.terminal.journal, cfg.terminal.id)
-    user_card = open_reader(cfg.readers.user_card, timeout=cfg.readers.timeout)
-    sessions = {cfg.readers.user_card: ReaderSession(cfg.readers.user_card, user_card)}
+    try:
+        sessions = {name: ReaderSession(name, open_reader(name, timeout=cfg.readers.timeout))
+                    for name in cfg.readers.user_cards}
+    except (CardError, ValueError) as e:  # a reader spec that names nothing (a PC/SC reader is looked up later)
+        journal.close()
+        raise StartupError(f"user-card reader: {e}") from e
     if security is None:
-        security, number = build_security(cfg)
+        try:
+            security, number = build_security(cfg)
+        except (CardError, ValueError) as e:
+            journal.close()
+            raise StartupError(f"PSAM reader: {e}") from e
         terminal_number = terminal_number or number
     if centre is None:
         centre = SettlementClient(cfg.settlement.url, cfg.settlement.api_key(), timeout=cfg.settlement.timeout)
@@ -99,24 +111,58 @@ def build_terminal(cfg: TerminalConfig, *, centre: SettlementClient | None = Non
     return t
 
 
+class StartupError(RuntimeError):
+    """What keeps the daemon from starting, in one line for the operator."""
+
+
+def listen(bind: str, port: int) -> socket.socket:
+    """The daemon's listening socket, or a StartupError saying why not (a port already taken, first)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((bind, port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise StartupError(f"{bind}:{port} is already in use (another daemon? set [terminal] port)") from e
+        raise StartupError(f"cannot listen on {bind}:{port}: {e.strerror}") from e
+    return sock
+
+
 def serve(cfg: TerminalConfig, sock: socket.socket | None = None) -> None:
-    """Run the daemon on [terminal] bind:port, or on `sock`, a listening socket bound for it (inherited)."""
+    """Run the daemon on [terminal] bind:port, or on `sock`, a listening socket bound for it (inherited).
+    Logs go to [log] file as JSON lines. A configuration or start-up problem raises ConfigError or
+    StartupError (one line each) before anything is served."""
     import uvicorn
 
     from terminal.app import create_app
+    from terminal.health import VERSION
 
+    logs.setup(cfg.log.file, cfg.log.level, cfg.log.max_bytes, cfg.log.backups)
+    cfg.settlement.api_key()  # a missing key is said now, not after the readers are opened
+    if sock is None:
+        sock = listen(cfg.terminal.bind, cfg.terminal.port)
     t = build_terminal(cfg)
     for s in t.sessions.values():
         s.watch()
     forwarder = Forwarder(t).start()
+    host, port = sock.getsockname()[:2]
+    logs.event("daemon.start", version=VERSION, terminal_id=cfg.terminal.id, listen=f"{host}:{port}",
+               readers=list(t.sessions), security=type(t.security).__name__ if t.security else None,
+               centre=cfg.settlement.url, journal=cfg.terminal.journal)
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn stops on SIGTERM/SIGINT, then raises the signal again under the handlers it found: these
+        # let it return, so the readers and the journal are closed and the stop is logged
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
     try:
-        if sock is None:
-            uvicorn.run(create_app(t), host=cfg.terminal.bind, port=cfg.terminal.port, log_level="warning")
-        else:
-            uvicorn.Server(uvicorn.Config(create_app(t), log_level="warning")).run(sockets=[sock])
+        uvicorn.Server(uvicorn.Config(create_app(t), log_level=cfg.log.level, log_config=None,
+                                      access_log=False)).run(sockets=[sock])
     finally:
         forwarder.stop()
         for s in t.sessions.values():
             s.close()
         t.centre.close()
         t.journal.close()
+        logs.event("daemon.stop", terminal_id=cfg.terminal.id)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from settlement.wire import MONEY_KINDS
+from terminal.logs import event
 
 PENDING, CONFIRMED, FAILED, REVERSED = "pending", "confirmed", "failed", "reversed"
 STATES = (PENDING, CONFIRMED, FAILED, REVERSED)
@@ -187,6 +189,7 @@ class Journal:
                 (key, serial, kind, day, PENDING, original_key, person_id, card_no, amount,
                  json.dumps(body, ensure_ascii=False), now, now, holder_name, operator, reason),
             )
+        event("transaction.begin", key=key, kind=kind, amount=amount, original_key=original_key, business_day=day)
         return self.get(key)
 
     def _set(self, key: str, allowed_from: tuple[str, ...], **fields: Any) -> Entry:
@@ -205,7 +208,13 @@ class Journal:
                     raise JournalError(f"{key} is {row['state']}, cannot become {fields.get('state')}")
             cols = ", ".join(f"{k} = ?" for k in fields)
             db.execute(f"UPDATE journal SET {cols} WHERE key = ?", (*fields.values(), key))
-        return self.get(key)
+        entry = self.get(key)
+        if "state" in fields:
+            event(f"transaction.{entry.state}", logging.WARNING if entry.state == FAILED else logging.INFO,
+                  key=key, kind=entry.kind, amount=entry.amount, original_key=entry.original_key,
+                  code=(entry.error or {}).get("code") if entry.state == FAILED else None,
+                  reason=entry.reason if entry.state == REVERSED else None)
+        return entry
 
     def confirm(self, key: str, response: dict[str, Any], amount: int | None = None) -> Entry:
         extra = {} if amount is None else {"amount": amount}
@@ -219,6 +228,7 @@ class Journal:
         return self._set(key, (PENDING, CONFIRMED), state=REVERSED, reason=reason)
 
     def note_attempt(self, key: str, error: dict[str, Any] | None = None) -> None:
+        event("transaction.retry", logging.WARNING, key=key, code=(error or {}).get("code"))
         with self._tx() as db:
             db.execute(
                 "UPDATE journal SET attempts = attempts + 1, error = ?, updated_at = ? WHERE key = ?",

@@ -7,6 +7,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from terminal.logs import event
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 transactions = Counter(
@@ -83,6 +85,8 @@ class HttpMetrics:
             await self.app(scope, receive, seen)
         finally:
             path = getattr(scope.get("route"), "path", "unmatched")
+            spent = time.perf_counter() - t0
             requests.labels(path, str(status)).inc()
             if path not in self.STREAMS:
-                latency.labels(path).observe(time.perf_counter() - t0)
+                latency.labels(path).observe(spent)
+            event("http.request", method=scope["method"], route=path, status=status, ms=round(spent * 1000, 1))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from settlement.errors import ServiceUnreachable, SettlementError, UnknownTransaction
 from terminal.flows import Terminal
 from terminal.journal import PENDING, Entry
+from terminal.logs import event
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,8 @@ def recover(t: Terminal) -> RecoveryReport:
             t.journal.note_attempt(e.key, {"code": "SERVICE_UNREACHABLE", "message": "recovery: centre not reachable"})
             rep.still_pending.append(e.key)
     if rep.confirmed or rep.reversed or rep.failed:
-        log.info("recovery: %d confirmed, %d reversed, %d failed, %d still pending", len(rep.confirmed),
-                 len(rep.reversed), len(rep.failed), len(rep.still_pending))
+        event("recovery", confirmed=rep.confirmed, reversed=rep.reversed, failed=rep.failed,
+              still_pending=rep.still_pending)
     return rep
 
 

@@ -22,6 +22,7 @@ from cardlib import layout
 from cardlib.card import BasicInfo, SocialSecurityCard
 from cardlib.errors import CardError, CardRemoved, CardTimeout, NoCard, ReaderUnavailable
 from cardlib.readers.base import Reader
+from terminal.logs import event
 
 
 class SessionError(Exception):
@@ -174,6 +175,7 @@ class ReaderSession:
 
     # ---- events (server-sent to front ends) ---------------------------------------------------------------
     def publish(self, kind: str) -> None:
+        event(f"reader.{kind}", reader=self.name)
         with self._event_cond:
             self._seq += 1
             self.events.append((self._seq, CardEvent(kind, self.name)))
