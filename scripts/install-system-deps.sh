@@ -2,6 +2,7 @@
 # Install the Debian packages the test suite and demo need, only when missing.
 # pcscd + vsmartcard-vpcd: the real PC/SC stack the simulated cards sit behind.
 # libpcsclite-dev + gcc: pyscard builds from its sdist.  postgresql: the server store's tests.
+# systemd: systemd-analyze for the deployment units' test.
 set -euo pipefail
 need=()
 [ -x /usr/sbin/pcscd ] || need+=(pcscd)
@@ -9,6 +10,7 @@ need=()
 [ -e /usr/include/PCSC/winscard.h ] || need+=(libpcsclite-dev)
 command -v gcc >/dev/null || need+=(gcc)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v systemd-analyze >/dev/null || need+=(systemd)   # tests/deploy verifies the systemd units
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -12,24 +12,28 @@ app = typer.Typer(help="The central settlement service.", no_args_is_help=True)
 
 @app.command()
 def serve(
-    db: Path = typer.Option(None, "--db", help="SQLite database file (the default store)."),
-    postgres: str = typer.Option(None, "--postgres", help="PostgreSQL DSN, instead of --db."),
-    keys: Path = typer.Option(..., "--keys", exists=True, dir_okay=False,
+    db: Path = typer.Option(None, "--db", envvar="SSCARD_DB", help="SQLite database file (the default store)."),
+    postgres: str = typer.Option(None, "--postgres", envvar="SSCARD_POSTGRES_DSN",
+                                 help="PostgreSQL DSN, instead of --db."),
+    keys: Path = typer.Option(..., "--keys", exists=True, dir_okay=False, envvar="SSCARD_TERMINAL_KEYS",
                               help="TOML file of terminal keys (see settlement/api/auth.py)."),
-    host: str = typer.Option("127.0.0.1", help="Address to bind; 127.0.0.1 unless you mean to expose it."),
-    port: int = typer.Option(8700, help="TCP port."),
+    host: str = typer.Option("127.0.0.1", envvar="SSCARD_BIND",
+                             help="Address to bind; 127.0.0.1 unless you mean to expose it."),
+    port: int = typer.Option(8700, envvar="SSCARD_PORT", help="TCP port."),
     fd: int = typer.Option(None, "--fd", help="Serve on this inherited listening socket instead of binding "
                                               "--host/--port (socket activation; tests)."),
-    policies: Path = typer.Option(None, "--policies", file_okay=False, help="Directory of policy TOML files."),
+    policies: Path = typer.Option(None, "--policies", file_okay=False, envvar="SSCARD_POLICIES",
+                                  help="Directory of policy TOML files."),
     biometric_threshold: float = typer.Option(0.80, min=0.0, max=1.0, help="Biometric match score to pass."),
-    hsm: str = typer.Option(None, "--hsm", metavar="HOST:PORT",
+    hsm: str = typer.Option(None, "--hsm", metavar="HOST:PORT", envvar="SSCARD_HSM",
                             help="The centre's HSM (host-command protocol): card_pin certifications are then "
                                  "checked online against the PIN references recorded at issuance."),
     hsm_prefix: str = typer.Option("SSSE", help="Label prefix of the issuer's keys in the HSM (<prefix>-SM4-PVK...)."),
     hsm_timeout: float = typer.Option(2.0, min=0.1, help="Seconds per HSM command."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
-    """Serve the settlement HTTP API (OpenAPI at /docs and /openapi.json)."""
+    """Serve the settlement HTTP API (OpenAPI at /docs and /openapi.json). Each option can also come from
+    the environment variable its help names (a systemd EnvironmentFile, a container's environment)."""
     import uvicorn
 
     from settlement.api.auth import load_terminal_keys

@@ -19,6 +19,7 @@ from sim import pcsc_stack
 from sim.card import SimCard
 from sim.personalize import issue_sample
 from sim.vicc import VirtualCardLink
+from testing.pgtemp import PostgresUnavailable, TempCluster, find_bindir
 
 
 @pytest.fixture
@@ -83,3 +84,27 @@ def slots(pcscd: pcsc_stack.Pcscd) -> Iterator[tuple[Slot, Slot]]:
     yield s0, s1
     s0.link.remove()
     s1.link.remove()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[TempCluster]:
+    """A running PostgreSQL server for the whole session; stopped by PID at the end."""
+    required = os.environ.get("REQUIRE_PG", "") not in ("", "0")
+    if find_bindir() is None:
+        msg = (
+            "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin "
+            "(install the Debian 'postgresql' package, e.g. scripts/install-system-deps.sh)"
+        )
+        if required:
+            pytest.fail(f"REQUIRE_PG is set: {msg}")
+        pytest.skip(msg)
+    cluster = TempCluster(durable=False)
+    try:
+        cluster.start()
+    except PostgresUnavailable as e:
+        cluster.stop()
+        if required:
+            pytest.fail(f"REQUIRE_PG is set and PostgreSQL did not start: {e}")
+        pytest.skip(str(e))
+    yield cluster
+    cluster.stop()

@@ -1,8 +1,6 @@
 """Store fixtures for settlement tests: every store-backed test runs on SQLite and on PostgreSQL.
 
-* `postgres` (session): a throwaway PostgreSQL server (testing.pgtemp.TempCluster, fsync
-  off). Skipped when the server binaries are missing, unless REQUIRE_PG=1 (as `make test` sets):
-  then it fails with a clear message.
+* `postgres` (session, in tests/conftest.py): a throwaway PostgreSQL server.
 * `make_store(kind)`: a fresh, empty store ("sqlite": a new file; "postgres": a new schema on the
   session server), closed at teardown. Usable many times per test (Hypothesis examples).
 * `store`: one fresh store, parametrized over ["sqlite", "postgres"]; `ledger`: a Ledger on it.
@@ -10,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,33 +15,9 @@ import pytest
 
 from settlement.ledger import Ledger, Store
 from settlement.ledger.store.sqlite import SqliteStore
-from testing.pgtemp import PostgresUnavailable, TempCluster, find_bindir
+from testing.pgtemp import TempCluster
 
 STORE_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[TempCluster]:
-    """A running PostgreSQL server for the whole session; stopped by PID at the end."""
-    required = os.environ.get("REQUIRE_PG", "") not in ("", "0")
-    if find_bindir() is None:
-        msg = (
-            "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin "
-            "(install the Debian 'postgresql' package, e.g. scripts/install-system-deps.sh)"
-        )
-        if required:
-            pytest.fail(f"REQUIRE_PG is set: {msg}")
-        pytest.skip(msg)
-    cluster = TempCluster(durable=False)
-    try:
-        cluster.start()
-    except PostgresUnavailable as e:
-        cluster.stop()
-        if required:
-            pytest.fail(f"REQUIRE_PG is set and PostgreSQL did not start: {e}")
-        pytest.skip(str(e))
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture
