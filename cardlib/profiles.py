@@ -71,15 +71,19 @@ class CardProfile:
     def _numbers(self) -> dict[int, dict[int, int]]:
         return {}  # id(file) -> tag -> record number (layout files live as long as the process)
 
-    def record_number(self, file: RecordFile, item: DataItem) -> int:
-        """The record number of `item` in `file` on such a card: its position among the items the card has.
-        ValueError if the card has no such item."""
+    def numbers(self, file: RecordFile) -> dict[int, int]:
+        """Tag -> record number in `file` for the items such a card has (their positions among them)."""
         numbers = self._numbers.get(id(file))
         if numbers is None:
             numbers = self._numbers[id(file)] = {i.tag: n for n, i in enumerate(self.items(file), 1)}
-        if item.tag not in numbers:
+        return numbers
+
+    def record_number(self, file: RecordFile, item: DataItem) -> int:
+        """The record number of `item` in `file` on such a card. ValueError if the card has no such item."""
+        recno = self.numbers(file).get(item.tag)
+        if recno is None:
             raise ValueError(f"cards of profile {self.name} have no {file.name} item {item.name}")
-        return numbers[item.tag]
+        return recno
 
     def toggled_name_extension(self) -> CardProfile:
         """The same profile with the other EF06 numbering (with or without the 4E record)."""

@@ -90,9 +90,9 @@ class ItemRecords:
             got = self._by_identifier(file, item)
             if got is not _REFUSED:
                 return self._keep(key, got)  # type: ignore[arg-type]
-        if not self.profile.has(item):
+        recno = self.profile.numbers(file).get(item.tag)
+        if recno is None:  # cards of this profile do not have it
             return self._keep(key, None)
-        recno = self.profile.record_number(file, item)
         try:
             raw = read_record_apdu(self.channel, recno, file.p2_sfi, 2 + item.length,
                                    lambda: describe(file, recno, item))
