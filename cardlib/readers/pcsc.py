@@ -85,10 +85,14 @@ class _Context:
     def get(self) -> int:
         if self.handle is None:
             if self.cuttable:
-                with _establish_lock:
-                    before = _pcscd_sockets()
-                    rv, h = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-                    new = _pcscd_sockets() - before if rv == SUCCESS else set()
+                for attempt in range(3):  # another thread may open a pcscd socket at the same moment
+                    with _establish_lock:
+                        before = _pcscd_sockets()
+                        rv, h = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+                        new = _pcscd_sockets() - before if rv == SUCCESS else set()
+                    if rv != SUCCESS or len(new) == 1 or attempt == 2:
+                        break
+                    scard.SCardReleaseContext(h)
                 self.fd = new.pop() if len(new) == 1 else None
                 if rv == SUCCESS and self.fd is None:
                     log.warning("cannot tell this PC/SC context's socket: a card that never answers will hang")
@@ -108,9 +112,11 @@ class _Context:
         except OSError:
             return False
         try:
+            if s.family != socket.AF_UNIX or s.getpeername() != PCSCD_SOCKET:
+                return False  # not our socket to pcscd any more: touch nothing
             s.shutdown(socket.SHUT_RDWR)
         except OSError:
-            pass
+            return False
         finally:
             s.close()
         return True
