@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -59,6 +62,26 @@ class Slot:
         self.link = VirtualCardLink(card, self.link.port)
         self.link.insert()
         wait_present([self.reader])
+
+    @contextmanager
+    def in_another_process(self, *sim_run_args: str) -> Iterator[subprocess.Popen]:
+        """`sscard sim run ARGS` puts its card on this slot (our card steps out) until the block ends; the
+        process's output is kept in its stdout pipe."""
+        self.link.remove()
+        wait_present([self.reader], present=False)
+        proc = subprocess.Popen([sys.executable, "-m", "sscard.cli", "sim", "run", *sim_run_args,
+                                 "--port", str(self.link.port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        try:
+            wait_present([self.reader], timeout=15)
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            wait_present([self.reader], present=False)
+            self.link = VirtualCardLink(self.card, self.link.port)
+            self.link.insert()
+            wait_present([self.reader])
 
     def ensure_inserted(self) -> None:
         if not self.link.inserted:

@@ -11,7 +11,7 @@ from smartcard.System import readers as pyscard_readers
 
 from cardlib.card import SocialSecurityCard
 from cardlib.errors import CardRemoved, NoCard, PinWrong, ReaderNotFound
-from cardlib.readers.pcsc import PcscReader, list_readers, reader_states, resolve_reader, wait_present
+from cardlib.readers.pcsc import PcscReader, list_readers, reader_states, resolve_reader
 from sim.faults import Fault
 from sim.personalize import issue_sample, load_holder, sample_holders
 
@@ -156,16 +156,7 @@ def test_watch_reports_insert_and_remove(slots):
 def test_cli_reads_a_card_started_with_sim_run(slots):
     """`sscard sim run` on slot 1, then `sscard card read --national` and `--json` through pcscd."""
     _, s1 = slots
-    s1.link.remove()
-    wait_present([s1.reader], present=False)
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "sscard.cli", "sim", "run", "--holder", "wang_xiuying", "--port", "35964"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_present([s1.reader], timeout=15)
+    with s1.in_another_process("--holder", "wang_xiuying") as sim:
         out = subprocess.run(
             [sys.executable, "-m", "sscard.cli", "card", "read", "--reader", "00 01", "--national",
              "--terminal-number", "110100000042"],
@@ -181,13 +172,6 @@ def test_cli_reads_a_card_started_with_sim_run(slots):
             input="222222\n", capture_output=True, text=True, timeout=30,
         )
         assert out.returncode == 1 and "2 tries left" in out.stderr
-    finally:
-        sim.terminate()
-        sim.wait(10)
-        wait_present([s1.reader], present=False)
-        s1.link = type(s1.link)(s1.card, s1.link.port)
-        s1.link.insert()
-        wait_present([s1.reader])
     assert "card removed" in sim.stdout.read()
 
 

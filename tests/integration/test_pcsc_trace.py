@@ -7,15 +7,13 @@ A card that fails at a counter is reproduced from its trace (`sscard card read -
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from typer.testing import CliRunner
 
 from cardlib.card import SocialSecurityCard
 from cardlib.errors import CardTimeout
-from cardlib.readers.pcsc import PcscReader, wait_present
+from cardlib.readers.pcsc import PcscReader
 from cardlib.trace import TraceWriter, TracingReader
 from sim.faults import Fault
 from sim.replay import ReplayCard
@@ -87,22 +85,10 @@ def test_sim_run_replays_a_trace_for_another_process(slots, tmp_path):
     _, s1 = slots
     trace = tmp_path / "li_si.jsonl"
     assert runner.invoke(app, ["card", "read", "--reader", s1.reader, "--trace", str(trace)]).exit_code == 0
-    s1.link.remove()
-    wait_present([s1.reader], present=False)
-    sim = subprocess.Popen([sys.executable, "-m", "sscard.cli", "sim", "run", "--replay", str(trace), "--port",
-                            str(s1.link.port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_present([s1.reader], timeout=15)
+    with s1.in_another_process("--replay", str(trace)) as sim:
         out = runner.invoke(app, ["card", "read", "--reader", s1.reader, "--json"])
         assert out.exit_code == 0, out.output
         assert json.loads(out.output)["name"] == "李四"
-    finally:
-        sim.terminate()
-        sim.wait(10)
-        wait_present([s1.reader], present=False)
-        s1.link = type(s1.link)(s1.card, s1.link.port)
-        s1.link.insert()
-        wait_present([s1.reader])
     assert "inserted on vpcd" in sim.stdout.read()
 
 
