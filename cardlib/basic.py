@@ -59,31 +59,16 @@ class Decoded(NamedTuple):
     notes: tuple[Note, ...] = ()
 
 
-def _strip(value: bytes, profile: CardProfile) -> bytes:
+def _text(value: bytes, profile: CardProfile, encoding: str = "ascii") -> str:
+    """Text trimmed of the profile's padding; GBK is decoded as GB 18030, its superset, so the rare
+    characters of some names also read."""
     body = value.rstrip(profile.padding)
     if 0 in body:
         raise FieldError(f"a NUL inside the text: {value.hex().upper()}")
-    return body
-
-
-def _ascii(value: bytes, profile: CardProfile) -> str:
-    body = _strip(value, profile)
     try:
-        text = body.decode("ascii")
+        text = body.decode(encoding)
     except UnicodeDecodeError as e:
-        raise FieldError(f"not ASCII: {value.hex().upper()}") from e
-    if not text.isprintable():
-        raise FieldError(f"control characters in the text: {value.hex().upper()}")
-    return text
-
-
-def _gbk(value: bytes, profile: CardProfile) -> str:
-    """GBK text; decoded as GB 18030, its superset, so the rare characters of some names also read."""
-    body = _strip(value, profile)
-    try:
-        text = body.decode("gb18030")
-    except UnicodeDecodeError as e:
-        raise FieldError(f"not GBK text: {value.hex().upper()}") from e
+        raise FieldError(f"not {'GBK' if encoding == 'gb18030' else encoding} text: {value.hex().upper()}") from e
     if not text.isprintable():
         raise FieldError(f"control characters in the text: {value.hex().upper()}")
     return text
@@ -97,18 +82,18 @@ def _bcd(value: bytes) -> str:
 
 
 def _text_item(value: bytes, profile: CardProfile) -> Decoded:
-    return Decoded(_ascii(value, profile))
+    return Decoded(_text(value, profile))
 
 
 def _name(value: bytes, profile: CardProfile) -> Decoded:
-    name = _gbk(value, profile)
+    name = _text(value, profile, "gb18030")
     if not name.strip():
         raise FieldError("the name is empty")
     return Decoded(name)
 
 
 def _name_extension(value: bytes, profile: CardProfile) -> Decoded:
-    return Decoded(_gbk(value, profile))
+    return Decoded(_text(value, profile, "gb18030"))
 
 
 def _card_id(value: bytes, profile: CardProfile) -> Decoded:
@@ -120,7 +105,7 @@ def _card_id(value: bytes, profile: CardProfile) -> Decoded:
 
 
 def _card_number(value: bytes, profile: CardProfile) -> Decoded:
-    number = _ascii(value, profile)
+    number = _text(value, profile)
     if not number or not number.isalnum():
         raise FieldError(f"card number {number!r} is not letters and digits")
     if len(number) > CARD_NUMBER_LENGTH:
@@ -131,7 +116,7 @@ def _card_number(value: bytes, profile: CardProfile) -> Decoded:
 
 
 def _ssn(value: bytes, profile: CardProfile) -> Decoded:
-    ssn = _ascii(value, profile)
+    ssn = _text(value, profile)
     notes: list[Note] = []
     if ssn.endswith("x"):
         ssn = ssn[:-1] + "X"
@@ -172,7 +157,7 @@ def _spec_version(value: bytes, profile: CardProfile) -> Decoded:
 def _issuer_code(value: bytes, profile: CardProfile) -> Decoded:
     """12 bytes BCD (24 digits, F padded) or 12 ASCII; printable ASCII is taken as ASCII."""
     try:
-        code, form = _ascii(value, profile), "an"
+        code, form = _text(value, profile), "an"
     except FieldError:
         code, form = _bcd(value), "cn"
     if form != profile.issuer_code_form:
