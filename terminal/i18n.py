@@ -77,7 +77,7 @@ def message(code: str, lang: Lang, details: dict[str, Any], fallback: str) -> st
     return fallback
 
 
-def label(name: str, lang: Lang) -> str:
-    """The label of an amount field, a transaction kind or a state (`labels.toml`); the name itself if none."""
+def label(name: str, lang: Lang, default: str | None = None) -> str:
+    """The label of an amount field, a kind, a state or a reason (`labels.toml`); else `default`, else `name`."""
     entry = labels().get(name)
-    return entry[lang] if entry else name
+    return entry[lang] if entry else name if default is None else default

@@ -255,7 +255,8 @@ class Receipt(BaseModel):
     """A transaction as the counter prints it: names, local time (Asia/Shanghai), labelled amounts."""
 
     model_config = example(
-        key="T0001:2", kind="settle", title="医疗费用结算单", state="confirmed", state_label="成功",
+        key="T0001:2", kind="settle", title="医疗费用结算单", kind_label="医疗费用结算", state="confirmed",
+        state_label="成功",
         terminal_id="T0001", terminal_number="110100000042", institution="H11000301",
         institution_name="北京市第一人民医院", business_day="2024-05-01", at="2024-05-01T10:03:04+08:00",
         person_id="110105198001010016", name="张三", card_no="B10238475", amount=3850000, amount_yuan="38500.00",
@@ -263,7 +264,8 @@ class Receipt(BaseModel):
         card_record="written", reason=None, error=None, operator=None, original_key=None)
     key: str
     kind: str
-    title: str
+    title: str = Field(description="the receipt's title (a pension payout is not a settlement)")
+    kind_label: str
     state: str
     state_label: str
     terminal_id: str
@@ -287,10 +289,23 @@ class Receipt(BaseModel):
     original_key: str | None = Field(description="the transaction a refund or reversal belongs to")
 
 
+class CounterInfo(BaseModel):
+    """Who this counter is: what the page shows in its header and a HIS checks at sign-in."""
+
+    model_config = example(terminal_id="T0001", terminal_number="110100000042", institution="H11000301",
+                           institution_name="北京示例第三医院", readers=["sscard Virtual 00 00"], version="0.1.0")
+    terminal_id: str
+    terminal_number: str
+    institution: str
+    institution_name: str
+    readers: list[str] = Field(description="the user-card readers; the first is the default")
+    version: str
+
+
 class Certification(BaseModel):
     model_config = example(key="T0001:3", person_id="310101195001010027", method="card_pin", passed=True,
                            reason="PIN verified by the centre", failure=None, certified_at="2024-05-01T10:05:00",
-                           valid_until="2025-05-01", benefit_status=1)
+                           valid_until="2025-05-01", benefit_status=1, summary="认证通过，有效期至 2025-05-01。")
     key: str = Field(description="the journal key of the certification")
     person_id: str
     method: str
@@ -300,6 +315,7 @@ class Certification(BaseModel):
     certified_at: str
     valid_until: str | None = None
     benefit_status: int | None = None
+    summary: str = Field("", description="the outcome in a sentence, in the request's language")
 
 
 class PensionStatus(BaseModel):
@@ -307,9 +323,10 @@ class PensionStatus(BaseModel):
                                       "status": 1, "status_text": "normal", "since": "2024-01-01"},
                            certification={"person_id": "310101195001010027", "certified": True,
                                           "last_certified_at": "2024-05-01T10:05:00+00:00", "method": "card_pin",
-                                          "valid_until": "2025-05-01"})
+                                          "valid_until": "2025-05-01"}, status_label="正常")
     pensioner: Pensioner
     certification: CertificationStatus
+    status_label: str = Field("", description="the benefit status, in the request's language")
 
 
 class Component(BaseModel):

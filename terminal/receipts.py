@@ -33,13 +33,19 @@ def local_time(iso_utc: str) -> str:
     return t.astimezone(CHINA).isoformat(timespec="seconds")
 
 
-def amount_lines(parts: dict[str, Any], fields: tuple[str, ...], lang: Lang) -> list[dict[str, Any]]:
+def amount_lines(parts: dict[str, Any], fields: tuple[str, ...], lang: Lang,
+                 names: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The non-zero amounts of `fields` (the total and cash always), labelled; `names` relabels a field."""
     out = []
     for f in fields:
         v = parts.get(f)
         if isinstance(v, int) and not isinstance(v, bool) and (v or f in ALWAYS):
-            out.append({"field": f, "label": label(f, lang), "amount": v, "yuan": yuan(v)})
+            out.append({"field": f, "label": label((names or {}).get(f, f), lang), "amount": v, "yuan": yuan(v)})
     return out
+
+
+#: what the total of a refund or a reversal is called on its receipt
+TOTAL_NAMES = {"refund": {"medfee_sumamt": "refund_total"}, "void": {"medfee_sumamt": "void_total"}}
 
 
 def _parts(entry: Entry) -> tuple[dict[str, Any], tuple[str, ...]]:
@@ -67,11 +73,13 @@ def receipt(entry: Entry, *, terminal_id: str, terminal_number: str, institution
         code = str(entry.error.get("code", "ERROR"))
         details = entry.error.get("details") or {}
         error = {"code": code, "message": message(code, lang, details, str(entry.error.get("message", code)))}
-    reason = entry.reason or (error["message"] if error else None)
+    reason = label(f"reason.{entry.reason}", lang, entry.reason) if entry.reason else None
+    reason = reason or (error["message"] if error else None)
     return {
         "key": entry.key,
         "kind": entry.kind,
         "title": label(f"title.{entry.kind}", lang),
+        "kind_label": label(entry.kind, lang),
         "state": entry.state,
         "state_label": label(entry.state, lang),
         "terminal_id": terminal_id,
@@ -86,7 +94,7 @@ def receipt(entry: Entry, *, terminal_id: str, terminal_number: str, institution
         "amount": entry.amount,
         "amount_yuan": yuan(entry.amount),
         "breakdown": parts,
-        "lines": amount_lines(parts, fields, lang),
+        "lines": amount_lines(parts, fields, lang, TOTAL_NAMES.get(entry.kind)),
         "response": entry.response or {},
         "card_record": entry.card_record,
         "reason": reason,

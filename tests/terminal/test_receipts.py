@@ -70,3 +70,22 @@ def test_pension_receipt_is_titled_as_a_payout_and_a_failure_says_why(centre):
             assert failed[0]["state_label"] == "失败"
     finally:
         k.stop()
+
+
+def test_every_reason_the_terminal_journals_reads_in_chinese():
+    """Reasons the flows and recovery write to the journal (reversals, recovery) have a Chinese label."""
+    from pathlib import Path
+
+    from terminal.i18n import labels
+
+    root = Path(__file__).resolve().parents[2] / "terminal"
+    found = set()
+    for f in root.glob("*.py"):
+        text = f.read_text()
+        found |= set(re.findall(r'(?:reverse|set_reason|mark_reversed)\([^,]+, "([^"]+)"\)', text))
+        found |= {m.replace("{record.status}", s) for m in re.findall(r'f"(found \{record\.status\}[^"]*)"', text)
+                  for s in ("voided", "void_before_arrival")}
+        found |= set(re.findall(r'return "(found [^"]+)"', text))
+    assert len(found) >= 6, found
+    missing = [r for r in found if f"reason.{r}" not in labels()]
+    assert not missing, missing
