@@ -2,7 +2,8 @@
 # Install the Debian packages the test suite and demo need, only when missing.
 # pcscd + vsmartcard-vpcd: the real PC/SC stack the simulated cards sit behind.
 # libpcsclite-dev + gcc: pyscard builds from its sdist.  postgresql: the server store's tests.
-# systemd: systemd-analyze for the deployment units' test.
+# systemd: systemd-analyze for the deployment units' test.  chromium (+ a Chinese font): the counter page's
+# browser tests.
 set -euo pipefail
 need=()
 [ -x /usr/sbin/pcscd ] || need+=(pcscd)
@@ -11,6 +12,8 @@ need=()
 command -v gcc >/dev/null || need+=(gcc)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v systemd-analyze >/dev/null || need+=(systemd)   # tests/deploy verifies the systemd units
+[ -x /usr/bin/chromium ] || need+=(chromium)   # tests/browser drive it with Playwright
+fc-list :lang=zh 2>/dev/null | grep -q . || need+=(fonts-wqy-microhei)   # Chinese in the page's screenshots
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

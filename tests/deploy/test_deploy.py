@@ -214,6 +214,7 @@ def test_the_wheel_carries_the_data_the_daemon_serves(tmp_path):
     (wheel,) = tmp_path.glob("sscard-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("terminal/messages.toml", "terminal/labels.toml", "terminal/static/favicon.svg",
+                   "terminal/static/counter/index.html", "terminal/static/counter/counter.js",
                    "terminal/static/vendor/swagger-ui/swagger-ui-bundle.js",
                    "terminal/static/vendor/swagger-ui/LICENSE"):
         assert needed in names, needed
