@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         with httpx.Client(base_url=counter.url, headers=counter.headers(), timeout=30) as api:
             run_job(api, cards)
         console.rule("the terminal daemon is running")
+        console.print(f"counter page: {counter.url}/ (sign in with any name and the bearer token below)")
         console.print(f"API docs: {counter.url}/docs   health: {counter.url}/health   metrics: {counter.url}/metrics")
         console.print(f"bearer token for this run: {counter.token}")
         if not a.no_wait:

@@ -28,6 +28,7 @@ from sim.issuer import DEFAULT_ISSUER, Issuer, install_into_hsm
 from sscard import sim_readers
 from sscard.hsm_pin import HsmPinVerifier
 from sscard.world import seed
+from terminal.app import close_app
 from terminal.app import create_app as create_terminal_app
 from terminal.config import TerminalConfig, hash_token
 from terminal.daemon import build_terminal
@@ -149,6 +150,7 @@ class Counter:
     def stop(self) -> None:
         self.forwarder.stop()
         self.http.stop()
+        close_app(self.http.server.config.app)
         for s in self.terminal.sessions.values():
             s.close()
         self.terminal.centre.close()

@@ -116,3 +116,9 @@ def create_app(t: Terminal) -> FastAPI:
     app.add_middleware(CounterCors, allow_origins=cors.allow_origins,
                        allow_private_network=cors.allow_private_network, max_age=cors.max_age)
     return app
+
+
+def close_app(app: FastAPI) -> None:
+    """Close what `create_app` opened besides the terminal (its idempotency and fee stores)."""
+    app.state.idempotency.close()
+    app.state.fees.close()

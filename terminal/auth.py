@@ -32,14 +32,15 @@ class EventTokens:
         self._grants: dict[str, EventsGrant] = {}
         self._lock = threading.Lock()
 
-    def issue(self, reader: str, client: str) -> tuple[str, EventsGrant]:
+    def issue(self, reader: str, client: str) -> str:
+        """A new token for `reader`'s event stream, asked for by `client` (its token's hash prefix)."""
         token = secrets.token_urlsafe(32)
         grant = EventsGrant(reader, client, self.clock() + self.ttl)
         with self._lock:
             now = self.clock()
             self._grants = {t: g for t, g in self._grants.items() if g.expires > now}  # forget the expired
             self._grants[token] = grant
-        return token, grant
+        return token
 
     def check(self, token: str, reader: str) -> EventsGrant | None:
         """The grant if `token` is live and for `reader`; None otherwise."""

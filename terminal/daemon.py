@@ -136,7 +136,7 @@ def serve(cfg: TerminalConfig, sock: socket.socket | None = None) -> None:
     StartupError (one line each) before anything is served."""
     import uvicorn
 
-    from terminal.app import create_app
+    from terminal.app import close_app, create_app
     from terminal.health import VERSION
 
     logs.setup(cfg.log.file, cfg.log.level, cfg.log.max_bytes, cfg.log.backups)
@@ -156,11 +156,13 @@ def serve(cfg: TerminalConfig, sock: socket.socket | None = None) -> None:
         # let it return, so the readers and the journal are closed and the stop is logged
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
+    app = create_app(t)
     try:
-        uvicorn.Server(uvicorn.Config(create_app(t), log_level=cfg.log.level, log_config=None,
+        uvicorn.Server(uvicorn.Config(app, log_level=cfg.log.level, log_config=None,
                                       access_log=False)).run(sockets=[sock])
     finally:
         forwarder.stop()
+        close_app(app)
         for s in t.sessions.values():
             s.close()
         t.centre.close()

@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from settlement.wire import Breakdown, CertificationStatus, ErrorBody, FeeLineIn, Pensioner
+from settlement.wire import CertificationStatus, ErrorBody, FeeLineIn, Pensioner, Visit
+from settlement.wire import PreSettlement as CentrePreSettlement
 
 __all__ = ["ErrorBody", "FeeLineIn"]
 
@@ -192,23 +193,15 @@ class IdentityResult(BaseModel):
     region_code: str
 
 
-class VisitRegistered(BaseModel):
+class VisitRegistered(Visit):
+    """The centre's visit, with the registration's journal key and the holder as the card says."""
+
     model_config = example(key="T0001:1", mdtrt_id="MD639512A05C867BC909CC", person_id="110105198001010016",
                            institution="H11000301",
                            insured_region="110000", treatment_region="110000", level="3", care="outpatient",
                            begntime="2024-05-01", status="registered", settle_key=None, name="张三",
                            card_no="B10238475")
     key: str = Field(description="the journal key of the registration")
-    mdtrt_id: str
-    person_id: str
-    institution: str
-    insured_region: str
-    treatment_region: str
-    level: str
-    care: Literal["outpatient", "inpatient"]
-    begntime: str
-    status: str
-    settle_key: str | None = None
     name: str
     card_no: str
 
@@ -232,16 +225,13 @@ class AmountLine(BaseModel):
     yuan: str
 
 
-class PreSettlement(BaseModel):
+class PreSettlement(CentrePreSettlement):
+    """The centre's pre-settlement, with its amounts labelled and the split explained for the clerk."""
+
     model_config = example(mdtrt_id="MD639512A05C867BC909CC", person_id="110105198001010016", insured_region="110000",
                            treatment_region="110000", breakdown=EXAMPLE_BREAKDOWN, lines=EXAMPLE_LINES,
                            explanation=["本次医疗费总额 38500.00 元。", "全自费项目 500.00 元，由个人支付。",
                                         "统筹基金支付：累计 1300.00–30000.00 元段按 85% 支付 24395.00 元。"])
-    mdtrt_id: str
-    person_id: str
-    insured_region: str
-    treatment_region: str
-    breakdown: Breakdown
     lines: list[AmountLine] = Field(description="the breakdown's non-zero amounts, labelled")
     explanation: list[str] = Field(description="the split in sentences, in the request's language")
 

@@ -109,6 +109,27 @@ def slots(pcscd: pcsc_stack.Pcscd) -> Iterator[tuple[Slot, Slot]]:
     s1.link.remove()
 
 
+@pytest.fixture
+def counter_on_pcsc(slots: tuple[Slot, Slot], tmp_path):
+    """A terminal daemon on the pcscd slots (user card in slot 0, a PSAM put in slot 1) and the centre:
+    (centre, counter, slot 0). Afterwards both slots hold their session cards again, inserted, unfaulted."""
+    from sim.psam import SimPsam
+    from sscard.stack import start_centre, start_counter
+
+    s0, s1 = slots
+    card0, card1 = s0.card, s1.card
+    s1.replace(SimPsam(terminal_number="110100000042"))  # type: ignore[arg-type]
+    centre = start_centre(tmp_path / "centre")
+    counter = start_counter(centre, s0.reader, s1.reader)
+    yield centre, counter, s0
+    counter.stop()
+    centre.stop()
+    s1.replace(card1)
+    s0.card.faults.clear()
+    if s0.card is not card0 or not s0.link.inserted:
+        s0.replace(card0)
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[TempCluster]:
     """A running PostgreSQL server for the whole session; stopped by PID at the end."""

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
 from terminal.errors import TerminalError
+from terminal.logs import event
 from terminal.models import CardInfo, EventsToken, EventsTokenIn, ReaderStatus
 from terminal.routers.deps import READ, WRITE, TerminalDep, answers, bearer, client_of, require_token
 
@@ -35,7 +36,7 @@ def events_token(request: Request, t: TerminalDep, body: EventsTokenIn,
 
     Good for `GET /v1/readers/events` of that reader only, until `expires_in` seconds have passed."""
     s = t.session(body.reader)
-    token, _grant = request.app.state.event_tokens.issue(s.name, client)
+    token = request.app.state.event_tokens.issue(s.name, client)
     url = "/v1/readers/events?" + urlencode({"reader": s.name, "access_token": token})
     return EventsToken(token=token, expires_in=int(request.app.state.event_tokens.ttl), reader=s.name, url=url)
 
@@ -62,7 +63,7 @@ def events_auth(request: Request, cred: Annotated[HTTPAuthorizationCredentials |
                 '"at": "2024-05-01T02:03:04+00:00"}\n\n')))
 def reader_events(
     t: TerminalDep,
-    _client: Annotated[str, Depends(events_auth)],
+    client: Annotated[str, Depends(events_auth)],
     reader: ReaderQuery = None,
     timeout: Annotated[float, Query(ge=0, le=3600, description="seconds before the server ends the stream")] = 300,
 ) -> StreamingResponse:
@@ -72,6 +73,7 @@ def reader_events(
 
     Authenticated by the bearer token, or by `access_token` in the URL (a browser's `EventSource`)."""
     s = t.session(reader)
+    event("events.open", reader=s.name, client=client)
 
     def stream() -> Iterator[str]:
         deadline = time.monotonic() + timeout

@@ -18,32 +18,14 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
-import pytest
 
 from cardlib.readers.pcsc import wait_present
 from sim.faults import Fault
 from sim.personalize import issue_sample
-from sim.psam import SimPsam
 from sim.vicc import VirtualCardLink
 from sscard.stack import UvicornThread, start_centre, start_counter
 
 CLERK = "收费员 王芳"
-
-
-@pytest.fixture
-def day(slots, tmp_path):
-    s0, s1 = slots
-    card0, card1 = s0.card, s1.card
-    s1.replace(SimPsam(terminal_number="110100000042"))  # type: ignore[arg-type]
-    centre = start_centre(tmp_path / "centre")
-    counter = start_counter(centre, s0.reader, s1.reader)
-    yield centre, counter, s0
-    counter.stop()
-    centre.stop()
-    s1.replace(card1)
-    s0.card.faults.clear()
-    if s0.card is not card0 or not s0.link.inserted:
-        s0.replace(card0)
 
 
 class Desk:
@@ -93,8 +75,8 @@ def swap_card(desk: Desk, slot, card) -> tuple[float, dict]:
     return took, perf
 
 
-def test_a_counter_day_in_the_browser(browser, shots, day):
-    centre, counter, s0 = day
+def test_a_counter_day_in_the_browser(browser, shots, counter_on_pcsc):
+    centre, counter, s0 = counter_on_pcsc
     page = browser.new_page()
     foreign: list[str] = []
     sizes: dict[str, int] = {}

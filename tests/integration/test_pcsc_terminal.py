@@ -7,28 +7,10 @@ import json
 import threading
 
 import httpx
-import pytest
 
 from sim.faults import Fault
 from sim.personalize import issue_sample
-from sim.psam import SimPsam
-from sscard.stack import start_centre, start_counter
 from tests.terminal.conftest import LINES, agree
-
-
-@pytest.fixture
-def counter_on_pcsc(slots, tmp_path):
-    s0, s1 = slots
-    card0, card1 = s0.card, s1.card
-    s1.replace(SimPsam(terminal_number="110100000042"))  # type: ignore[arg-type]
-    centre = start_centre(tmp_path / "centre")
-    counter = start_counter(centre, s0.reader, s1.reader)
-    yield centre, counter, s0
-    counter.stop()
-    centre.stop()
-    s1.replace(card1)
-    if s0.card is not card0:
-        s0.replace(card0)
 
 
 def test_hospital_visit_with_refund_through_pcscd(counter_on_pcsc):
