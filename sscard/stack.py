@@ -43,7 +43,9 @@ TERMINAL_ID = "T0001"
 def listening_socket(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
     """A TCP socket bound and listening on `port` (0: a port the OS assigns), held until a server uses it:
     pass it to uvicorn (`sockets=[...]`), or to a child process (`pass_fds`, `serve --fd N`)."""
-    sock = socket.socket()
+    # proto IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without
+    # it Nagle's algorithm and delayed ACKs hold small answers back ~40 ms
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
