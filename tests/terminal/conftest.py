@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -65,3 +67,23 @@ def agree(journal: Journal, centre: Centre, terminal_id: str = "T0001") -> dict[
         client.close()
     centre.engine.ledger.check_invariants()
     return counts
+
+
+@contextmanager
+def busy(session) -> Iterator[None]:
+    """The reader held by another flow (as a holder's flow holds it) while the block runs."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with session.claim("test"):
+            held.set()
+            release.wait(10)
+
+    th = threading.Thread(target=hold)
+    th.start()
+    held.wait(5)
+    try:
+        yield
+    finally:
+        release.set()
+        th.join()

@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 
 from sscard.stack import listening_socket, start_counter
 from terminal.config import hash_token, load_config
-from tests.terminal.conftest import LINES
+from tests.terminal.conftest import LINES, busy
 
 TOKEN = "operator-test-token-0123456789"
 
@@ -234,27 +233,13 @@ def test_several_user_card_readers_one_session_each(centre):
                       for reader in ("memory:zhang_san", "memory:li_si")}
             assert visits["memory:li_si"]["name"] == "李四"
             pins = {"memory:zhang_san": "123456", "memory:li_si": "654321"}
-            held = threading.Event()
-            release = threading.Event()
-
-            def hold():  # one reader busy with a holder does not stop the other
-                with k.terminal.sessions["memory:zhang_san"].claim("test"):
-                    held.set()
-                    release.wait(10)
-
-            th = threading.Thread(target=hold)
-            th.start()
-            held.wait(5)
-            try:
+            with busy(k.terminal.sessions["memory:zhang_san"]):  # one reader busy does not stop the other
                 r = api.post(f"/v1/visits/{visits['memory:zhang_san']['mdtrt_id']}/settle",
                              json={"lines": LINES, "pin": pins["memory:zhang_san"], "reader": "memory:zhang_san"})
                 assert r.json()["code"] == "READER_BUSY"
                 r = api.post(f"/v1/visits/{visits['memory:li_si']['mdtrt_id']}/settle",
                              json={"lines": LINES, "pin": pins["memory:li_si"], "reader": "memory:li_si"})
                 assert r.status_code == 200 and r.json()["name"] == "李四", r.text
-            finally:
-                release.set()
-                th.join()
             # the card of one reader is not the patient of a visit registered on the other
             r = api.post(f"/v1/visits/{visits['memory:zhang_san']['mdtrt_id']}/settle",
                          json={"lines": LINES, "pin": "654321", "reader": "memory:li_si"})

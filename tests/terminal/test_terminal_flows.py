@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import httpx
@@ -11,7 +10,7 @@ import pytest
 from sim.faults import Fault
 from sscard.stack import UvicornThread, start_counter
 from sscard.world import person_id
-from tests.terminal.conftest import LINES, agree
+from tests.terminal.conftest import LINES, agree, busy
 
 
 def sim_card(counter):
@@ -147,23 +146,9 @@ def test_unknown_reader_and_unknown_visit(api):
 
 def test_second_flow_on_a_busy_reader_is_refused(api, counter):
     session = next(iter(counter.terminal.sessions.values()))
-    held = threading.Event()
-    release = threading.Event()
-
-    def hold():
-        with session.claim("test"):
-            held.set()
-            release.wait(5)
-
-    th = threading.Thread(target=hold)
-    th.start()
-    held.wait(5)
-    try:
+    with busy(session):
         r = api.post("/v1/visits", json={"care": "outpatient"})
         assert r.status_code == 409 and r.json()["code"] == "READER_BUSY"
-    finally:
-        release.set()
-        th.join()
     assert api.post("/v1/visits", json={"care": "outpatient"}).status_code == 200  # reader usable again
 
 
