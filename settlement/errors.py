@@ -121,3 +121,17 @@ DayClosed = _error(
 PeriodOverlap = _error(
     "PeriodOverlap", "PERIOD_OVERLAP", 409, "The clearing period overlaps a period already cleared."
 )
+UnknownCard = _error(
+    "UnknownCard", "UNKNOWN_CARD", 404,
+    "The centre has no card with that number or identification code (or they do not belong together).",
+)
+CardReportedLost = _error("CardReportedLost", "CARD_REPORTED_LOST", 403, "The card was reported lost (挂失).")
+CardCancelled = _error("CardCancelled", "CARD_CANCELLED", 403, "The card was cancelled (注销).")
+CardReplaced = _error("CardReplaced", "CARD_REPLACED", 403, "The card was replaced by a new card (补换卡).")
+CardExpired = _error("CardExpired", "CARD_EXPIRED", 403, "The card is past its expiry date.")
+CardNotPersons = _error(
+    "CardNotPersons", "CARD_NOT_PERSONS", 409, "The card belongs to another person than the one named."
+)
+NoCardOfRecord = _error(
+    "NoCardOfRecord", "NO_CARD_OF_RECORD", 409, "The person has no card at the centre (issue one first)."
+)

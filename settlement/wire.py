@@ -428,6 +428,54 @@ class AuditEntry(BaseModel):
     detail: dict[str, Any]
 
 
+# cards (settlement/schemes/cards.py)
+CardStatus = Literal["active", "reported_lost", "cancelled", "replaced", "expired"]
+CARD_STATUSES: tuple[str, ...] = get_args(CardStatus)
+#: The statuses that put a card on the blacklist terminals keep.
+BLACKLISTED: tuple[str, ...] = ("reported_lost", "cancelled", "replaced")
+CARD_NO_FORM = re.compile(r"[A-Za-z0-9]{1,20}")
+CARD_ID_FORM = re.compile(r"[0-9A-F]{32}")
+
+
+class Card(BaseModel):
+    """A card at the centre: its number (卡号) and identification code (卡识别码, hex; None for a card taken
+    over from a person's card number before the registry knew identifiers), holder, spec version, issuing
+    region, dates, and status. `status` is "expired" for an active card past its expiry date.
+    `application_blocked` names the application a terminal blocked on the card (APPLICATION BLOCK), if any."""
+
+    model_config = ConfigDict(frozen=True)
+
+    card_no: str
+    card_id: str | None = None
+    person_id: str
+    spec_version: str | None = None
+    region: str | None = None
+    issued_on: dt.date | None = None
+    expires_on: dt.date | None = None
+    status: CardStatus
+    replaced_by: str | None = None
+    changed_at: str
+    application_blocked: str | None = None
+
+
+class BlacklistDelta(BaseModel):
+    """What changed on the centre's card blacklist after version `since`, oldest first.
+
+    Each entry is `[card_no, card_id or "", status, application]`: status one of BLACKLISTED (the card is
+    refused; `application` is "" or the application a terminal blocked on it), or "active" (the card left
+    the list: unlocked; `application` non-empty: a terminal blocked that application on it, and the next
+    counter that reads the card unblocks it). A terminal applies the entries and remembers `version`; with
+    `more` it asks again from there. `epoch` names the list: a different epoch, or `reset`, means start
+    again from an empty list."""
+
+    epoch: str
+    since: int
+    version: int
+    more: bool = False
+    reset: bool = False
+    entries: list[tuple[str, str, str, str]] = []
+
+
 # -- HTTP API: requests and answers ----------------------------------------------------------------------
 Fen = Annotated[int, Field(strict=True, ge=0, description="amount in fen (1 yuan = 100 fen)")]
 Serial = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="the terminal's serial number for "

@@ -2,6 +2,7 @@
 
     engine = Engine(store)                # creates the tables, opens every region's fund accounts
     engine.registry.add_person(...)       # persons, enrolments, institutions (settlement/schemes/registry.py)
+    engine.cards.issue(...)               # cards, their status and the blacklist (settlement/schemes/cards.py)
     engine.medical.settle(...)            # visits (settlement/schemes/medical.py)
     engine.pensions.collect(...)          # pensions (settlement/schemes/pension.py)
     engine.identity.certify(...)          # certification (settlement/schemes/identity.py)
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from settlement.ledger import Clock, Ledger, Store, utc_now
-from settlement.schemes import audit, chart, fraud, identity, medical, pension, records, registry
+from settlement.schemes import audit, cards, chart, fraud, identity, medical, pension, records, registry
 from settlement.schemes.identity import PinVerifier
 from settlement.schemes.policy import PolicyBook
 
@@ -53,18 +54,20 @@ class Engine:
         self.policies = policies if policies is not None else PolicyBook.load()
         self.settings = s = settings or Settings()
         store.ensure_schema(
-            audit.schema(store.dialect) + records.schema(store.dialect) + medical.schema(store.dialect)
+            audit.schema(store.dialect) + records.schema(store.dialect) + cards.schema(store.dialect)
+            + medical.schema(store.dialect)
             + pension.schema(store.dialect) + identity.schema(store.dialect) + fraud.schema(store.dialect)
         )
         for region in self.policies.regions():
             chart.open_region(self.ledger, region)
         common = (store, self.ledger, self.policies, self.clock)
         self.fraud = fraud.Fraud(store, self.clock, window=s.fraud_window)
+        self.cards = cards.Cards(store, self.clock)
         certifications = identity.CertificationRecords(self.clock, s.certification_months)
         self.pensions = pension.Pensions(*common, certified=certifications, fraud=self.fraud)
         self.identity = identity.Identity(store, self.clock, certifications, pensions=self.pensions,
                                           biometric_threshold=s.biometric_threshold, pin_verifier=pin_verifier)
-        self.registry = registry.Registry(*common, pensions=self.pensions, fraud=self.fraud)
+        self.registry = registry.Registry(*common, pensions=self.pensions, fraud=self.fraud, cards=self.cards)
         self.medical = medical.Medical(*common, fraud=self.fraud)
 
     def now(self) -> dt.datetime:

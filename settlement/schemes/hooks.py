@@ -3,7 +3,8 @@
 A scheme never holds another scheme (or the engine): it receives what it asks of the others as one of
 these, e.g. medical settlements and pension collections ask `FraudChecks` to flag card use and refused
 attempts; identity tells `PensionHooks` about a passed certification; pensions ask `CertificationCheck`
-whether a person is certified.
+whether a person is certified; every transaction asks `CardCheck` whether the card presented is the
+person's active card.
 """
 
 from __future__ import annotations
@@ -50,3 +51,14 @@ class CertificationCheck(Protocol):
 
     def is_certified(self, tx: Tx, person_id: str, on: dt.date | None = None) -> bool:
         """True if the person's latest passed certification is valid on `on` (default: today)."""
+
+
+class CardCheck(Protocol):
+    """The card registry, as the other schemes use it (settlement/schemes/cards.py)."""
+
+    def check(self, tx: Tx, person_id: str, *, card_id: str | None = None, card_no: str | None = None) -> None:
+        """In a transaction's unit: raise the typed refusal unless the card presented (identification code
+        and/or number; none: nothing to check) is the person's active card."""
+
+    def adopt(self, tx: Tx, person_id: str, card_no: str) -> None:
+        """In add_person's unit: record the card number given with a new person as its card."""

@@ -1,7 +1,8 @@
 """The registry's records: persons, enrolments, PIN references and institutions, their tables and readers.
 
 Every flow reads them (a settlement loads its person and institution); only settlement/schemes/registry.py
-writes them, so the flows share data here instead of calling the registry.
+writes them (and settlement/schemes/cards.py a person's card of record, `card_no`: the latest card issued),
+so the flows share data here instead of calling the registry.
 """
 
 from __future__ import annotations

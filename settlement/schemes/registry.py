@@ -22,7 +22,7 @@ from settlement.errors import (
 )
 from settlement.ledger import Clock, Ledger, Posting, Store, Transfer, Tx, fen
 from settlement.schemes import audit, chart
-from settlement.schemes.hooks import FraudChecks, PensionHooks
+from settlement.schemes.hooks import CardCheck, FraudChecks, PensionHooks
 from settlement.schemes.policy import CATEGORIES, LEVELS, PolicyBook
 from settlement.schemes.records import (
     PERSON_COLS,
@@ -46,9 +46,9 @@ class Registry:
     """Enrolment data: persons, their enrolments, institutions; personal-account deposits."""
 
     def __init__(self, store: Store, ledger: Ledger, policies: PolicyBook, clock: Clock, *,
-                 pensions: PensionHooks, fraud: FraudChecks) -> None:
+                 pensions: PensionHooks, fraud: FraudChecks, cards: CardCheck) -> None:
         self.store, self.ledger, self.policies, self.clock = store, ledger, policies, clock
-        self.pensions, self.fraud = pensions, fraud
+        self.pensions, self.fraud, self.cards = pensions, fraud, cards
 
     def add_person(
         self,
@@ -60,7 +60,9 @@ class Registry:
         card_no: str | None = None,
         assistance_class: str | None = None,
     ) -> Person:
-        """Register a person (idempotent; a different record under the same id is IdempotencyConflict)."""
+        """Register a person (idempotent; a different record under the same id is IdempotencyConflict). A
+        `card_no` becomes the person's card at the centre (identification code unknown: settlement/schemes/
+        cards.py), unless the number is another person's card."""
         _text(person_id, "person_id")
         _text(name, "name")
         if category not in CATEGORIES:
@@ -83,6 +85,8 @@ class Registry:
                 " ON CONFLICT (person_id, region) DO NOTHING",
                 (person_id, region, category, self.clock.today().isoformat()),
             )
+            if card_no is not None:
+                self.cards.adopt(tx, person_id, card_no)
             chart.open_person(self.ledger, person_id, region)
             return got
 
