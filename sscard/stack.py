@@ -30,6 +30,7 @@ from sscard.hsm_pin import HsmPinVerifier
 from sscard.world import seed
 from terminal.app import close_app
 from terminal.app import create_app as create_terminal_app
+from terminal.centre import open_centre
 from terminal.config import TerminalConfig, hash_token
 from terminal.daemon import build_terminal
 from terminal.flows import Terminal
@@ -161,28 +162,31 @@ class Counter:
 
 def terminal_config(workdir: Path, user_card: str, psam: str, centre: Centre, token: str,
                     terminal_id: str = TERMINAL_ID, sections: dict[str, dict[str, Any]] | None = None,
-                    **terminal: Any) -> TerminalConfig:
+                    settlement_timeout: float = 5.0, dialect: str = "native", **terminal: Any) -> TerminalConfig:
     """A counter's configuration on `workdir`; `sections` adds or replaces whole sections (e.g. cors)."""
     return TerminalConfig.model_validate({
         "terminal": {"id": terminal_id, "institution": INSTITUTION, "institution_name": INSTITUTION_NAME,
                      "institution_level": "3", "region": "110000",
                      "journal": str(workdir / f"{terminal_id}-journal.db"), **terminal},
         "readers": {"user_card": user_card, "psam": psam},
-        "settlement": {"url": centre.service.url},
+        "settlement": {"url": centre.service.url, "timeout": settlement_timeout},
+        "centre": {"dialect": dialect},
         "hsm": {"host": centre.hsm_address[0], "port": centre.hsm_address[1]},
         "auth": {"tokens_sha256": [hash_token(token)]},
     } | (sections or {}))
 
 
 def start_counter(centre: Centre, user_card: str = "memory:zhang_san", psam: str = "memory:psam", *,
-                  terminal_id: str = TERMINAL_ID, settlement_timeout: float = 5.0,
+                  terminal_id: str = TERMINAL_ID, settlement_timeout: float = 5.0, dialect: str = "native",
                   **sections: dict[str, Any]) -> Counter:
-    """A terminal daemon served on a free port: PSAM first, the centre's HSM as fallback. Keyword arguments
-    are configuration sections (`cors={"allow_origins": [...]}`)."""
+    """A terminal daemon served on a free port: PSAM first, the centre's HSM as fallback, talking to the
+    centre in `dialect` ("native" or "national"). Keyword arguments are configuration sections
+    (`cors={"allow_origins": [...]}`)."""
     sim_readers.register()
     token = secrets.token_urlsafe(24)
-    cfg = terminal_config(centre.workdir, user_card, psam, centre, token, terminal_id, sections)
-    t = build_terminal(cfg, centre=centre.client(terminal_id, settlement_timeout))
+    cfg = terminal_config(centre.workdir, user_card, psam, centre, token, terminal_id, sections,
+                          settlement_timeout, dialect)
+    t = build_terminal(cfg, centre=open_centre(cfg, key=centre.terminal_keys[terminal_id]))
     for s in t.sessions.values():
         s.watch()
     http = UvicornThread(create_terminal_app(t)).start()

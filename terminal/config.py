@@ -27,6 +27,9 @@ url = "http://127.0.0.1:8700"
 key_env = "SSCARD_TERMINAL_KEY"      # the terminal's API key comes from this variable (or key_file)
 timeout = 5.0
 
+[centre]
+dialect = "native"                   # "native": sscard's API (see terminal/centre.py)
+
 [log]
 file = "var/T0001.log"               # JSON lines, rotated; "" = standard error (journald under systemd)
 level = "info"
@@ -124,6 +127,10 @@ class SettlementSection(_Section):
         return key
 
 
+class CentreSection(_Section):
+    dialect: Literal["native"] = "native"
+
+
 class HsmSection(_Section):
     host: str = ""
     port: int = Field(1500, ge=1, le=65535)
@@ -167,6 +174,7 @@ class TerminalConfig(_Section):
     terminal: TerminalSection
     readers: ReadersSection
     settlement: SettlementSection = SettlementSection()
+    centre: CentreSection = CentreSection()
     hsm: HsmSection = HsmSection()
     auth: AuthSection = AuthSection()
     cors: CorsSection = CorsSection()

@@ -1,7 +1,8 @@
 """Assemble and run the terminal daemon from its configuration.
 
 `build_terminal()` opens the journal, the readers (user card; PSAM when configured), the security module
-(the PSAM first, the centre's HSM when the PSAM cannot serve a card), and the settlement client; it then
+(the PSAM first, the centre's HSM when the PSAM cannot serve a card), and the centre client (the dialect the
+configuration names, terminal.centre); it then
 resolves whatever the journal left in flight before the API accepts a request. `serve()` runs it under
 uvicorn with the journal forwarder in the background.
 """
@@ -20,8 +21,8 @@ from cardlib.layout import KeyType
 from cardlib.psam import Psam, PsamSecurity
 from cardlib.readers import open_reader
 from cardlib.security import SecurityModule
-from settlement.api.client import SettlementClient
 from terminal import logs
+from terminal.centre import Centre, open_centre
 from terminal.config import TerminalConfig
 from terminal.flows import CrashPoints, Terminal
 from terminal.journal import Journal
@@ -85,7 +86,7 @@ def build_security(cfg: TerminalConfig) -> tuple[SecurityModule | None, str]:
     return psam_sm or hsm_sm, terminal_number
 
 
-def build_terminal(cfg: TerminalConfig, *, centre: SettlementClient | None = None,
+def build_terminal(cfg: TerminalConfig, *, centre: Centre | None = None,
                    security: SecurityModule | None = None, terminal_number: str | None = None) -> Terminal:
     journal = Journal(cfg.terminal.journal, cfg.terminal.id)
     try:
@@ -102,7 +103,7 @@ def build_terminal(cfg: TerminalConfig, *, centre: SettlementClient | None = Non
             raise StartupError(f"PSAM reader: {e}") from e
         terminal_number = terminal_number or number
     if centre is None:
-        centre = SettlementClient(cfg.settlement.url, cfg.settlement.api_key(), timeout=cfg.settlement.timeout)
+        centre = open_centre(cfg)
     t = Terminal(cfg, journal, sessions, security, centre, terminal_number or "", CrashPoints.from_env())
     report = recover(t)
     if not report.clean:
@@ -150,7 +151,7 @@ def serve(cfg: TerminalConfig, sock: socket.socket | None = None) -> None:
     host, port = sock.getsockname()[:2]
     logs.event("daemon.start", version=VERSION, terminal_id=cfg.terminal.id, listen=f"{host}:{port}",
                readers=list(t.sessions), security=type(t.security).__name__ if t.security else None,
-               centre=cfg.settlement.url, journal=cfg.terminal.journal)
+               centre=cfg.settlement.url, dialect=cfg.centre.dialect, journal=cfg.terminal.journal)
     if threading.current_thread() is threading.main_thread():
         # uvicorn stops on SIGTERM/SIGINT, then raises the signal again under the handlers it found: these
         # let it return, so the readers and the journal are closed and the stop is logged

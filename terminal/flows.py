@@ -39,10 +39,10 @@ from cardlib import layout
 from cardlib.card import BasicInfo
 from cardlib.errors import CardError, CardRemoved
 from cardlib.security import SecurityModule
-from settlement.api.client import SettlementClient
 from settlement.errors import AlreadyReversed, ServiceUnreachable, SettlementError
 from settlement.wire import FeeLineIn, pin_pan
 from terminal import metrics
+from terminal.centre import Centre
 from terminal.config import TerminalConfig
 from terminal.errors import TerminalError, from_card_error, from_settlement_error
 from terminal.journal import CONFIRMED, PENDING, Entry, Journal
@@ -87,7 +87,7 @@ class Terminal:
     journal: Journal
     sessions: dict[str, ReaderSession]
     security: SecurityModule | None
-    centre: SettlementClient
+    centre: Centre  # native or national-platform upstream (terminal.centre)
     terminal_number: str = ""
     crashpoints: CrashPoints | None = None  # tests only (SSCARD_CRASHPOINTS)
     in_flight: set[str] = field(default_factory=set)  # keys a live flow is working on: recovery leaves them
@@ -242,13 +242,12 @@ class Terminal:
         s = self.session(reader)
         with s.claim("register"):
             info = self._card(s, None)
-            entry = self._begin(
-                "register", {"person_id": info.social_security_number, "institution": self.config.terminal.institution,
-                             "care": care, "card_no": info.card_number},
-                person_id=info.social_security_number, card_no=info.card_number, holder_name=info.name)
-            visit = self._send(entry, None, lambda serial: self.centre.register_visit(
-                serial=serial, person_id=info.social_security_number, institution=self.config.terminal.institution,
-                care=care, card_no=info.card_number), reverse_on_unknown=False)
+            request = {"person_id": info.social_security_number, "institution": self.config.terminal.institution,
+                       "care": care, "card_no": info.card_number, "card_id": info.card_id}
+            entry = self._begin("register", request, person_id=info.social_security_number,
+                                card_no=info.card_number, holder_name=info.name)
+            visit = self._send(entry, None, lambda serial: self.centre.register_visit(serial=serial, **request),
+                               reverse_on_unknown=False)
         return {"key": entry.key, **visit.model_dump(mode="json"), "name": info.name, "card_no": info.card_number}
 
     def presettle(self, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool) -> dict[str, Any]:

@@ -34,8 +34,8 @@ time_spent = Counter(
 #: the methods `instrument()` times, by part of a terminal
 TIMED_METHODS = {
     "card": ("transmit",),
-    "centre": ("visit", "settle", "register_visit", "refund", "void", "settlement", "posting", "certify",
-               "collect_pension", "presettle"),
+    "centre": ("visit", "settle", "register_visit", "refund", "void", "settlement_outcome", "collection_outcome",
+               "certify", "collect_pension", "void_collection", "presettle"),
     "security": ("external_auth_cryptogram", "verify_internal_auth", "command_mac", "terminal_random", "pin_block"),
     "journal": ("begin", "confirm", "fail", "set_card_record", "mark_reversed"),
 }

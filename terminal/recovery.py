@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass, field
 
 from settlement.errors import ServiceUnreachable, SettlementError, UnknownTransaction
+from terminal.centre import Outcome
 from terminal.flows import Terminal
 from terminal.journal import PENDING, Entry
 from terminal.logs import event
@@ -42,30 +43,21 @@ def _resend(t: Terminal, e: Entry):
         return t.centre.refund(serial=serial, setl_id=r["setl_id"], amount=r.get("amount"))
     if e.kind == "register":
         return t.centre.register_visit(serial=serial, person_id=r["person_id"], institution=r["institution"],
-                                       care=r["care"], card_no=r.get("card_no"))
+                                       care=r["care"], card_no=r.get("card_no"), card_id=r.get("card_id"))
     if e.kind == "certify":
         evidence = {k: v for k, v in r.items() if k not in ("person_id", "method", "terminal_serial")}
         return t.centre.certify(serial=serial, person_id=r["person_id"], method=r["method"], **evidence)
     raise ValueError(f"no resend for {e.kind}")
 
 
-def _settlement_at_centre(t: Terminal, key: str) -> tuple[str | None, dict]:
-    """(why it is undone, or None; the centre's result) of a settlement; UnknownTransaction if never applied."""
-    record = t.centre.settlement(key)
-    if record.status != "settled":
-        return f"found {record.status} at the centre by recovery", {}
-    return None, t.centre.posting(key).payload.get("result", record.model_dump(mode="json"))
+def _outcome(t: Terminal, e: Entry) -> Outcome:
+    """What the centre made of a settlement or collection; UnknownTransaction if it never applied it."""
+    if e.kind == "settle":
+        return t.centre.settlement_outcome(e.key)
+    return t.centre.collection_outcome(e.key)
 
 
-def _collection_at_centre(t: Terminal, key: str) -> tuple[str | None, dict]:
-    """The same for a pension collection."""
-    posting = t.centre.posting(key)
-    if posting.status != "posted":
-        return "found reversed at the centre by recovery", {}
-    return None, posting.payload["result"]
-
-
-AT_CENTRE = {"settle": _settlement_at_centre, "pension_collect": _collection_at_centre}
+REVERSIBLE = ("settle", "pension_collect")
 
 
 def _resolve_reversible(t: Terminal, e: Entry, rep: RecoveryReport) -> None:
@@ -76,16 +68,16 @@ def _resolve_reversible(t: Terminal, e: Entry, rep: RecoveryReport) -> None:
         (rep.reversed if v.state != PENDING else rep.still_pending).append(e.key)
         return
     try:
-        undone, result = AT_CENTRE[e.kind](t, e.key)
+        outcome = _outcome(t, e)
     except UnknownTransaction:
         v = t.reverse(e, "interrupted before the centre applied it (recovered after restart)")
         (rep.reversed if v.state != PENDING else rep.still_pending).append(e.key)
         return
-    if undone is not None:  # voided at the centre already
-        t.journal.mark_reversed(e.key, undone)
+    if not outcome.applied:  # voided at the centre already
+        t.journal.mark_reversed(e.key, outcome.why)
         rep.reversed.append(e.key)
         return
-    t.journal.confirm(e.key, result)
+    t.journal.confirm(e.key, outcome.result)
     t.journal.set_reason(e.key, "confirmed by recovery: the centre had applied it")
     rep.confirmed.append(e.key)
 
@@ -101,7 +93,7 @@ def recover(t: Terminal) -> RecoveryReport:
             if e.kind == "void":
                 v = t.forward_void(e)
                 (rep.confirmed if v.state != PENDING else rep.still_pending).append(e.key)
-            elif e.kind in AT_CENTRE:
+            elif e.kind in REVERSIBLE:
                 _resolve_reversible(t, e, rep)
             else:
                 try:

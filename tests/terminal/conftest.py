@@ -1,4 +1,9 @@
-"""Fixtures: the centre (HSM + settlement service on SQLite) and terminal daemons, all on loopback."""
+"""Fixtures: the centre (HSM + settlement service on SQLite) and terminal daemons, all on loopback.
+
+A counter talks to the centre in one of the upstream dialects (`terminal.centre`): `dialect` is "native"
+unless a test parametrizes it; the flow, reversal and recovery modules run every test in each of DIALECTS
+(`pytestmark = pytest.mark.parametrize("dialect", DIALECTS)`).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ import pytest
 from settlement.errors import UnknownTransaction
 from sscard.stack import Centre, Counter, start_centre, start_counter
 from terminal.journal import CONFIRMED, FAILED, PENDING, REVERSED, Journal
+
+DIALECTS = ["native"]
 
 LINES = [
     {"chrgitm_lv": "A", "det_item_fee_sumamt": 120_00},
@@ -29,8 +36,13 @@ def centre(tmp_path: Path) -> Iterator[Centre]:
 
 
 @pytest.fixture
-def counter(centre: Centre) -> Iterator[Counter]:
-    k = start_counter(centre)
+def dialect() -> str:
+    return "native"
+
+
+@pytest.fixture
+def counter(centre: Centre, dialect: str) -> Iterator[Counter]:
+    k = start_counter(centre, dialect=dialect)
     yield k
     k.stop()
 

@@ -270,3 +270,13 @@ def test_reader_events_are_logged(caplog):
         s.publish("removed")
     (record,) = [r for r in caplog.records if getattr(r, "event", "") == "reader.removed"]
     assert record.reader == "memory:x"
+
+
+def test_an_unknown_centre_dialect_is_refused_naming_the_field(tmp_path):
+    from terminal.config import ConfigError
+
+    conf = write_config(tmp_path, "http://127.0.0.1:1", extra='[centre]\ndialect = "hl7"')
+    with pytest.raises(ConfigError, match="centre.dialect"):
+        load_config(conf)
+    conf = write_config(tmp_path, "http://127.0.0.1:1", extra='[centre]\ndialect = "native"')
+    assert load_config(conf).centre.dialect == "native"

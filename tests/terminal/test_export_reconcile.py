@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from settlement.reconcile.reconciler import Reconciler
 from sscard.stack import INSTITUTION, start_counter
 from terminal.export import journal_lines
 from terminal.journal import business_day_today
-from tests.terminal.conftest import LINES
+from tests.terminal.conftest import DIALECTS, LINES
+
+pytestmark = pytest.mark.parametrize("dialect", DIALECTS)
 
 
-def test_exported_day_reconciles_clean(api, counter, centre):
+def test_exported_day_reconciles_clean(api, counter, centre, dialect):
     # a settlement with a partial refund, one reversed because its answer was lost, a pension collection, and
     # one reversed because its answer was lost
     mdtrt = api.post("/v1/visits", json={"care": "outpatient"}).json()["mdtrt_id"]
@@ -30,7 +33,7 @@ def test_exported_day_reconciles_clean(api, counter, centre):
     mdtrt2 = api.post("/v1/visits", json={"care": "outpatient"}).json()["mdtrt_id"]
     assert api.post(f"/v1/visits/{mdtrt2}/settle", json={"lines": LINES, "pin": "123456"}).status_code == 503
     counter.terminal.centre.settle = real  # type: ignore[method-assign]
-    k2 = start_counter(centre, "memory:wang_xiuying")
+    k2 = start_counter(centre, "memory:wang_xiuying", dialect=dialect)
     try:
         with httpx.Client(base_url=k2.url, headers=k2.headers(), timeout=15) as api2:
             assert api2.post("/v1/pension/collect", json={"pin": "111111", "amount": 500_00}).status_code == 200

@@ -12,6 +12,9 @@ from sscard.stack import start_counter
 from sscard.world import person_id
 from terminal.journal import CONFIRMED, REVERSED
 from terminal.recovery import recover
+from tests.terminal.conftest import DIALECTS
+
+pytestmark = pytest.mark.parametrize("dialect", DIALECTS)
 
 PIN = "111111"
 WANG = person_id("wang_xiuying")
@@ -19,8 +22,8 @@ START = 4_200_00  # the sample pensioner's account after seeding
 
 
 @pytest.fixture
-def pension_counter(centre):
-    k = start_counter(centre, "memory:wang_xiuying")
+def pension_counter(centre, dialect):
+    k = start_counter(centre, "memory:wang_xiuying", dialect=dialect)
     with httpx.Client(base_url=k.url, headers=k.headers(), timeout=15) as api:
         assert api.post("/v1/pension/certify", json={"pin": PIN}).json()["passed"]
         yield k, api

@@ -10,7 +10,9 @@ import pytest
 from sim.faults import Fault
 from sscard.stack import UvicornThread, start_counter
 from sscard.world import person_id
-from tests.terminal.conftest import LINES, agree, busy
+from tests.terminal.conftest import DIALECTS, LINES, agree, busy
+
+pytestmark = pytest.mark.parametrize("dialect", DIALECTS)
 
 
 def sim_card(counter):
@@ -95,8 +97,8 @@ def test_hospital_visit_with_partial_and_full_refund(api, counter, centre):
     assert agree(counter.terminal.journal, centre)["confirmed"] == 1
 
 
-def test_pension_certify_and_collect(centre):
-    k = start_counter(centre, "memory:wang_xiuying")
+def test_pension_certify_and_collect(centre, dialect):
+    k = start_counter(centre, "memory:wang_xiuying", dialect=dialect)
     try:
         with httpx.Client(base_url=k.url, headers=k.headers(), timeout=15) as api:
             r = api.post("/v1/pension/collect", json={"pin": "111111", "amount": 100_000_00})
@@ -152,8 +154,8 @@ def test_second_flow_on_a_busy_reader_is_refused(api, counter):
     assert api.post("/v1/visits", json={"care": "outpatient"}).status_code == 200  # reader usable again
 
 
-def test_expired_card_is_refused(centre):
-    k = start_counter(centre, "memory:zhao_deming")
+def test_expired_card_is_refused(centre, dialect):
+    k = start_counter(centre, "memory:zhao_deming", dialect=dialect)
     try:
         with httpx.Client(base_url=k.url, headers=k.headers(), timeout=15) as api:
             sim = sim_card(k)
@@ -165,8 +167,8 @@ def test_expired_card_is_refused(centre):
         k.stop()
 
 
-def test_card_for_another_patient_is_refused_before_its_pin_is_tried(api, centre, counter):
-    k2 = start_counter(centre, "memory:li_si", terminal_id="T0001")
+def test_card_for_another_patient_is_refused_before_its_pin_is_tried(api, centre, counter, dialect):
+    k2 = start_counter(centre, "memory:li_si", terminal_id="T0001", dialect=dialect)
     try:
         mdtrt = visit(api)  # zhang_san's visit, on counter 1
         li_si = sim_card(k2)

@@ -1,0 +1,164 @@
+"""The terminal's upstream: what the flows, reversal and recovery ask of a settlement centre.
+
+`Centre` is the interface; two dialects implement it, chosen by `[centre] dialect` in the terminal config:
+
+- `native` (`NativeCentre`): sscard's own settlement API (`settlement.api.client.SettlementClient`): integer
+  fen, the terminal's serial as idempotency key, the engine's models as they are.
+- `national` (`terminal.national.NationalCentre`): the national medical security platform's transaction
+  interface (envelope with `infno`, `msgid`, `sign_no`..., yuan with two decimals at the edge). It covers
+  what the platform has transactions for (sign-in, person lookup, visits, fees, settlement and its
+  cancellation); what it has none for (pension certification and collection, identity certification) goes
+  to the native API of the same centre alongside (`[centre] others = "native"`), or is refused with
+  `NOT_AVAILABLE_IN_DIALECT` (`others = "none"`).
+
+Either way the flows see the same values (`settlement.wire` models, amounts in fen) and the same typed
+errors (`settlement.errors`): a refusal raises the error of its code (nothing was applied), no answer raises
+`ServiceUnreachable` (the outcome is unknown: the flows reverse or resend with the same serial, and the
+upstream maps that serial to the same idempotency key at the centre).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from settlement.api.client import SettlementClient
+from settlement.errors import SettlementError
+from settlement.wire import (
+    Certification,
+    CertificationStatus,
+    Collection,
+    CollectionVoid,
+    FeeLineIn,
+    Pensioner,
+    PreSettlement,
+    Refund,
+    Settlement,
+    Visit,
+    Void,
+)
+
+if TYPE_CHECKING:
+    from terminal.config import TerminalConfig
+
+DIALECTS = ("native", "national")
+
+
+class NotInDialect(SettlementError):
+    """The configured upstream has no transaction for this request (and no native API alongside)."""
+
+    code = "NOT_AVAILABLE_IN_DIALECT"
+    http_status = 501
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the centre made of a money-moving request, for recovery: `applied` (and still standing) with the
+    answer it gave, or undone there (voided, or refused for good by a void that arrived first)."""
+
+    applied: bool
+    result: dict[str, Any] = field(default_factory=dict)
+    why: str = ""
+
+
+class Centre(Protocol):
+    """The calls a terminal makes. Money-moving calls take the terminal's `serial`; a repeat with the same
+    serial returns the first outcome. `*_outcome` raise `UnknownTransaction` when the centre never applied
+    the key."""
+
+    dialect: str
+
+    # visits
+    def register_visit(self, *, serial: str, person_id: str, institution: str, care: str,
+                       card_no: str | None = None, card_id: str | None = None) -> Visit: ...
+    def visit(self, mdtrt_id: str) -> Visit: ...
+    def presettle(self, *, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True) -> PreSettlement: ...
+    def settle(self, *, serial: str, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True
+               ) -> Settlement: ...
+    def refund(self, *, serial: str, setl_id: str, amount: int | None = None) -> Refund: ...
+    def void(self, *, serial: str, setl_id: str) -> Void: ...
+    def settlement_outcome(self, setl_id: str) -> Outcome: ...
+
+    # identity and pensions
+    def certify(self, *, serial: str, person_id: str, method: str, **evidence: Any) -> Certification: ...
+    def certification_status(self, person_id: str) -> CertificationStatus: ...
+    def pensioner(self, person_id: str) -> Pensioner: ...
+    def collect_pension(self, *, serial: str, person_id: str, amount: int, institution: str) -> Collection: ...
+    def void_collection(self, *, serial: str, collection_key: str) -> CollectionVoid: ...
+    def collection_outcome(self, key: str) -> Outcome: ...
+
+    def health(self) -> dict[str, str]: ...
+    def close(self) -> None: ...
+
+
+class NativeCentre:
+    """sscard's native settlement API behind the `Centre` interface."""
+
+    dialect = "native"
+
+    def __init__(self, client: SettlementClient) -> None:
+        self.client = client
+
+    def register_visit(self, *, serial: str, person_id: str, institution: str, care: str,
+                       card_no: str | None = None, card_id: str | None = None) -> Visit:
+        return self.client.register_visit(serial=serial, person_id=person_id, institution=institution, care=care,
+                                          card_no=card_no)
+
+    def visit(self, mdtrt_id: str) -> Visit:
+        return self.client.visit(mdtrt_id)
+
+    def presettle(self, *, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True) -> PreSettlement:
+        return self.client.presettle(mdtrt_id=mdtrt_id, lines=lines, use_account=use_account)
+
+    def settle(self, *, serial: str, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True) -> Settlement:
+        return self.client.settle(serial=serial, mdtrt_id=mdtrt_id, lines=lines, use_account=use_account)
+
+    def refund(self, *, serial: str, setl_id: str, amount: int | None = None) -> Refund:
+        return self.client.refund(serial=serial, setl_id=setl_id, amount=amount)
+
+    def void(self, *, serial: str, setl_id: str) -> Void:
+        return self.client.void(serial=serial, setl_id=setl_id)
+
+    def settlement_outcome(self, setl_id: str) -> Outcome:
+        record = self.client.settlement(setl_id)
+        if record.status != "settled":
+            return Outcome(False, why=f"found {record.status} at the centre by recovery")
+        return Outcome(True, self.client.posting(setl_id).payload.get("result", record.model_dump(mode="json")))
+
+    def certify(self, *, serial: str, person_id: str, method: str, **evidence: Any) -> Certification:
+        return self.client.certify(serial=serial, person_id=person_id, method=method, **evidence)
+
+    def certification_status(self, person_id: str) -> CertificationStatus:
+        return self.client.certification_status(person_id)
+
+    def pensioner(self, person_id: str) -> Pensioner:
+        return self.client.pensioner(person_id)
+
+    def collect_pension(self, *, serial: str, person_id: str, amount: int, institution: str) -> Collection:
+        return self.client.collect_pension(serial=serial, person_id=person_id, amount=amount, institution=institution)
+
+    def void_collection(self, *, serial: str, collection_key: str) -> CollectionVoid:
+        return self.client.void_collection(serial=serial, collection_key=collection_key)
+
+    def collection_outcome(self, key: str) -> Outcome:
+        posting = self.client.posting(key)
+        if posting.status != "posted":
+            return Outcome(False, why="found reversed at the centre by recovery")
+        return Outcome(True, posting.payload["result"])
+
+    def health(self) -> dict[str, str]:
+        return self.client.health()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_centre(cfg: TerminalConfig, key: str | None = None) -> Centre:
+    """The upstream `[centre] dialect` names, at `[settlement] url` with the terminal's API key."""
+    s = cfg.settlement
+    client = SettlementClient(s.url, key if key is not None else s.api_key(), timeout=s.timeout)
+    if cfg.centre.dialect == "native":
+        return NativeCentre(client)
+    from terminal.national import NationalCentre
+
+    return NationalCentre.from_config(cfg, client)
