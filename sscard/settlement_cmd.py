@@ -30,10 +30,15 @@ def serve(
                                  "checked online against the PIN references recorded at issuance."),
     hsm_prefix: str = typer.Option("SSSE", help="Label prefix of the issuer's keys in the HSM (<prefix>-SM4-PVK...)."),
     hsm_timeout: float = typer.Option(2.0, min=0.1, help="Seconds per HSM command."),
+    national_catalogue: Path = typer.Option(None, "--national-catalogue", exists=True, dir_okay=False,
+                                            envvar="SSCARD_NATIONAL_CATALOGUE",
+                                            help="Medical list of the national platform interface (TOML, see "
+                                                 "settlement/api/national_catalogue.toml)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
-    """Serve the settlement HTTP API (OpenAPI at /docs and /openapi.json). Each option can also come from
-    the environment variable its help names (a systemd EnvironmentFile, a container's environment)."""
+    """Serve the settlement HTTP API (OpenAPI at /docs and /openapi.json) and the national platform
+    interface (POST /fsi/api/rsfComIfsService/callService). Each option can also come from the environment
+    variable its help names (a systemd EnvironmentFile, a container's environment)."""
     import uvicorn
 
     from settlement.api.auth import load_terminal_keys
@@ -61,7 +66,8 @@ def serve(
     try:
         book = PolicyBook.load(policies) if policies else None
         app_ = create_app(store, terminals=load_terminal_keys(keys), policies=book,
-                          settings=Settings(biometric_threshold=biometric_threshold), pin_verifier=verifier)
+                          settings=Settings(biometric_threshold=biometric_threshold), pin_verifier=verifier,
+                          national_catalogue=national_catalogue)
         if fd is None:
             uvicorn.run(app_, host=host, port=port, log_level=log_level)
         else:

@@ -12,7 +12,7 @@ Inside settlement: api -> reconcile -> schemes -> ledger, each importing only do
 the dependency-free contract (`settlement.wire`, `settlement.errors`), which imports nothing else of
 settlement; above the ledger, the ledger is used through its public API (`settlement.ledger`) and a store
 backend (`settlement.ledger.store.sqlite` / `.postgres`) only. The schemes' flows (medical, pension, identity,
-fraud, registry, cards) import none of each other: they share records, policy, chart and the protocols of
+fraud, registry, cards, uploads) import none of each other: they share records, policy, chart and the protocols of
 `schemes/hooks.py`, and only the engine wires them.
 """
 
@@ -49,7 +49,7 @@ SIM_CARDLIB = {  # the card's layout and profiles (what differs by spec version:
 LEDGER_API = {"settlement.ledger", "settlement.ledger.store.sqlite", "settlement.ledger.store.postgres"}
 SETTLEMENT_LAYERS = ("ledger", "schemes", "reconcile", "api")  # bottom to top
 FLOWS = {f"settlement.schemes.{m}" for m in ("medical", "pension", "identity", "fraud", "registry", "cards",
-                                                     "engine")}
+                                                 "uploads", "engine")}
 
 
 def module_name(path: Path) -> str:

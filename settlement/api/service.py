@@ -14,12 +14,16 @@ verified against the PIN references recorded at issuance (settlement/schemes/ide
 hsm_mock `HsmApi` (the TCP `HsmClient` in production: `sscard settlement serve --hsm HOST:PORT`); the adapter
 lives with the composition (sscard/) so that settlement imports no other layer. PIN
 blocks are never logged: validation errors name the field, never its value.
+
+The same app serves the national medical security platform's transaction interface at
+/fsi/api/rsfComIfsService/callService (settlement/api/national.py), with the same keys, engine and ledger.
 """
 
 
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -29,6 +33,8 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 
 from settlement.api.auth import KeyRing, TerminalKey
+from settlement.api.national import National
+from settlement.api.national_data import load_catalogue
 from settlement.errors import Forbidden, SettlementError, Unauthorized, UnknownTransaction
 from settlement.ledger import Store, make_key, utc_now
 from settlement.schemes import chart
@@ -89,9 +95,11 @@ def create_app(
     settings: Settings | None = None,
     clock: Callable[[], dt.datetime] = utc_now,
     pin_verifier: PinVerifier | None = None,
+    national_catalogue: str | Path | None = None,
 ) -> FastAPI:
     """The service app over `store` (or an existing Engine, wired with its own PIN verifier), accepting the
-    given terminals' keys; `pin_verifier` turns on the online PIN check of card_pin certifications."""
+    given terminals' keys; `pin_verifier` turns on the online PIN check of card_pin certifications;
+    `national_catalogue` is the medical list file of the national interface (default: the illustrative one)."""
     if isinstance(store, Engine):
         if pin_verifier is not None:
             raise ValueError("an existing Engine brings its own PIN verifier: pass it to Engine(...)")
@@ -294,4 +302,7 @@ def create_app(
         return engine.fraud.scan()
 
     app.include_router(v1)
+    national = National(engine, keys, catalogue=load_catalogue(national_catalogue) if national_catalogue else None)
+    app.state.national = national
+    app.include_router(national.router())
     return app

@@ -33,6 +33,19 @@ from settlement.wire import Accumulators, Breakdown, FeeLine, Piece, yuan
 # National chrgitm_lv codes for catalogue classes: 01 甲类, 02 乙类, 03 丙类.
 NATIONAL_CLASS_CODES = {"01": "A", "02": "B", "03": "C"}
 
+
+def _line(i: int, line: FeeLine, catalogue: Policy) -> tuple[str, Fen, Fen]:
+    """A fee line's catalogue class (in the policy's letters), amount and over-limit part, checked."""
+    amount = fen(line.amount, field=f"fee line {i + 1} amount")
+    over = fen(line.over_limit, field=f"fee line {i + 1} over-limit amount")
+    if over > amount:
+        raise InvalidAmount(f"fee line {i + 1}: the part over the price limit exceeds the line amount",
+                            field=f"fee line {i + 1} over-limit amount")
+    cls = NATIONAL_CLASS_CODES.get(line.cls, line.cls)
+    catalogue.catalogue_class(cls)
+    return cls, amount, over
+
+
 @dataclass(frozen=True)
 class Split:
     """A breakdown plus the accumulator deltas a settlement of it adds."""
@@ -86,13 +99,7 @@ def split_bill(
     count = 0
     for i, line in enumerate(lines):
         count += 1
-        amount = fen(line.amount, field=f"fee line {i + 1} amount")
-        over = fen(line.over_limit, field=f"fee line {i + 1} over-limit amount")
-        if over > amount:
-            raise InvalidAmount(f"fee line {i + 1}: the part over the price limit exceeds the line amount",
-                                field=f"fee line {i + 1} over-limit amount")
-        cls = NATIONAL_CLASS_CODES.get(line.cls, line.cls)
-        (catalogue or policy).catalogue_class(cls)
+        cls, amount, over = _line(i, line, catalogue or policy)
         sums = by_class.setdefault(cls, [0, 0])
         sums[0] += amount
         sums[1] += over
@@ -180,6 +187,44 @@ def split_bill(
         "maf_paid": maf,
     }
     return Split(breakdown=breakdown, deltas=deltas)
+
+
+@dataclass(frozen=True)
+class LineShare:
+    """One fee line's part of the catalogue stage (fen): what the platform reports per uploaded line."""
+
+    cls: str
+    selfpay_prop: Fraction
+    fulamt_ownpay_amt: Fen
+    overlmt_amt: Fen
+    preselfpay_amt: Fen
+    inscp_scp_amt: Fen
+
+
+def line_shares(lines: Iterable[FeeLine], catalogue: Policy) -> list[LineShare]:
+    """Each line's share of the catalogue stage of `split_bill`, in the given order.
+
+    A class not covered is fully self-paid (`selfpay_prop` 1). For a covered class, a line's in-policy part
+    is its step of the class's running total: covered_k = apply_ratio(S_k, 1 - r) - apply_ratio(S_(k-1), 1 - r)
+    with S the running sum of (amount - over-limit) over the class's lines and r its self-pay-first ratio;
+    the rest is paid first by the patient. So the lines of a bill sum exactly to the bill's
+    fulamt_ownpay_amt, overlmt_selfpay, preselfpay_amt and inscp_scp_amt (each step lies in
+    [0, amount - over-limit], as the rounding is monotone and r <= 1)."""
+    running: dict[str, tuple[Fen, Fen]] = {}
+    out = []
+    for i, line in enumerate(lines):
+        cls, amount, over = _line(i, line, catalogue)
+        cc = catalogue.catalogue[cls]
+        if not cc.covered:
+            out.append(LineShare(cls, Fraction(1), amount, 0, 0, 0))
+            continue
+        base, given = running.get(cls, (0, 0))
+        base += amount - over
+        upto = apply_ratio(base, 1 - cc.self_pay_first)
+        running[cls] = (base, upto)
+        covered = upto - given
+        out.append(LineShare(cls, cc.self_pay_first, 0, over, amount - over - covered, covered))
+    return out
 
 
 def allocate(amount: Fen, parts: Mapping[str, Fen]) -> dict[str, Fen]:

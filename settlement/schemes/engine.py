@@ -4,6 +4,7 @@
     engine.registry.add_person(...)       # persons, enrolments, institutions (settlement/schemes/registry.py)
     engine.cards.issue(...)               # cards, their status and the blacklist (settlement/schemes/cards.py)
     engine.medical.settle(...)            # visits (settlement/schemes/medical.py)
+    engine.uploads.add_fees(...)          # fee details and visit notes a HIS uploads (settlement/schemes/uploads.py)
     engine.pensions.collect(...)          # pensions (settlement/schemes/pension.py)
     engine.identity.certify(...)          # certification (settlement/schemes/identity.py)
     engine.fraud.scan()                   # fraud flags (settlement/schemes/fraud.py)
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from settlement.ledger import Clock, Ledger, Store, utc_now
-from settlement.schemes import audit, cards, chart, fraud, identity, medical, pension, records, registry
+from settlement.schemes import audit, cards, chart, fraud, identity, medical, pension, records, registry, uploads
 from settlement.schemes.identity import PinVerifier
 from settlement.schemes.policy import PolicyBook
 
@@ -57,6 +58,7 @@ class Engine:
             audit.schema(store.dialect) + records.schema(store.dialect) + cards.schema(store.dialect)
             + medical.schema(store.dialect)
             + pension.schema(store.dialect) + identity.schema(store.dialect) + fraud.schema(store.dialect)
+            + uploads.schema(store.dialect)
         )
         for region in self.policies.regions():
             chart.open_region(self.ledger, region)
@@ -69,6 +71,7 @@ class Engine:
                                           biometric_threshold=s.biometric_threshold, pin_verifier=pin_verifier)
         self.registry = registry.Registry(*common, pensions=self.pensions, fraud=self.fraud, cards=self.cards)
         self.medical = medical.Medical(*common, fraud=self.fraud)
+        self.uploads = uploads.Uploads(store, self.clock)
 
     def now(self) -> dt.datetime:
         """The clock, as an aware UTC datetime."""

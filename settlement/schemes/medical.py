@@ -1,5 +1,6 @@
-"""Medical visits: register (2201/2303), pre-settle (2206/2305, posts nothing), settle (2207), refund,
-and void (冲正, 2208) of a settlement whose response was lost.
+"""Medical visits: register (2201 outpatient / 2401 admission), cancel a visit not settled (2202/2404),
+pre-settle (2206/2303, posts nothing), settle (2207/2304), refund, and void (冲正, 2208/2305) of a
+settlement, also one whose response was lost.
 
 Every money-moving call is one unit of the store under its idempotency key: the ledger posting, the
 person's yearly accumulators, the visit's state and any fraud flag commit together or not at all, and a
@@ -14,6 +15,11 @@ share of what is left, half up) for the in-policy cumulative amount, the deducti
 critical-illness base; a refund that empties the settlement rolls back exactly what it added, including
 the admission. The policy is not re-run: later settlements of the year keep their splits.
 
+A cancelled visit leaves `med_visits` for `med_cancelled_visits`: a late repeat of its registration is
+refused (ALREADY_REVERSED) rather than bringing it back. Refunds and voids are also written to
+`med_reversals` with their time and amounts, so that `book` lists an institution's money events of a period
+(settlements by their time, refunds and voids by theirs), as the national platform's 3201/3202 reconcile.
+
 A void reverses whatever the settlement still holds (after refunds) and rolls back what is left of
 its accumulators; the visit can then be settled again under a new key. A void that arrives before its
 settlement (the settlement request still in flight) leaves a tombstone: the late settlement is refused
@@ -26,7 +32,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -65,6 +71,26 @@ from settlement.wire import (
 FUND_OF_PART = {"hifp_pay": "hifp", "hifob_pay": "hifob", "hifmi_pay": "hifmi", "maf_pay": "maf"}
 
 
+@dataclass(frozen=True)
+class BookEntry:
+    """One medical money event of an institution (`Medical.book`): a settlement, or a refund or void of one
+    (`setl_id`) with negative amounts (fen)."""
+
+    key: str
+    setl_id: str
+    kind: str
+    at: str
+    mdtrt_id: str
+    person_id: str
+    care: str
+    category: str
+    region: str
+    medfee_sumamt: int
+    fund_pay_sumamt: int
+    acct_pay: int
+    psn_cash_pay: int
+
+
 def schema(dialect: str) -> list[str]:
     return [
         """CREATE TABLE IF NOT EXISTS med_visits (
@@ -94,6 +120,26 @@ def schema(dialect: str) -> list[str]:
             remaining TEXT
         )""",
         "CREATE INDEX IF NOT EXISTS med_settlements_person ON med_settlements (person_id, settled_at)",
+        "CREATE INDEX IF NOT EXISTS med_settlements_institution ON med_settlements (institution, settled_at)",
+        """CREATE TABLE IF NOT EXISTS med_cancelled_visits (
+            mdtrt_id TEXT PRIMARY KEY,
+            cancel_key TEXT NOT NULL,
+            person_id TEXT NOT NULL,
+            institution TEXT NOT NULL,
+            cancelled_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS med_reversals (
+            key TEXT PRIMARY KEY,
+            setl_id TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('refund', 'void')),
+            institution TEXT NOT NULL,
+            at TEXT NOT NULL,
+            medfee_sumamt BIGINT NOT NULL,
+            fund_pay_sumamt BIGINT NOT NULL,
+            acct_pay BIGINT NOT NULL,
+            psn_cash_pay BIGINT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS med_reversals_institution ON med_reversals (institution, at)",
         """CREATE TABLE IF NOT EXISTS med_accumulators (
             person_id TEXT NOT NULL,
             year INTEGER NOT NULL,
@@ -164,6 +210,14 @@ def _refund_parts(parts: dict[str, int]) -> RefundParts:
     return RefundParts(medfee_sumamt=sum(parts.values()), fund_pay_sumamt=fund, **parts)
 
 
+def _record_reversal(tx: Tx, key: str, setl_id: str, kind: str, institution: str, at: str,
+                     parts: RefundParts) -> None:
+    tx.execute("INSERT INTO med_reversals (key, setl_id, kind, institution, at, medfee_sumamt, fund_pay_sumamt,"
+               " acct_pay, psn_cash_pay) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               (key, setl_id, kind, institution, at, parts.medfee_sumamt, parts.fund_pay_sumamt, parts.acct_pay,
+                parts.psn_cash_pay))
+
+
 def mdtrt_id_for(register_key: str) -> str:
     return "MD" + hashlib.blake2b(register_key.encode(), digest_size=10).hexdigest().upper()
 
@@ -198,13 +252,15 @@ class Medical:
             inst = load_institution(tx, institution)
             _check_alive(person, day)
             self.policies.get(person.region, day).scheme(person.category, care)  # UnknownPolicy early
-            tx.execute(
+            if tx.execute(
                 "INSERT INTO med_visits (mdtrt_id, register_key, person_id, institution, treatment_region, level,"
                 " care, begntime, card_no, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'registered', ?)"
                 " ON CONFLICT (mdtrt_id) DO NOTHING",
                 (mdtrt_id, key, person_id, inst.code, inst.region, inst.level, care, day.isoformat(), card_no,
                  self.clock.stamp()),
-            )
+            ) and tx.one("SELECT 1 FROM med_cancelled_visits WHERE mdtrt_id = ?", (mdtrt_id,)):
+                raise AlreadyReversed(f"visit {mdtrt_id} registered under {key} was cancelled; register again "
+                                      "with a new serial number", key=key, mdtrt_id=mdtrt_id)
             row = _load_visit(tx, mdtrt_id)
             if (row["register_key"], row["person_id"], row["institution"], row["care"], row["card_no"]) != (
                 key, person_id, institution, care, card_no
@@ -217,6 +273,28 @@ class Medical:
         except DeathReported as e:
             self.fraud.record_death_attempt(f"register {key}", e)
             raise
+
+    def cancel_visit(self, key: str, mdtrt_id: str) -> None:
+        """Cancel a registered visit that holds no settlement (2202 / 2404; void a settlement first).
+        Idempotent on `key`; the visit's id then names no visit, and its registration cannot come back."""
+
+        def unit(tx: Tx) -> None:
+            gone = tx.one("SELECT cancel_key FROM med_cancelled_visits WHERE mdtrt_id = ?", (mdtrt_id,))
+            if gone is not None:
+                if gone["cancel_key"] != key:
+                    raise AlreadyReversed(f"visit {mdtrt_id} was already cancelled by {gone['cancel_key']}",
+                                          mdtrt_id=mdtrt_id, cancel_key=gone["cancel_key"])
+                return
+            row = _load_visit(tx, mdtrt_id, lock=True)
+            if row["status"] != "registered":
+                raise InvalidState(f"visit {mdtrt_id} is settled under {row['settle_key']}; void that settlement "
+                                   "before cancelling the visit", mdtrt_id=mdtrt_id, settle_key=row["settle_key"])
+            tx.execute("INSERT INTO med_cancelled_visits (mdtrt_id, cancel_key, person_id, institution, cancelled_at)"
+                       " VALUES (?, ?, ?, ?, ?)",
+                       (mdtrt_id, key, row["person_id"], row["institution"], self.clock.stamp()))
+            tx.execute("DELETE FROM med_visits WHERE mdtrt_id = ?", (mdtrt_id,))
+
+        self.store.run(unit)
 
     def visit(self, mdtrt_id: str) -> Visit:
         def q(tx: Tx) -> Visit:
@@ -349,6 +427,7 @@ class Medical:
             rem["counters"] = {c: v - back.get(c, 0) for c, v in rem["counters"].items() if v - back.get(c, 0)}
             tx.execute("UPDATE med_settlements SET remaining = ? WHERE key = ?", (json.dumps(rem), setl_id))
             result = Refund(refund_key=key, setl_id=setl_id, refund=_refund_parts(parts), refundable_after=rem["bill"])
+            _record_reversal(tx, key, setl_id, "refund", inst.code, self.clock.stamp(), result.refund)
             return Draft("medical.refund", _transfers(parts, person, inst, back=True), links_to=setl_id,
                          payload={"result": result.model_dump(mode="json")})
 
@@ -407,6 +486,8 @@ class Medical:
             if posting.replayed:  # the key reversed this settlement before, in a unit that also did the rest
                 return self._result(posting, Void, "reversal")
             add_to_accumulators(tx, person.person_id, row["year"], {c: -v for c, v in rem["counters"].items()})
+            assert result.reversed is not None
+            _record_reversal(tx, key, setl_id, "void", row["institution"], posting.created_at, result.reversed)
             tx.execute("UPDATE med_settlements SET status = 'voided', void_key = ?, remaining = ? WHERE key = ?",
                        (key, json.dumps({"bill": 0, "parts": dict.fromkeys(PARTS, 0), "counters": {}}), setl_id))
             tx.execute("UPDATE med_visits SET status = 'registered', settle_key = NULL WHERE mdtrt_id = ?",
@@ -437,3 +518,36 @@ class Medical:
             return load_accumulators(tx, person_id, year or self.clock.today().year)
 
         return self.store.read(q)
+
+    def book(self, institution: str, since: str, until: str) -> list[BookEntry]:
+        """The institution's medical money events with a time in [since, until) (UTC stamps): each settlement
+        at its settlement time (also one voided or refunded since), each refund and void at its own time
+        with its amounts negative; in time order."""
+
+        def q(tx: Tx) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            settled = tx.query(
+                "SELECT s.key, s.mdtrt_id, s.person_id, s.care, s.settled_at, p.category, p.region"
+                " FROM med_settlements s JOIN reg_persons p ON p.person_id = s.person_id"
+                " WHERE s.institution = ? AND s.settled_at >= ? AND s.settled_at < ?"
+                " AND s.status IN ('settled', 'voided')", (institution, since, until))
+            reversed_ = tx.query(
+                "SELECT v.key, v.setl_id, v.kind, v.at, v.medfee_sumamt, v.fund_pay_sumamt, v.acct_pay,"
+                " v.psn_cash_pay, s.mdtrt_id, s.person_id, s.care, p.category, p.region FROM med_reversals v"
+                " JOIN med_settlements s ON s.key = v.setl_id JOIN reg_persons p ON p.person_id = s.person_id"
+                " WHERE v.institution = ? AND v.at >= ? AND v.at < ?", (institution, since, until))
+            return settled, reversed_
+
+        settled, reversed_ = self.store.read(q)
+        out = []
+        for r in settled:
+            posting = self.ledger.get(r["key"])
+            assert posting is not None
+            b = posting.payload["result"]["breakdown"]
+            out.append(BookEntry(r["key"], r["key"], "settle", r["settled_at"], r["mdtrt_id"], r["person_id"],
+                                 r["care"], r["category"], r["region"], b["medfee_sumamt"], b["fund_pay_sumamt"],
+                                 b["acct_pay"], b["psn_cash_pay"]))
+        for r in reversed_:
+            out.append(BookEntry(r["key"], r["setl_id"], r["kind"], r["at"], r["mdtrt_id"], r["person_id"],
+                                 r["care"], r["category"], r["region"], -r["medfee_sumamt"], -r["fund_pay_sumamt"],
+                                 -r["acct_pay"], -r["psn_cash_pay"]))
+        return sorted(out, key=lambda e: (e.at, e.key))
