@@ -31,15 +31,15 @@ One engine, two dialects. Every transaction calls the engine through the same fu
 
 Scope: the caller is a terminal authenticated by its key, as on the native API; `fixmedins_code` must be the
 terminal's institution, `mdtrtarea_admvs` its region, and every visit, settlement and file it names must be
-that institution's. Bad input (malformed envelope, unknown infno, missing or wrong sign_no, an amount with
-three decimals, a code outside its table...) gets infcode -1 with HTTP 200, as the platform answers, and
-changes nothing.
+that institution's; a card presented (mdtrt_cert_type 03) must be its holder's active card at the card
+registry (settlement/schemes/cards.py), with its identifier (card_sn) when 1101 gives one. Bad input
+(malformed envelope, unknown infno, missing or wrong sign_no, an amount with three decimals, a code outside
+its table...) gets infcode -1 with HTTP 200, as the platform answers, and changes nothing.
 
 What differs from a real platform: no signature or encryption check (cainfo, signtype are accepted and
 ignored); code tables and transactions limited to what sscard's policies model; one settlement per visit
 (settle one charge batch, or cancel the others first); no mid-stay settlement; the electronic voucher
-(mdtrt_cert_type 01) is not served; the card identifier (card_sn) is required with a card but not yet
-checked; 9102 answers the file's bytes (application/zip), as the platform's download does.
+(mdtrt_cert_type 01) is not served; 9102 answers the file's bytes (application/zip), as the platform's download does.
 """
 
 from __future__ import annotations
@@ -77,10 +77,11 @@ from settlement.errors import SettlementError, UnknownPerson, UnknownTransaction
 from settlement.ledger import CST, make_key
 from settlement.schemes import chart
 from settlement.schemes.breakdown import line_shares
+from settlement.schemes.cards import load_cards, refusal
 from settlement.schemes.engine import Engine
 from settlement.schemes.records import Institution
 from settlement.schemes.uploads import FeeDetail
-from settlement.wire import PARTS, Breakdown, Person, Visit
+from settlement.wire import CARD_ID_FORM, PARTS, Breakdown, Card, Person, Visit
 
 log = logging.getLogger("sscard.settlement.national")
 PATHS = ("/fsi/api/rsfComIfsService/callService", "/fsi/api/fileupload/upload", "/fsi/api/fileupload/download")
@@ -284,9 +285,27 @@ class National:
         if "insutype" in data and data["insutype"] != cat["insutype"]:
             raise NationalError(f"险种类型(insutype)与人员参保险种不符：应为 {cat['insutype']}", "insutype")
         kind, number = data.get("mdtrt_cert_type"), data.get("mdtrt_cert_no")
-        if kind is not None and number != (person.card_no if kind == "03" else person.person_id):
+        if kind == "03":
+            self._card(number, None, person.person_id)
+        elif kind is not None and number != person.person_id:
             raise NationalError("就诊凭证编号(mdtrt_cert_no)与人员不符", "mdtrt_cert_no")
         return cat
+
+    def _card(self, card_no: str, card_sn: str | None, person_id: str | None) -> Card:
+        """The card presented, if it is its holder's (or `person_id`'s) active card at the registry; else why
+        not (lost, replaced, cancelled, expired, another person's, number and identifier not one card)."""
+        if card_sn is not None and not CARD_ID_FORM.fullmatch(card_sn.upper()):
+            raise NationalError(f"卡识别码(card_sn)应为32位十六进制，收到 {card_sn!r}", "card_sn")
+        today = self.clock.today()
+        cards = self.engine.store.read(lambda tx: load_cards(tx, today, card_nos=[card_no],
+                                                             card_ids=[card_sn] if card_sn else []))
+        card = next((c for c in cards if c.card_no == card_no), None)
+        if card is None:
+            raise NationalError(f"就诊凭证编号(mdtrt_cert_no) {card_no!r} 查无此卡", "mdtrt_cert_no")
+        error = refusal(cards, person_id or card.person_id, card_sn, card_no)
+        if error is not None:
+            raise NationalError(f"就诊凭证编号(mdtrt_cert_no)：{self._engine_message(error)}", "mdtrt_cert_no")
+        return card
 
     def _visit(self, c: Call, mdtrt_id: str, person: Person, care: str) -> Visit:
         try:
@@ -329,7 +348,7 @@ class National:
             if d["mdtrt_cert_type"] == "03":
                 if "card_sn" not in d:
                     raise NationalError("卡识别码(card_sn)不能为空（就诊凭证类型为03时必填）", "card_sn")
-                person = self.engine.registry.person_by_card(number)
+                person = self.engine.registry.person(self._card(number, d["card_sn"], None).person_id)
             else:
                 person = self.engine.registry.person(number)
         except UnknownPerson:

@@ -27,7 +27,6 @@ def schema(dialect: str) -> list[str]:
             death_reported_at TEXT,
             created_at TEXT NOT NULL
         )""",
-        "CREATE INDEX IF NOT EXISTS reg_persons_card ON reg_persons (card_no)",
         """CREATE TABLE IF NOT EXISTS reg_enrolments (
             person_id TEXT NOT NULL REFERENCES reg_persons (person_id),
             region TEXT NOT NULL,

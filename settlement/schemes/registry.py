@@ -19,7 +19,6 @@ import datetime as dt
 from settlement.errors import (
     IdempotencyConflict,
     InvalidRequest,
-    UnknownPerson,
 )
 from settlement.ledger import Clock, Ledger, Posting, Store, Transfer, Tx, fen
 from settlement.schemes import audit, chart
@@ -95,14 +94,6 @@ class Registry:
 
     def person(self, person_id: str) -> Person:
         return self.store.read(lambda tx: load_person(tx, person_id))
-
-    def person_by_card(self, card_no: str) -> Person:
-        """The person the card number is recorded for (UnknownPerson if none)."""
-        row = self.store.read(lambda tx: tx.one(
-            "SELECT person_id FROM reg_persons WHERE card_no = ? ORDER BY person_id LIMIT 1", (card_no,)))
-        if row is None:
-            raise UnknownPerson(f"no insured person holds card {card_no!r}", card_no=card_no)
-        return self.person(row["person_id"])
 
     def enrolled_since(self, person_id: str, region: str) -> str | None:
         """The date (YYYY-MM-DD) the person's enrolment in `region` was recorded, None if never."""

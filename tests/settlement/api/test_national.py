@@ -52,6 +52,7 @@ def world(store):
     eng.registry.add_person(EMP, "张伟", BJ, "employee", card_no=EMP_CARD)
     eng.registry.add_person(RES, "王芳", "990100", "resident", card_no=RES_CARD, assistance_class="dibao")
     eng.registry.deposit("seed:emp", EMP, 500_00)
+    eng.cards.issue(EMP, EMP_CARD, EMP_SN, actor="issuer", reason="first card")
     app = create_app(eng, terminals=[TerminalKey("T01", hash_key(KEY), institution=HOSP),
                                      TerminalKey("T02", hash_key(OTHER_KEY), institution="H11010500002")])
     with TestClient(app) as http:

@@ -18,7 +18,18 @@ import pytest
 from settlement.api.auth import TerminalKey, hash_key
 from settlement.api.service import create_app
 from testing.his import His, detail_file
-from tests.settlement.api.test_national import BJ, EMP, EMP_CARD, HOSP, HOSP_NAME, KEY, OTHER_KEY, fee_lines, register
+from tests.settlement.api.test_national import (
+    BJ,
+    EMP,
+    EMP_CARD,
+    EMP_SN,
+    HOSP,
+    HOSP_NAME,
+    KEY,
+    OTHER_KEY,
+    fee_lines,
+    register,
+)
 from tests.settlement.flows_helpers import Clock, make_engine
 
 with warnings.catch_warnings():
@@ -36,6 +47,7 @@ def world(store):
     eng.registry.add_institution(HOSP, HOSP_NAME, BJ, "3")
     eng.registry.add_institution(OTHER, "北京另一医院", BJ, "2")
     eng.registry.add_person(EMP, "张伟", BJ, "employee", card_no=EMP_CARD)
+    eng.cards.issue(EMP, EMP_CARD, EMP_SN, actor="issuer", reason="first card")
     app = create_app(eng, terminals=[TerminalKey("T01", hash_key(KEY), institution=HOSP),
                                      TerminalKey("T02", hash_key(OTHER_KEY), institution=OTHER),
                                      TerminalKey("OPS", hash_key("ops-key"), operator=True)])
@@ -251,3 +263,21 @@ def test_oversized_and_unknown_files(world):
                                         "fixmedins_code": HOSP}})
     refused(his, eng, lambda: his.call("3202", {"data": detail | {"file_qury_no": up["file_qury_no"]}}),
             "退费结算标志(refd_setl_flag)", "代码表")
+
+
+def test_a_card_must_be_its_holders_active_card(world):
+    his, _, eng = world
+    lookup = {"mdtrt_cert_type": "03", "mdtrt_cert_no": EMP_CARD, "card_sn": EMP_SN}
+    assert his.ok("1101", {"data": lookup})["baseinfo"]["psn_no"] == EMP
+    refused(his, eng, lambda: his.call("1101", {"data": lookup | {"card_sn": "F" * 32}}), "mdtrt_cert_no",
+            "UNKNOWN_CARD")
+    refused(his, eng, lambda: his.call("1101", {"data": lookup | {"card_sn": "not hex"}}), "卡识别码(card_sn)")
+    refused(his, eng, lambda: his.call("1101", {"data": lookup | {"card_sn": None}}), "卡识别码(card_sn)")
+    refused(his, eng, lambda: his.call("1101", {"data": lookup | {"mdtrt_cert_no": "Z99999999"}}), "查无此卡")
+    eng.cards.report_lost(EMP_CARD, actor="hall", reason="holder called")
+    refused(his, eng, lambda: his.call("1101", {"data": lookup}), "卡片已挂失")
+    data = {"psn_no": EMP, "insutype": "310", "begntime": "2024-03-01 10:00:00", "mdtrt_cert_type": "03",
+            "mdtrt_cert_no": EMP_CARD, "ipt_otp_no": "MZ1", "atddr_no": "D1", "dr_name": "李", "dept_code": "1",
+            "dept_name": "内科", "caty": "A03"}
+    refused(his, eng, lambda: his.call("2201", {"data": data}, insuplc_admdvs=BJ), "卡片已挂失")
+    assert his.ok("2201", {"data": data | {"mdtrt_cert_type": "02", "mdtrt_cert_no": EMP}}, insuplc_admdvs=BJ)
