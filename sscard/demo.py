@@ -24,9 +24,11 @@ from cardlib.readers.pcsc import wait_present
 from sim import pcsc_stack
 from sim.personalize import issue_sample
 from sim.psam import SimPsam
-from sscard.stack import Counter, start_centre, start_counter
+from sscard.stack import INSTITUTION, TERMINAL_ID, Counter, start_centre, start_counter
+from sscard.world import INSTITUTIONS
 
 console = Console()
+HIS_TERMINAL = "HIS01"  # the key a HIS uses on the national platform interface
 LINES = [
     {"feedetl_sn": "1", "med_list_codg": "XA01", "chrgitm_lv": "A", "det_item_fee_sumamt": 186_00},
     {"feedetl_sn": "2", "med_list_codg": "XB17", "chrgitm_lv": "B", "det_item_fee_sumamt": 64_50},
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="where the databases go (default: a temp dir)")
     a = ap.parse_args(argv)
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="sscard-demo-"))
-    centre = start_centre(workdir)
+    centre = start_centre(workdir, terminals=(TERMINAL_ID, HIS_TERMINAL))
     console.print(f"mock HSM on {centre.hsm_address[0]}:{centre.hsm_address[1]}, "
                   f"settlement service on {centre.service.url} (SQLite in {workdir})")
     pcscd = None
@@ -131,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"counter page: {counter.url}/ (sign in with any name and the bearer token below)")
         console.print(f"API docs: {counter.url}/docs   health: {counter.url}/health   metrics: {counter.url}/metrics")
         console.print(f"bearer token for this run: {counter.token}")
+        console.print(f"national platform interface for a HIS: POST {centre.service.url}"
+                      f"/fsi/api/rsfComIfsService/callService with X-Terminal-Key: {centre.terminal_keys[HIS_TERMINAL]} "
+                      f"(fixmedins_code {INSTITUTION}, mdtrtarea_admvs {INSTITUTIONS[INSTITUTION][1]})")
         if not a.no_wait:
             console.print("Ctrl-C to stop")
             try:
