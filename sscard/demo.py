@@ -133,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"counter page: {counter.url}/ (sign in with any name and the bearer token below)")
         console.print(f"API docs: {counter.url}/docs   health: {counter.url}/health   metrics: {counter.url}/metrics")
         console.print(f"bearer token for this run: {counter.token}")
+        his_key = centre.terminal_keys[HIS_TERMINAL]
         console.print(f"national platform interface for a HIS: POST {centre.service.url}"
-                      f"/fsi/api/rsfComIfsService/callService with X-Terminal-Key: {centre.terminal_keys[HIS_TERMINAL]} "
+                      f"/fsi/api/rsfComIfsService/callService with X-Terminal-Key: {his_key} "
                       f"(fixmedins_code {INSTITUTION}, mdtrtarea_admvs {INSTITUTIONS[INSTITUTION][1]})")
         if not a.no_wait:
             console.print("Ctrl-C to stop")

@@ -40,7 +40,8 @@ What differs from a real platform: no signature or encryption check (cainfo, sig
 ignored); code tables and transactions limited to what sscard's policies model; one settlement per visit
 (settle one charge batch, or cancel the others first); no mid-stay settlement; the electronic voucher
 (mdtrt_cert_type 01) is not served; 3201/3202 count each settlement at its settlement time and each
-cancellation (and native refund) at its own, netted (refd_setl_flag is checked, not used to filter); 9102 answers the file's bytes (application/zip), as the platform's download does.
+cancellation (and native refund) at its own, netted (refd_setl_flag is checked, not used to filter);
+9102 answers the file's bytes (application/zip), as the platform's download does.
 """
 
 from __future__ import annotations
