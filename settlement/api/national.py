@@ -92,7 +92,8 @@ MAX_BODY = 12 * 1024 * 1024
 FILE_KEEP = dt.timedelta(days=7)
 ALL = "0000"  # chrg_bchno / feedetl_sn meaning "all" in 2205 / 2302
 CATEGORY_FIELDS = ("fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt", "inscp_scp_amt")
-ZERO_FUNDS = ("cvlserv_pay", "hifes_pay", "oth_pay", "hosp_part_amt", "acct_mulaid_pay")
+MONEY = ("medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt", "inscp_scp_amt", "act_pay_dedc",
+         *PARTS, "fund_pay_sumamt", "psn_part_amt", "balc")
 DETAIL_COLS = ("setl_id", "mdtrt_id", "psn_no", "medfee_sumamt", "fund_pay_sumamt", "acct_pay", "refd_setl_flag")
 RESULT_COLS = ("psn_no", "mdtrt_id", "setl_id", "msgid", "stmt_rslt", "refd_setl_flag", "memo", "medfee_sumamt",
                "fund_pay_sumamt", "acct_pay")
@@ -557,6 +558,9 @@ class National:
                                 _time(dt.datetime.fromisoformat(s.setl_time)))
 
     def cancel_settlement(self, c: Call) -> dict[str, Any]:
+        """2208 / 2305. Also for a settlement that has not arrived (the HIS lost the 2207 answer; its setl_id
+        is the terminal id and the 2207 msgid's serial): that leaves a tombstone, as the native void does,
+        and the late settlement is refused."""
         care = "outpatient" if c.infno == "2208" else "inpatient"
         d = c.input["data"]
         person = self._person(c, d["psn_no"])
@@ -565,18 +569,25 @@ class National:
             rec = self.engine.medical.settlement(setl_id)
         except UnknownTransaction:
             rec = None
-        if rec is None or rec.institution != c.inst.code or rec.status == "void_before_arrival":
+        if rec is None or rec.status == "void_before_arrival":
+            if not setl_id.startswith(f"{c.terminal.terminal_id}:"):
+                raise NationalError(f"结算ID(setl_id) {setl_id!r} 不存在或不属于本机构", "setl_id")
+            visit = self._visit(c, d["mdtrt_id"], person, care)
+            void = self.engine.medical.void(c.key, setl_id)
+            zero = Breakdown.model_validate(dict.fromkeys(MONEY, 0))
+            info = {"mdtrt_id": visit.mdtrt_id, "setl_id": void.void_key, "clr_optins": person.region,
+                    "setl_time": _time(self.clock.now()), **self._amounts(dict.fromkeys(MONEY, 0), zero),
+                    "medins_setl_id": c.msgid}
+            return {"setlinfo": info, "setldetail": []}
+        if rec.institution != c.inst.code:
             raise NationalError(f"结算ID(setl_id) {setl_id!r} 不存在或不属于本机构", "setl_id")
-        if rec.mdtrt_id != d["mdtrt_id"] or rec.person_id != person.person_id:
-            raise NationalError("就诊ID(mdtrt_id)或人员编号(psn_no)与结算信息不符", "mdtrt_id")
+        if rec.mdtrt_id != d["mdtrt_id"]:
+            raise NationalError("就诊ID(mdtrt_id)与结算信息不符", "mdtrt_id")
+        self._visit(c, rec.mdtrt_id, person, care)
         original = self.engine.ledger.get(setl_id)
         assert original is not None
-        settled = original.payload["result"]
-        if settled.get("breakdown") is None or (care == "inpatient") != (self._care_of(rec.mdtrt_id) == "inpatient"):
-            raise NationalError(f"结算ID(setl_id) {setl_id!r} 不是{'门诊' if care == 'outpatient' else '住院'}结算",
-                                "setl_id")
+        b = Breakdown.model_validate(original.payload["result"]["breakdown"])
         void = self.engine.medical.void(c.key, setl_id)
-        b = Breakdown.model_validate(settled["breakdown"])
         back = void.reversed
         assert back is not None
         amounts: dict[str, int | None] = {p: -getattr(back, p) for p in PARTS}
@@ -592,16 +603,11 @@ class National:
                 "setl_time": _time(at), **self._amounts(amounts, b), "medins_setl_id": c.msgid}
         return {"setlinfo": info, "setldetail": self._details(person, amounts, b)}
 
-    def _care_of(self, mdtrt_id: str) -> str:
-        return self.engine.medical.visit(mdtrt_id).care
-
     def _settlement(self, c: Call, person: Person, care: str, b: Breakdown, cert_type: str, mdtrt_id: str,
                     setl_id: str | None, setl_time: str) -> dict[str, Any]:
         cat = self.codes.category[person.category]
         gend, birth = _born(person.person_id)
-        amounts: dict[str, int | None] = {f: getattr(b, f) for f in (
-            "medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt", "inscp_scp_amt",
-            "act_pay_dedc", *PARTS, "fund_pay_sumamt", "psn_part_amt", "balc")}
+        amounts: dict[str, int | None] = {f: getattr(b, f) for f in MONEY}
         info = {
             "mdtrt_id": mdtrt_id, **({"setl_id": setl_id} if setl_id else {}), "psn_no": person.person_id,
             "psn_name": person.name, "psn_cert_type": "01", "certno": person.person_id, "gend": gend, "naty": None,

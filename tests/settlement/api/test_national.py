@@ -347,3 +347,27 @@ def test_sign_out_ends_the_sign_in(world):
     assert r["infcode"] == -1 and "sign_no" in r["err_msg"] and "签退" in r["err_msg"]
     assert his.sign_in() != sign_no
     assert his.ok("1101", {"data": {"mdtrt_cert_type": "02", "mdtrt_cert_no": EMP}})["baseinfo"]["psn_no"] == EMP
+
+
+def test_a_cancellation_that_overtakes_its_lost_settlement(world):
+    """The HIS never got the 2207 answer: it cancels by the setl_id the platform would have given (terminal id and
+    the msgid's serial); the late settlement is then refused and nothing stays posted."""
+    his, http, eng, _ = world
+    mdtrt_id = register(his, EMP, EMP_CARD)
+    lines = fee_lines(mdtrt_id, EMP, OUTPATIENT[:2])
+    his.ok("2204", {"feedetail": lines}, insuplc_admdvs=BJ)
+    total = sum(Decimal(ln["det_item_fee_sumamt"]) for ln in lines)
+    pre = his.ok("2206", {"data": settle_input(mdtrt_id, EMP, EMP_CARD, total)}, insuplc_admdvs=BJ)["setlinfo"]
+    lost = his.msgid()
+    setl_id = f"T01:{lost[len(HOSP):]}"
+    back = his.ok("2208", {"data": {"setl_id": setl_id, "mdtrt_id": mdtrt_id, "psn_no": EMP}}, insuplc_admdvs=BJ)
+    assert fen(back["setlinfo"]["medfee_sumamt"]) == 0 and back["setldetail"] == []
+    categories = {f: pre[f] for f in ("fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt", "inscp_scp_amt")}
+    late = his.call("2207", {"data": settle_input(mdtrt_id, EMP, EMP_CARD, total, **categories)}, insuplc_admdvs=BJ,
+                    msgid=lost)
+    assert late["infcode"] == -1 and "ALREADY_REVERSED" in late["err_msg"]
+    assert native(http, "GET", f"/v1/medical/visits/{mdtrt_id}")["status"] == "registered"
+    assert native(http, "GET", f"/v1/medical/settlements/{setl_id}")["status"] == "void_before_arrival"
+    stranger = his.call("2208", {"data": {"setl_id": "T02:202403011000000001", "mdtrt_id": mdtrt_id, "psn_no": EMP}},
+                        insuplc_admdvs=BJ)
+    assert stranger["infcode"] == -1 and "setl_id" in stranger["err_msg"]  # another terminal's id: not ours to void

@@ -42,8 +42,8 @@ TABLES = ("med_visits", "med_settlements", "med_fee_details", "med_visit_notes",
 
 
 @pytest.fixture
-def world(store):
-    eng = make_engine(store, Clock())
+def world(make_store):
+    eng = make_engine(make_store("sqlite"), Clock())  # refusals are the interface's: one store is enough
     eng.registry.add_institution(HOSP, HOSP_NAME, BJ, "3")
     eng.registry.add_institution(OTHER, "北京另一医院", BJ, "2")
     eng.registry.add_person(EMP, "张伟", BJ, "employee", card_no=EMP_CARD)
