@@ -468,12 +468,17 @@ class BlacklistDelta(BaseModel):
     `more` it asks again from there. `epoch` names the list: a different epoch, or `reset`, means start
     again from an empty list."""
 
-    epoch: str
-    since: int
-    version: int
+    epoch: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+    since: Annotated[int, Field(ge=0)]
+    version: Annotated[int, Field(ge=0)]
     more: bool = False
     reset: bool = False
-    entries: list[tuple[str, str, str, str]] = []
+    entries: list[tuple[
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9]{1,20}$")],
+        Annotated[str, Field(pattern=r"^(?:[0-9A-F]{32})?$")],
+        Literal["reported_lost", "cancelled", "replaced", "active"],
+        Literal["", "DF01", "DF02", "DF03", "DF04"],
+    ]] = []
 
 
 # -- HTTP API: requests and answers ----------------------------------------------------------------------
@@ -484,6 +489,9 @@ PinBlockHex = Annotated[str, Field(
     pattern=r"^(?:[0-9A-Fa-f]{16}|[0-9A-Fa-f]{32})$",
     description="the PIN as an ISO 9564 format-0 PIN block encrypted under the terminal PIN key, hex: 16 digits "
                 "(3DES key) or 32 (SM4); PAN = the person's social security number (`pin_pan`)")]
+CardNo = Annotated[str, Field(pattern=r"^[A-Za-z0-9]{1,20}$", description="the card number read from the card (卡号)")]
+CardId = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{32}$", description="the card identification code read from the "
+                              "card (卡识别码, EF05 item 01), 16 bytes as hex")]
 AMOUNT_FIELDS = frozenset({"det_item_fee_sumamt", "overlmt_amt", "amount"})
 
 
@@ -520,7 +528,8 @@ class RegisterRequest(_In):
     institution: str = Field(description="designated institution code (fixmedins_code)")
     care: Literal["outpatient", "inpatient"]
     begntime: dt.date | None = Field(None, description="visit or admission date; default today")
-    card_no: str | None = Field(None, description="card number read from the card (卡号)")
+    card_no: CardNo | None = None
+    card_id: CardId | None = None
 
 
 class PreSettleRequest(_In):
@@ -532,9 +541,12 @@ class PreSettleRequest(_In):
 
 
 class SettleRequest(PreSettleRequest):
-    """Settle (2207)."""
+    """Settle (2207). The card presented (default: the one the visit was registered with) must be the
+    person's active card."""
 
     terminal_serial: Serial
+    card_no: CardNo | None = None
+    card_id: CardId | None = None
 
 
 class RefundRequest(_In):
@@ -543,6 +555,9 @@ class RefundRequest(_In):
     terminal_serial: Serial
     setl_id: str
     amount: Fen | None = Field(None, description="fen to refund; omitted: everything not yet refunded")
+    card_no: CardNo | None = Field(None, description="a refund to the card: the card presented, which must be the "
+                                   "person's active card")
+    card_id: CardId | None = None
 
 
 class VoidRequest(_In):
@@ -553,7 +568,8 @@ class VoidRequest(_In):
 
 
 class CertifyRequest(_In):
-    """A certification attempt. card_pin needs card_no and pin_block (checked online against the PIN
+    """A certification attempt; a card presented (card_no, card_id) must be the person's active card. card_pin
+    needs card_no and pin_block (checked online against the PIN
     reference recorded at issuance; pin_verified, optional, says whether the card accepted the PIN; a
     centre without an online PIN check takes pin_verified alone); biometric needs score, modality and
     device_id; assisted needs agent_id and agent_region."""
@@ -563,7 +579,8 @@ class CertifyRequest(_In):
     terminal_serial: Serial
     person_id: str
     method: Literal["card_pin", "biometric", "assisted"]
-    card_no: str | None = None
+    card_no: CardNo | None = None
+    card_id: CardId | None = None
     pin_block: PinBlockHex | None = Field(None, repr=False)
     pin_verified: bool | None = None
     score: float | None = Field(None, description="match score in [0, 1] from the biometric device")
@@ -574,13 +591,50 @@ class CertifyRequest(_In):
     note: str | None = None
 
 
+Reason = Annotated[str, Field(min_length=2, max_length=200, pattern=r"^[^\x00-\x1f]+$",
+                              description="why (audited with the operator)")]
+OperatorName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f]+$",
+                                    description="who at the service hall (audited with the terminal id)")]
+
+
+class CardIn(_In):
+    """A personalised card to enrol: its number and identification code as written on it, and its data."""
+
+    card_no: CardNo
+    card_id: CardId
+    spec_version: str | None = Field(None, max_length=8, examples=["3.00"])
+    region: str | None = Field(None, pattern=r"^\d{6}$", description="issuing region; default: the card id's first 6 "
+                               "digits")
+    issued_on: dt.date | None = None
+    expires_on: dt.date | None = None
+    operator: OperatorName
+    reason: Reason
+
+
+class CardStatusIn(_In):
+    """A status change of a card (report lost, unlock, cancel)."""
+
+    operator: OperatorName
+    reason: Reason
+
+
+class ApplicationReport(_In):
+    """A terminal reports that it blocked an application on a blacklisted card (APPLICATION BLOCK), or, with
+    `application` null, that it unblocked it again (APPLICATION UNBLOCK)."""
+
+    card_id: CardId | None = None
+    application: Literal["DF01", "DF02", "DF03", "DF04"] | None
+
+
 class CollectRequest(_In):
-    """Collect pension at a counter."""
+    """Collect pension at a counter, with the card presented (which must be the person's active card)."""
 
     terminal_serial: Serial
     person_id: str
     amount: Fen
     institution: str
+    card_no: CardNo | None = None
+    card_id: CardId | None = None
 
 
 class CollectionVoidRequest(_In):

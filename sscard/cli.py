@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sscard import card_cmd, hsm_cmd, ops_cmd, settlement_cmd, sim_cmd, terminal_cmd
+from sscard import card_cmd, centre_cmd, hsm_cmd, ops_cmd, settlement_cmd, sim_cmd, terminal_cmd
 
 app = typer.Typer(help="sscard: social security cards, terminals and settlement.", no_args_is_help=True)
 
@@ -29,6 +29,7 @@ app.add_typer(sim_cmd.app, name="sim")
 app.add_typer(hsm_cmd.app, name="hsm")
 app.add_typer(settlement_cmd.app, name="settlement")
 app.add_typer(terminal_cmd.app, name="terminal")
+app.add_typer(centre_cmd.app, name="centre")
 ops_cmd.register(app)  # reconcile, clear, load
 
 if __name__ == "__main__":  # pragma: no cover

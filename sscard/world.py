@@ -1,9 +1,15 @@
 """A small simulated world for demos and end-to-end tests: the sample card holders enrolled at the centre.
 
 `seed(engine)` registers each sample holder as an insured person (person id = the social security number
-on the card, so a terminal finds the person from the card), a few designated institutions, personal
-account money for the employee, and a pension for the retirees (certified at enrolment by their community
-office), issued for the current month. Idempotent.
+on the card, so a terminal finds the person from the card) with their card enrolled at the centre (number,
+identification code, spec version, dates: `enrol_card`), a few designated institutions, personal account
+money for the employee, and a pension for the retirees (certified at enrolment by their community office),
+issued for the current month. Idempotent.
+
+`issue_and_enrol(engine, holder)` is the simulated issuer's one step: personalise a card for a holder (a
+new card number and identification code for a replacement: `new_card`) and enrol it at the centre, as the
+person's first card or as the replacement of their card. Test and demo use only: a real card is enrolled by
+the issuing bureau's import or at a service hall (`sscard centre card issue`).
 
 Given the centre's HSM (`seed(engine, hsm=...)`, keys from `sim.issuer.install_into_hsm`), it also does
 what issuance does for the online PIN check: each card's initial PIN becomes a format-0 PIN block under the
@@ -14,11 +20,13 @@ security number (`settlement.wire.pin_pan`). Neither the PIN nor the block is ke
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
-from settlement.wire import pin_pan
-from sim.issuer import pik_label, pvk_label
-from sim.personalize import load_holder, sample_holders
+from settlement.wire import Card, pin_pan
+from sim.card import SimCard
+from sim.issuer import Issuer, pik_label, pvk_label
+from sim.personalize import Holder, issue_card, load_holder, sample_holders
 
 #: sample holder -> (region of record, insured category, personal account deposit in fen, monthly pension in fen)
 PEOPLE = {
@@ -48,6 +56,35 @@ def enrol_pin(engine, hsm, person: str, card_no: str, pin: str, prefix: str = "S
     engine.registry.set_pin_reference(person, card_no, reference, actor="issuance")
 
 
+def _date(value: object) -> dt.date | None:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)) if value else None
+
+
+def enrol_card(engine, h: Holder, *, replace: bool = False, actor: str = "issuer",
+               reason: str = "personalised and enrolled by the issuer") -> Card:
+    """Enrol holder `h`'s card at the centre (person id = its social security number): as the person's card
+    (`issue`; it completes a card number enrolled earlier without its identification code) or, with
+    `replace`, as the replacement of their card."""
+    c = h.card
+    enrol = engine.cards.replace if replace else engine.cards.issue
+    return enrol(str(h.holder["social_security_number"]), str(c["card_number"]), str(c["card_id"]), actor=actor,
+                 reason=reason, spec_version=str(c.get("spec_version", "2.00")), issued_on=_date(c.get("issue_date")),
+                 expires_on=_date(c.get("expiry_date")))
+
+
+def new_card(h: Holder, card_number: str, card_id: str) -> Holder:
+    """The same holder with another card (a replacement: new number and identification code)."""
+    return dataclasses.replace(h, card={**h.card, "card_number": card_number, "card_id": card_id})
+
+
+def issue_and_enrol(engine, h: Holder, *, replace: bool = False, issuer: Issuer | None = None,
+                    **card_options: object) -> SimCard:
+    """The simulated issuer in one step: personalise a card for `h` and enrol it at the centre (see above)."""
+    card = issue_card(h, issuer=issuer, **card_options)  # type: ignore[arg-type]
+    enrol_card(engine, h, replace=replace)
+    return card
+
+
 def seed(engine, today: dt.date | None = None, *, hsm=None, prefix: str = "SSSE") -> dict[str, str]:
     """Enrol the sample holders and institutions (and, with `hsm`, their PIN references); returns sample
     stem -> person id."""
@@ -60,6 +97,7 @@ def seed(engine, today: dt.date | None = None, *, hsm=None, prefix: str = "SSSE"
         h = load_holder(sample_holders()[stem])
         pid = str(h.holder["social_security_number"])
         reg.add_person(pid, h.name, region, category, card_no=str(h.card["card_number"]))
+        enrol_card(engine, h)
         if hsm is not None:
             enrol_pin(engine, hsm, pid, str(h.card["card_number"]), h.pin, prefix)
         if deposit:

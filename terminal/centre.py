@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from settlement.api.client import SettlementClient
 from settlement.errors import SettlementError
 from settlement.wire import (
+    BlacklistDelta,
+    Card,
     Certification,
     CertificationStatus,
     Collection,
@@ -73,8 +75,8 @@ class Centre(Protocol):
                        card_no: str | None = None, card_id: str | None = None) -> Visit: ...
     def visit(self, mdtrt_id: str) -> Visit: ...
     def presettle(self, *, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True) -> PreSettlement: ...
-    def settle(self, *, serial: str, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True
-               ) -> Settlement: ...
+    def settle(self, *, serial: str, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True,
+               card_no: str | None = None, card_id: str | None = None) -> Settlement: ...
     def refund(self, *, serial: str, setl_id: str, amount: int | None = None) -> Refund: ...
     def void(self, *, serial: str, setl_id: str) -> Void: ...
     def settlement_outcome(self, setl_id: str) -> Outcome: ...
@@ -83,9 +85,15 @@ class Centre(Protocol):
     def certify(self, *, serial: str, person_id: str, method: str, **evidence: Any) -> Certification: ...
     def certification_status(self, person_id: str) -> CertificationStatus: ...
     def pensioner(self, person_id: str) -> Pensioner: ...
-    def collect_pension(self, *, serial: str, person_id: str, amount: int, institution: str) -> Collection: ...
+    def collect_pension(self, *, serial: str, person_id: str, amount: int, institution: str,
+                        card_no: str | None = None, card_id: str | None = None) -> Collection: ...
     def void_collection(self, *, serial: str, collection_key: str) -> CollectionVoid: ...
     def collection_outcome(self, key: str) -> Outcome: ...
+
+    # cards: the blacklist (terminal/blacklist.py), what the terminal did to a card, a card's status
+    def card_blacklist(self, since: int = 0) -> BlacklistDelta: ...
+    def report_card_application(self, card_no: str, card_id: str | None, application: str | None) -> Card: ...
+    def card(self, card_no: str) -> Card: ...
 
     def health(self) -> dict[str, str]: ...
     def close(self) -> None: ...
@@ -102,7 +110,7 @@ class NativeCentre:
     def register_visit(self, *, serial: str, person_id: str, institution: str, care: str,
                        card_no: str | None = None, card_id: str | None = None) -> Visit:
         return self.client.register_visit(serial=serial, person_id=person_id, institution=institution, care=care,
-                                          card_no=card_no)
+                                          card_no=card_no, card_id=card_id)
 
     def visit(self, mdtrt_id: str) -> Visit:
         return self.client.visit(mdtrt_id)
@@ -110,8 +118,10 @@ class NativeCentre:
     def presettle(self, *, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True) -> PreSettlement:
         return self.client.presettle(mdtrt_id=mdtrt_id, lines=lines, use_account=use_account)
 
-    def settle(self, *, serial: str, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True) -> Settlement:
-        return self.client.settle(serial=serial, mdtrt_id=mdtrt_id, lines=lines, use_account=use_account)
+    def settle(self, *, serial: str, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True,
+               card_no: str | None = None, card_id: str | None = None) -> Settlement:
+        return self.client.settle(serial=serial, mdtrt_id=mdtrt_id, lines=lines, use_account=use_account,
+                                  card_no=card_no, card_id=card_id)
 
     def refund(self, *, serial: str, setl_id: str, amount: int | None = None) -> Refund:
         return self.client.refund(serial=serial, setl_id=setl_id, amount=amount)
@@ -134,8 +144,10 @@ class NativeCentre:
     def pensioner(self, person_id: str) -> Pensioner:
         return self.client.pensioner(person_id)
 
-    def collect_pension(self, *, serial: str, person_id: str, amount: int, institution: str) -> Collection:
-        return self.client.collect_pension(serial=serial, person_id=person_id, amount=amount, institution=institution)
+    def collect_pension(self, *, serial: str, person_id: str, amount: int, institution: str,
+                        card_no: str | None = None, card_id: str | None = None) -> Collection:
+        return self.client.collect_pension(serial=serial, person_id=person_id, amount=amount, institution=institution,
+                                           card_no=card_no, card_id=card_id)
 
     def void_collection(self, *, serial: str, collection_key: str) -> CollectionVoid:
         return self.client.void_collection(serial=serial, collection_key=collection_key)
@@ -145,6 +157,15 @@ class NativeCentre:
         if posting.status != "posted":
             return Outcome(False, why="found reversed at the centre by recovery")
         return Outcome(True, posting.payload["result"])
+
+    def card_blacklist(self, since: int = 0) -> BlacklistDelta:
+        return self.client.card_blacklist(since)
+
+    def report_card_application(self, card_no: str, card_id: str | None, application: str | None) -> Card:
+        return self.client.report_card_application(card_no, card_id, application)
+
+    def card(self, card_no: str) -> Card:
+        return self.client.card(card_no)
 
     def health(self) -> dict[str, str]:
         return self.client.health()

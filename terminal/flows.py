@@ -270,11 +270,13 @@ class Terminal:
             info = self._card(s, pin, authenticate=True, holder=person_id, mdtrt_id=mdtrt_id)
             total = sum(x.det_item_fee_sumamt for x in lines)
             entry = self._begin(
-                "settle", {"mdtrt_id": mdtrt_id, "lines": [x.model_dump() for x in lines], "use_account": use_account},
+                "settle", {"mdtrt_id": mdtrt_id, "lines": [x.model_dump() for x in lines], "use_account": use_account,
+                           "card_no": info.card_number, "card_id": info.card_id},
                 person_id=info.social_security_number, card_no=info.card_number, amount=total, holder_name=info.name)
             self.crashpoint("settle.journaled")
             result = self._send(entry, s, lambda serial: self.centre.settle(
-                serial=serial, mdtrt_id=mdtrt_id, lines=lines, use_account=use_account), reverse_on_unknown=True)
+                serial=serial, mdtrt_id=mdtrt_id, lines=lines, use_account=use_account, card_no=info.card_number,
+                card_id=info.card_id), reverse_on_unknown=True)
             metrics.transactions.labels("settle", "confirmed").inc()
             self.write_card_record(s, entry, "settle", result.breakdown.model_dump())
         return self.journal.get(entry.key)
@@ -299,11 +301,12 @@ class Terminal:
         with s.claim("certify"):
             info = self._card(s, pin, authenticate=True)
             person = info.social_security_number
+            card = {"card_no": info.card_number, "card_id": info.card_id}
             if biometric_score is not None:
                 body = {"person_id": person, "method": "biometric", "score": biometric_score,
-                        "modality": modality or "face", "device_id": device_id or "counter-camera"}
+                        "modality": modality or "face", "device_id": device_id or "counter-camera", **card}
             elif pin is not None:
-                body = {"person_id": person, "method": "card_pin", "card_no": info.card_number, "pin_verified": True}
+                body = {"person_id": person, "method": "card_pin", **card, "pin_verified": True}
             else:
                 raise TerminalError("INVALID_REQUEST", "Certification needs the PIN or a biometric score.", 422)
             block = self._pin_block(s, pin, person) if body["method"] == "card_pin" and pin is not None else None
@@ -338,12 +341,12 @@ class Terminal:
             info = self._card(s, pin, authenticate=True)
             person = info.social_security_number
             entry = self._begin("pension_collect", {"person_id": person, "amount": amount,
-                                                           "institution": self.config.terminal.institution},
-                                       person_id=person, card_no=info.card_number, amount=amount,
-                                       holder_name=info.name)
+                                                    "institution": self.config.terminal.institution,
+                                                    "card_no": info.card_number, "card_id": info.card_id},
+                                person_id=person, card_no=info.card_number, amount=amount, holder_name=info.name)
             self._send(entry, s, lambda serial: self.centre.collect_pension(
-                serial=serial, person_id=person, amount=amount, institution=self.config.terminal.institution),
-                reverse_on_unknown=True)
+                serial=serial, person_id=person, amount=amount, institution=self.config.terminal.institution,
+                card_no=info.card_number, card_id=info.card_id), reverse_on_unknown=True)
             metrics.transactions.labels("pension_collect", "confirmed").inc()
             parts = {"medfee_sumamt": amount, "fund_pay_sumamt": amount, "acct_pay": 0, "psn_cash_pay": 0}
             self.write_card_record(s, entry, "pension_collect", parts)

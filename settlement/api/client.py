@@ -24,6 +24,8 @@ from settlement.errors import ServiceUnreachable, SettlementError
 from settlement.wire import (
     Accumulators,
     AuditEntry,
+    BlacklistDelta,
+    Card,
     Certification,
     CertificationStatus,
     Collection,
@@ -125,10 +127,11 @@ class SettlementClient:
 
     # -- medical -----------------------------------------------------------------------------------------
     def register_visit(self, *, serial: str, person_id: str, institution: str, care: str,
-                       begntime: dt.date | None = None, card_no: str | None = None) -> Visit:
+                       begntime: dt.date | None = None, card_no: str | None = None,
+                       card_id: str | None = None) -> Visit:
         return self._call("POST", "/v1/medical/visits", Visit, json=self._body(
             terminal_serial=serial, person_id=person_id, institution=institution, care=care, begntime=begntime,
-            card_no=card_no))
+            card_no=card_no, card_id=card_id))
 
     def visit(self, mdtrt_id: str) -> Visit:
         return self._call("GET", f"/v1/medical/visits/{_seg(mdtrt_id)}", Visit)
@@ -137,13 +140,16 @@ class SettlementClient:
         return self._call("POST", "/v1/medical/presettle", PreSettlement,
                           json=self._body(mdtrt_id=mdtrt_id, lines=lines, use_account=use_account))
 
-    def settle(self, *, serial: str, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True) -> Settlement:
+    def settle(self, *, serial: str, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True,
+               card_no: str | None = None, card_id: str | None = None) -> Settlement:
         return self._call("POST", "/v1/medical/settle", Settlement, json=self._body(
-            terminal_serial=serial, mdtrt_id=mdtrt_id, lines=lines, use_account=use_account))
+            terminal_serial=serial, mdtrt_id=mdtrt_id, lines=lines, use_account=use_account, card_no=card_no,
+            card_id=card_id))
 
-    def refund(self, *, serial: str, setl_id: str, amount: int | None = None) -> Refund:
-        return self._call("POST", "/v1/medical/refund", Refund,
-                          json=self._body(terminal_serial=serial, setl_id=setl_id, amount=amount))
+    def refund(self, *, serial: str, setl_id: str, amount: int | None = None, card_no: str | None = None,
+               card_id: str | None = None) -> Refund:
+        return self._call("POST", "/v1/medical/refund", Refund, json=self._body(
+            terminal_serial=serial, setl_id=setl_id, amount=amount, card_no=card_no, card_id=card_id))
 
     def void(self, *, serial: str, setl_id: str) -> Void:
         return self._call("POST", "/v1/medical/void", Void, json=self._body(terminal_serial=serial, setl_id=setl_id))
@@ -154,7 +160,7 @@ class SettlementClient:
     # -- identity and persons ------------------------------------------------------------------------------
     def certify(self, *, serial: str, person_id: str, method: str, **evidence: Any) -> Certification:
         """evidence: card_no + pin_block (hex; + pin_verified) | score + modality + device_id | agent_id +
-        agent_region (+ note). A `bytes` pin_block is sent as hex."""
+        agent_region (+ note); card_id and card_no with any method. A `bytes` pin_block is sent as hex."""
         if isinstance(evidence.get("pin_block"), bytes):
             evidence["pin_block"] = evidence["pin_block"].hex().upper()
         return self._call("POST", "/v1/identity/certify", Certification, json=self._body(
@@ -180,10 +186,43 @@ class SettlementClient:
         return self._call("POST", f"/v1/persons/{_seg(person_id)}/death-report", Person,
                           json=self._body(death_date=death_date, source=source))
 
+    # -- cards ---------------------------------------------------------------------------------------------
+    def card(self, card_no: str) -> Card:
+        return self._call("GET", f"/v1/cards/{_seg(card_no)}", Card)
+
+    def card_blacklist(self, since: int = 0, limit: int | None = None) -> BlacklistDelta:
+        """The blacklist's changes after version `since`; a malformed answer raises InvalidRequest."""
+        return self._call("GET", "/v1/cards/blacklist", BlacklistDelta,
+                          params=self._body(since=since, limit=limit))
+
+    def report_card_application(self, card_no: str, card_id: str | None, application: str | None) -> Card:
+        return self._call("POST", f"/v1/cards/{_seg(card_no)}/application", Card,
+                          json={"card_id": card_id, "application": application})
+
+    def issue_card(self, person_id: str, **card: Any) -> Card:
+        """card: card_no, card_id, operator, reason (+ spec_version, region, issued_on, expires_on)."""
+        return self._call("POST", f"/v1/persons/{_seg(person_id)}/cards", Card, json=self._body(**card))
+
+    def replace_card(self, person_id: str, **card: Any) -> Card:
+        return self._call("POST", f"/v1/persons/{_seg(person_id)}/cards/replacement", Card, json=self._body(**card))
+
+    def change_card(self, card_no: str, change: str, *, operator: str, reason: str) -> Card:
+        """`change`: report-lost, unlock or cancel."""
+        return self._call("POST", f"/v1/cards/{_seg(card_no)}/{_seg(change)}", Card,
+                          json={"operator": operator, "reason": reason})
+
+    def person_cards(self, person_id: str) -> list[Card]:
+        return self._call("GET", f"/v1/persons/{_seg(person_id)}/cards", list[Card])
+
+    def card_history(self, card_no: str) -> list[AuditEntry]:
+        return self._call("GET", f"/v1/cards/{_seg(card_no)}/history", list[AuditEntry])
+
     # -- pensions ------------------------------------------------------------------------------------------
-    def collect_pension(self, *, serial: str, person_id: str, amount: int, institution: str) -> Collection:
+    def collect_pension(self, *, serial: str, person_id: str, amount: int, institution: str,
+                        card_no: str | None = None, card_id: str | None = None) -> Collection:
         return self._call("POST", "/v1/pension/collect", Collection, json=self._body(
-            terminal_serial=serial, person_id=person_id, amount=amount, institution=institution))
+            terminal_serial=serial, person_id=person_id, amount=amount, institution=institution, card_no=card_no,
+            card_id=card_id))
 
     def void_collection(self, *, serial: str, collection_key: str) -> CollectionVoid:
         return self._call("POST", "/v1/pension/void", CollectionVoid, json=self._body(

@@ -21,6 +21,7 @@ The same app serves the national medical security platform's transaction interfa
 
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 
 from settlement.api.auth import KeyRing, TerminalKey
@@ -37,15 +38,20 @@ from settlement.api.national import National
 from settlement.api.national_data import load_catalogue
 from settlement.errors import Forbidden, SettlementError, Unauthorized, UnknownTransaction
 from settlement.ledger import Store, make_key, utc_now
-from settlement.schemes import chart
+from settlement.schemes import cards, chart
 from settlement.schemes.engine import Engine, Settings
 from settlement.schemes.identity import PinVerifier
 from settlement.schemes.policy import PolicyBook
 from settlement.wire import (
     AMOUNT_FIELDS,
     Accumulators,
+    ApplicationReport,
     AuditEntry,
     Balances,
+    BlacklistDelta,
+    Card,
+    CardIn,
+    CardStatusIn,
     Certification,
     CertificationStatus,
     CertifyRequest,
@@ -85,6 +91,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
                  (404, "unknown person, visit, region, policy or key"), (409, "conflict with the current state"),
                  (422, "invalid request or amount"), (503, "store unavailable: retry with the same key")]
 }
+
+
+def card_fields(req: CardIn) -> dict[str, Any]:
+    return req.model_dump(include={"card_no", "card_id", "spec_version", "region", "issued_on", "expires_on"})
 
 
 def create_app(
@@ -174,7 +184,8 @@ def create_app(
         """Register a visit or admission (2201 / 2303). Idempotent on terminal_serial."""
         at_own(t, req.institution)
         return engine.medical.register(make_key(t.terminal_id, req.terminal_serial), req.person_id,
-                                       req.institution, req.care, begntime=req.begntime, card_no=req.card_no)
+                                       req.institution, req.care, begntime=req.begntime, card_no=req.card_no,
+                                       card_id=req.card_id)
 
     @v1.get("/medical/visits/{mdtrt_id}", tags=["medical"], operation_id="get_visit")
     def get_visit(mdtrt_id: str, t: Term) -> Visit:
@@ -191,13 +202,15 @@ def create_app(
         """Settle (2207): post the split. A repeat of the serial returns the first result."""
         at_own(t, engine.medical.visit(req.mdtrt_id).institution)
         return engine.medical.settle(make_key(t.terminal_id, req.terminal_serial), req.mdtrt_id,
-                                     [ln.line() for ln in req.lines], use_account=req.use_account)
+                                     [ln.line() for ln in req.lines], use_account=req.use_account,
+                                     card_id=req.card_id, card_no=req.card_no)
 
     @v1.post("/medical/refund", tags=["medical"], operation_id="refund")
     def refund(req: RefundRequest, t: Term) -> Refund:
         """Refund all or part of a settlement; bounded by what is not yet refunded."""
         at_own(t, engine.medical.settlement(req.setl_id).institution or "")
-        return engine.medical.refund(make_key(t.terminal_id, req.terminal_serial), req.setl_id, req.amount)
+        return engine.medical.refund(make_key(t.terminal_id, req.terminal_serial), req.setl_id, req.amount,
+                                     card_id=req.card_id, card_no=req.card_no)
 
     @v1.post("/medical/void", tags=["medical"], operation_id="void")
     def void(req: VoidRequest, t: Term) -> Void:
@@ -251,13 +264,72 @@ def create_app(
         """Record a death report: suspends the pension and flags benefits dated after it."""
         return engine.registry.report_death(person_id, req.death_date, actor=t.terminal_id, source=req.source)
 
+    # -- cards ---------------------------------------------------------------------------------------------
+    def actor(t: TerminalKey, operator: str) -> str:
+        return f"{t.terminal_id}/{operator}"
+
+    @v1.get("/cards/blacklist", tags=["cards"], operation_id="card_blacklist", response_model=BlacklistDelta)
+    def card_blacklist(t: Term, since: Annotated[int, Query(ge=0)] = 0,
+                       limit: Annotated[int, Query(ge=1, le=cards.MAX_DELTA)] = cards.MAX_DELTA) -> Response:
+        """The card blacklist's changes after version `since` (entries `[card_no, card_id, status, application]`;
+        see the schema). Terminals fetch it on start and on an interval, and keep it for offline use."""
+        delta = engine.cards.blacklist(since, limit)
+        return Response(json.dumps(delta.model_dump(), separators=(",", ":")), media_type="application/json")
+
+    @v1.get("/cards/{card_no}", tags=["cards"], operation_id="get_card")
+    def get_card(card_no: str, t: Term) -> Card:
+        """A card's status (a kiosk shows its holder their card's)."""
+        return engine.cards.card(card_no)
+
+    @v1.get("/cards/{card_no}/history", tags=["cards"], operation_id="card_history")
+    def card_history(card_no: str, t: Oper) -> list[AuditEntry]:
+        """What happened to the card, who did it and why (operator)."""
+        return engine.cards.history(card_no)
+
+    @v1.post("/cards/{card_no}/report-lost", tags=["cards"], operation_id="report_card_lost")
+    def report_card_lost(card_no: str, req: CardStatusIn, t: Oper) -> Card:
+        """挂失: the card goes on the blacklist and every transaction with it is refused (operator)."""
+        return engine.cards.report_lost(card_no, actor=actor(t, req.operator), reason=req.reason)
+
+    @v1.post("/cards/{card_no}/unlock", tags=["cards"], operation_id="unlock_card")
+    def unlock_card(card_no: str, req: CardStatusIn, t: Oper) -> Card:
+        """解挂: a card reported lost is active again and leaves the blacklist (operator)."""
+        return engine.cards.unlock(card_no, actor=actor(t, req.operator), reason=req.reason)
+
+    @v1.post("/cards/{card_no}/cancel", tags=["cards"], operation_id="cancel_card")
+    def cancel_card(card_no: str, req: CardStatusIn, t: Oper) -> Card:
+        """注销: the card is refused for good (operator)."""
+        return engine.cards.cancel(card_no, actor=actor(t, req.operator), reason=req.reason)
+
+    @v1.post("/cards/{card_no}/application", tags=["cards"], operation_id="report_card_application")
+    def report_card_application(card_no: str, req: ApplicationReport, t: Term) -> Card:
+        """A terminal blocked (or unblocked) an application on the card at its counter."""
+        return engine.cards.application_blocked(card_no, req.card_id, req.application, actor=t.terminal_id)
+
+    @v1.get("/persons/{person_id}/cards", tags=["cards"], operation_id="person_cards")
+    def person_cards(person_id: str, t: Oper) -> list[Card]:
+        """The person's cards, the active one first, then newest first (operator)."""
+        return engine.cards.cards_of(person_id)
+
+    @v1.post("/persons/{person_id}/cards", tags=["cards"], operation_id="issue_card")
+    def issue_card(person_id: str, req: CardIn, t: Oper) -> Card:
+        """Enrol a personalised card as the person's active card (operator; refused while the person has an
+        active or reported-lost card: replace it)."""
+        return engine.cards.issue(person_id, **card_fields(req), actor=actor(t, req.operator), reason=req.reason)
+
+    @v1.post("/persons/{person_id}/cards/replacement", tags=["cards"], operation_id="replace_card")
+    def replace_card(person_id: str, req: CardIn, t: Oper) -> Card:
+        """补换卡: the new card becomes active, the old one is replaced and blacklisted (operator)."""
+        return engine.cards.replace(person_id, **card_fields(req), actor=actor(t, req.operator), reason=req.reason)
+
     # -- pensions ------------------------------------------------------------------------------------------
     @v1.post("/pension/collect", tags=["pension"], operation_id="collect_pension")
     def collect_pension(req: CollectRequest, t: Term) -> Collection:
         """Pay pension out at a counter (also in another region); needs a valid certification."""
         at_own(t, req.institution)
         return engine.pensions.collect(make_key(t.terminal_id, req.terminal_serial), req.person_id, req.amount,
-                                       req.institution, actor=t.terminal_id)
+                                       req.institution, actor=t.terminal_id, card_id=req.card_id,
+                                       card_no=req.card_no)
 
     @v1.post("/pension/void", tags=["pension"], operation_id="void_collection")
     def void_collection(req: CollectionVoidRequest, t: Term) -> CollectionVoid:

@@ -248,11 +248,11 @@ class Cards:
         return self.store.read(lambda tx: self._load(tx, card_no))
 
     def cards_of(self, person_id: str) -> list[Card]:
-        """The person's cards, newest first."""
+        """The person's cards: the active one first, then newest first."""
         def q(tx: Tx) -> list[Card]:
             load_person(tx, person_id)
-            rows = tx.rows(f"SELECT {COLS} FROM card_cards WHERE person_id = ? ORDER BY created_at DESC, card_no",
-                           (person_id,))
+            rows = tx.rows(f"SELECT {COLS} FROM card_cards WHERE person_id = ? ORDER BY CASE WHEN status = 'active'"
+                           " THEN 0 ELSE 1 END, created_at DESC, card_no", (person_id,))
             return [_card(r, self.clock.today()) for r in rows]
 
         return self.store.read(q)
@@ -402,7 +402,7 @@ class Cards:
             more = len(rows) > limit
             rows = rows[:limit]
             version = int(rows[-1][4]) if more else int(head)
-            return BlacklistDelta(epoch=epoch, since=since, version=version, more=more, reset=reset,
+            return BlacklistDelta.model_construct(epoch=epoch, since=since, version=version, more=more, reset=reset,
                                   entries=[(n, i or "", s, a) for n, i, s, a, _ in rows])
 
         return self.store.read(q)

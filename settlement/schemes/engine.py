@@ -66,11 +66,12 @@ class Engine:
         self.fraud = fraud.Fraud(store, self.clock, window=s.fraud_window)
         self.cards = cards.Cards(store, self.clock)
         certifications = identity.CertificationRecords(self.clock, s.certification_months)
-        self.pensions = pension.Pensions(*common, certified=certifications, fraud=self.fraud)
+        self.pensions = pension.Pensions(*common, certified=certifications, fraud=self.fraud, cards=self.cards)
         self.identity = identity.Identity(store, self.clock, certifications, pensions=self.pensions,
-                                          biometric_threshold=s.biometric_threshold, pin_verifier=pin_verifier)
+                                          cards=self.cards, biometric_threshold=s.biometric_threshold,
+                                          pin_verifier=pin_verifier)
         self.registry = registry.Registry(*common, pensions=self.pensions, fraud=self.fraud, cards=self.cards)
-        self.medical = medical.Medical(*common, fraud=self.fraud)
+        self.medical = medical.Medical(*common, fraud=self.fraud, cards=self.cards)
         self.uploads = uploads.Uploads(store, self.clock)
 
     def now(self) -> dt.datetime:

@@ -36,7 +36,7 @@ from typing import Protocol
 from settlement.errors import IdempotencyConflict, InvalidRequest, PinCheckUnavailable
 from settlement.ledger import Clock, Store, Tx, request_hash
 from settlement.schemes import audit
-from settlement.schemes.hooks import PensionHooks
+from settlement.schemes.hooks import CardCheck, PensionHooks
 from settlement.schemes.records import PinReference, load_person, load_pin_reference
 from settlement.wire import METHODS, Certification, CertificationStatus, Failure, pin_pan
 
@@ -134,9 +134,9 @@ class Identity:
     """Certification attempts, judged by method, recorded and audited; a pass tells the pensions."""
 
     def __init__(self, store: Store, clock: Clock, records: CertificationRecords, *, pensions: PensionHooks,
-                 biometric_threshold: float, pin_verifier: PinVerifier | None = None) -> None:
+                 cards: CardCheck, biometric_threshold: float, pin_verifier: PinVerifier | None = None) -> None:
         """`pin_verifier` is the centre's online PIN check (its HSM); None takes the card's word."""
-        self.store, self.clock, self.records = store, clock, records
+        self.store, self.clock, self.records, self.cards = store, clock, records, cards
         self.pensions, self.biometric_threshold, self.pin_verifier = pensions, biometric_threshold, pin_verifier
 
     def status(self, person_id: str) -> CertificationStatus:
@@ -159,6 +159,7 @@ class Identity:
         *,
         actor: str,
         card_no: str | None = None,
+        card_id: str | None = None,
         pin_block: bytes | str | None = None,
         pin_verified: bool | None = None,
         score: float | None = None,
@@ -168,8 +169,10 @@ class Identity:
         agent_region: str | None = None,
         note: str | None = None,
     ) -> Certification:
-        """Record a certification attempt (idempotent on `key`) and return its outcome."""
-        evidence = self._evidence(method, card_no=card_no, pin_verified=pin_verified, score=score,
+        """Record a certification attempt (idempotent on `key`) and return its outcome. A card presented (with
+        any method: `card_no`, `card_id`) must be the person's active card, or nothing is recorded."""
+        shown = {"card_id": card_id, "card_no": card_no}
+        evidence = self._evidence(method, card_no=card_no, card_id=card_id, pin_verified=pin_verified, score=score,
                                   modality=modality, device_id=device_id, agent_id=agent_id,
                                   agent_region=agent_region, note=note)
         block = pin_block_bytes(pin_block) if pin_block is not None and method == "card_pin" else None
@@ -183,20 +186,24 @@ class Identity:
         for _ in range(3):
             verdict: tuple[PinCheck, PinReference | None] | None = None
             if block is not None:
-                verdict = self._check_pin(key, person_id, evidence, block)
+                verdict = self._check_pin(key, person_id, evidence, block, shown)
             try:
-                return self._record(key, person_id, method, evidence, rhash, actor, block is not None, verdict)
+                return self._record(key, person_id, method, evidence, rhash, actor, block is not None, verdict,
+                                    shown)
             except _StaleReference:
                 continue  # re-enrolled meanwhile: check again against the new reference
         raise PinCheckUnavailable("the PIN reference kept changing during the check; nothing was recorded")
 
-    def _check_pin(self, key: str, person_id: str, evidence: dict[str, object],
-                   block: bytes) -> tuple[PinCheck, PinReference | None] | None:
+    def _check_pin(self, key: str, person_id: str, evidence: dict[str, object], block: bytes,
+                   shown: dict[str, str | None]) -> tuple[PinCheck, PinReference | None] | None:
         """The online check, outside any store unit (it calls the HSM). None when there is nothing to check:
-        the key is recorded already (a repeat) or the card is not the person's (fails on that)."""
+        the key is recorded already (a repeat) or the card is not the person's (fails on that). A card that is
+        not the person's active card is refused before the HSM is asked."""
         def q(tx: Tx) -> tuple[bool, str | None, PinReference | None]:
             person = load_person(tx, person_id)
             seen = tx.value("SELECT 1 FROM id_certifications WHERE key = ?", (key,)) is not None
+            if not seen:
+                self.cards.check(tx, person_id, **shown)
             return seen, person.card_no, load_pin_reference(tx, person_id)
 
         seen, card_of_record, ref = self.store.read(q)
@@ -209,7 +216,8 @@ class Identity:
         return outcome, ref
 
     def _record(self, key: str, person_id: str, method: str, evidence: dict[str, object], rhash: str, actor: str,
-                online: bool, verdict: tuple[PinCheck, PinReference | None] | None) -> Certification:
+                online: bool, verdict: tuple[PinCheck, PinReference | None] | None,
+                shown: dict[str, str | None]) -> Certification:
         offline_pin = method == "card_pin" and not online and self.pin_verifier is not None
 
         def unit(tx: Tx) -> Certification:
@@ -219,6 +227,7 @@ class Identity:
                 if row["request_hash"] != rhash:
                     raise IdempotencyConflict(f"key {key!r} was used for a different certification", key=key)
                 return Certification.model_validate({**json.loads(row["result"]), "replayed": True})
+            self.cards.check(tx, person_id, **shown)
             if offline_pin:
                 raise InvalidRequest("this centre checks PINs online: card_pin certification needs pin_block "
                                      "(a resend without it only replays a recorded attempt)", missing=["pin_block"])
@@ -276,7 +285,7 @@ class Identity:
                 raise InvalidRequest(f"score must be a number from 0 to 1, got {score!r}", field="score")
             if given["modality"] not in ("face", "fingerprint"):
                 raise InvalidRequest("modality must be face or fingerprint", field="modality")
-        keep = set(need[method]) | {"card_pin": {"pin_verified"}, "assisted": {"note"}}.get(method, set())
+        keep = set(need[method]) | {"card_pin": {"pin_verified", "card_id"}, "assisted": {"note"}}.get(method, set())
         return {k: v for k, v in given.items() if k in keep and v is not None}
 
     def _judge(self, method: str, ev: dict[str, object], card_of_record: str | None, online: bool,

@@ -50,7 +50,7 @@ from settlement.ledger import Clock, Draft, Ledger, Posting, Store, Transfer, Tx
 from settlement.schemes import chart
 from settlement.schemes.accumulators import add_to_accumulators, load_accumulators
 from settlement.schemes.breakdown import Split, allocate, split_bill
-from settlement.schemes.hooks import FraudChecks
+from settlement.schemes.hooks import CardCheck, FraudChecks
 from settlement.schemes.policy import CARES, PolicyBook
 from settlement.schemes.records import Institution, load_institution, load_person
 from settlement.wire import (
@@ -226,9 +226,9 @@ class Medical:
     """The medical flows: visits and their settlements, refunds and voids."""
 
     def __init__(self, store: Store, ledger: Ledger, policies: PolicyBook, clock: Clock, *,
-                 fraud: FraudChecks) -> None:
+                 fraud: FraudChecks, cards: CardCheck) -> None:
         self.store, self.ledger, self.policies, self.clock = store, ledger, policies, clock
-        self.fraud = fraud
+        self.fraud, self.cards = fraud, cards
 
     # -- register ------------------------------------------------------------------------------------
     def register(
@@ -240,8 +240,10 @@ class Medical:
         *,
         begntime: dt.date | None = None,
         card_no: str | None = None,
+        card_id: str | None = None,
     ) -> Visit:
-        """Register a visit (idempotent on `key`; the same key with other details is IdempotencyConflict)."""
+        """Register a visit (idempotent on `key`; the same key with other details is IdempotencyConflict). The
+        card presented (`card_no`, `card_id`: as read from it) must be the person's active card."""
         if care not in CARES:
             raise InvalidRequest(f"unknown kind of care {care!r}; use outpatient or inpatient", care=care)
         day = begntime or self.clock.today()
@@ -251,6 +253,7 @@ class Medical:
             person = load_person(tx, person_id)
             inst = load_institution(tx, institution)
             _check_alive(person, day)
+            self.cards.check(tx, person_id, card_id=card_id, card_no=card_no)
             self.policies.get(person.region, day).scheme(person.category, care)  # UnknownPolicy early
             if tx.execute(
                 "INSERT INTO med_visits (mdtrt_id, register_key, person_id, institution, treatment_region, level,"
@@ -336,8 +339,11 @@ class Medical:
 
         return self.store.read(q)
 
-    def settle(self, key: str, mdtrt_id: str, lines: Sequence[FeeLine], *, use_account: bool = True) -> Settlement:
+    def settle(self, key: str, mdtrt_id: str, lines: Sequence[FeeLine], *, use_account: bool = True,
+               card_id: str | None = None, card_no: str | None = None) -> Settlement:
         """Settle a registered visit (2207): post the split, update the accumulators, mark the visit settled.
+        The card presented (or, when none is, the card the visit was registered with) must be the person's
+        active card: a card reported lost since the registration settles nothing.
 
         Idempotent on `key`: a repeat returns the first Settlement (replayed=True)."""
         lines = _lines(lines)
@@ -346,6 +352,8 @@ class Medical:
 
         def build(tx: Tx) -> Draft:
             row, person, inst, year, split = self._compute(tx, mdtrt_id, lines, use_account, lock=True)
+            shown = card_id is not None or card_no is not None
+            self.cards.check(tx, person.person_id, card_id=card_id, card_no=card_no if shown else row["card_no"])
             now = self.clock.now()
             if tx.execute("INSERT INTO med_settlements (key, status) VALUES (?, 'settled')"
                           " ON CONFLICT (key) DO NOTHING", (key,)) == 0:
@@ -400,8 +408,10 @@ class Medical:
         return row
 
     # -- refund ----------------------------------------------------------------------------------------
-    def refund(self, key: str, setl_id: str, amount: int | None = None) -> Refund:
-        """Refund `amount` fen of settlement `setl_id` (all that is left when None), linked to it."""
+    def refund(self, key: str, setl_id: str, amount: int | None = None, *, card_id: str | None = None,
+               card_no: str | None = None) -> Refund:
+        """Refund `amount` fen of settlement `setl_id` (all that is left when None), linked to it. A card
+        presented (a refund to the card) must be the person's active card."""
         if amount is not None:
             fen(amount, allow_zero=False, field="amount")
         rhash = request_hash("medical.refund", [setl_id, amount])
@@ -411,6 +421,7 @@ class Medical:
             if row["status"] == "voided":
                 raise AlreadyReversed(f"settlement {setl_id} was voided by {row['void_key']}", key=setl_id)
             person = load_person(tx, row["person_id"], lock=True)
+            self.cards.check(tx, person.person_id, card_id=card_id, card_no=card_no)
             inst = load_institution(tx, row["institution"])
             rem = json.loads(row["remaining"])
             left = rem["bill"]

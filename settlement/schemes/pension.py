@@ -36,7 +36,7 @@ from settlement.errors import (
 )
 from settlement.ledger import Clock, Draft, Ledger, Store, Transfer, Tx, fen, request_hash
 from settlement.schemes import audit, chart
-from settlement.schemes.hooks import CertificationCheck, FraudChecks
+from settlement.schemes.hooks import CardCheck, CertificationCheck, FraudChecks
 from settlement.schemes.policy import PolicyBook
 from settlement.schemes.records import load_institution, load_person
 from settlement.wire import Collection, CollectionVoid, IssueBatch, Pensioner, Person, yuan
@@ -106,9 +106,9 @@ class Pensions:
     registry."""
 
     def __init__(self, store: Store, ledger: Ledger, policies: PolicyBook, clock: Clock, *,
-                 certified: CertificationCheck, fraud: FraudChecks) -> None:
+                 certified: CertificationCheck, fraud: FraudChecks, cards: CardCheck) -> None:
         self.store, self.ledger, self.policies, self.clock = store, ledger, policies, clock
-        self.certified, self.fraud = certified, fraud
+        self.certified, self.fraud, self.cards = certified, fraud, cards
 
     # -- state -------------------------------------------------------------------------------------------
     def _load(self, tx: Tx, person_id: str, *, lock: bool = False) -> dict[str, Any] | None:
@@ -237,8 +237,10 @@ class Pensions:
         return ("already_issued", 0) if posting.replayed else ("issued", amount)
 
     # -- collection ----------------------------------------------------------------------------------------
-    def collect(self, key: str, person_id: str, amount: int, institution: str, *, actor: str = "") -> Collection:
-        """Pay `amount` fen of the pension out at `institution`'s counter (idempotent on `key`)."""
+    def collect(self, key: str, person_id: str, amount: int, institution: str, *, actor: str = "",
+                card_id: str | None = None, card_no: str | None = None) -> Collection:
+        """Pay `amount` fen of the pension out at `institution`'s counter (idempotent on `key`); the card
+        presented must be the person's active card."""
         fen(amount, allow_zero=False, field="amount")
         rhash = request_hash("pension.collect", [person_id, amount, institution])
 
@@ -249,6 +251,7 @@ class Pensions:
                 raise AlreadyReversed(f"collection {key} was voided by {tomb} before it arrived; nothing was paid",
                                       key=key, void_key=tomb)
             person = load_person(tx, person_id, lock=True)
+            self.cards.check(tx, person_id, card_id=card_id, card_no=card_no)
             today = self.clock.today()
             if person.death_date is not None and person.death_date < today:
                 raise DeathReported(f"{person.name} ({person_id}) was reported dead on {person.death_date}; "

@@ -24,8 +24,13 @@ def eng(store, clock):
 def test_card_and_pin(eng):
     ok = eng.identity.certify("T1:1", "RET", "card_pin", actor="T1", card_no="C0000002", pin_verified=True)
     assert ok.passed and ok.valid_until == dt.date(2025, 3, 1)
-    wrong_card = eng.identity.certify("T1:2", "RET", "card_pin", actor="T1", card_no="C0000001", pin_verified=True)
-    assert not wrong_card.passed and "not this person's card" in wrong_card.reason
+    with pytest.raises(errors.CardNotPersons):  # another person's card: refused, nothing recorded
+        eng.identity.certify("T1:2", "RET", "card_pin", actor="T1", card_no="C0000001", pin_verified=True)
+    eng.cards.report_lost("C0000002", actor="op", reason="lost")
+    with pytest.raises(errors.CardReportedLost):
+        eng.identity.certify("T1:2", "RET", "card_pin", actor="T1", card_no="C0000002", pin_verified=True)
+    assert [e.event for e in eng.registry.audit_trail("RET")][-2:] == ["certified", "card_reported_lost"]
+    eng.cards.unlock("C0000002", actor="op", reason="found")
     no_pin = eng.identity.certify("T1:3", "RET", "card_pin", actor="T1", card_no="C0000002", pin_verified=False)
     assert not no_pin.passed and no_pin.valid_until is None
 

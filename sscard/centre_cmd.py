@@ -1,0 +1,13 @@
+"""`sscard centre ...`: operator commands on the centre's own database (--db FILE or --postgres DSN).
+
+    sscard centre card ...      the card registry (sscard/centre_card_cmd.py)
+"""
+
+from __future__ import annotations
+
+import typer
+
+from sscard import centre_card_cmd
+
+app = typer.Typer(help="The centre's operator commands, on its database (--db or --postgres).", no_args_is_help=True)
+app.add_typer(centre_card_cmd.app, name="card")
