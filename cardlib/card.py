@@ -24,6 +24,7 @@ from cardlib.basic import BasicInfo
 from cardlib.crypto import MAC_SIZE, suite_for
 from cardlib.errors import (
     ApplicationBlocked,
+    ApplicationInvalidated,
     AuthenticationRequired,
     CardBlocked,
     CardError,
@@ -130,7 +131,11 @@ class SocialSecurityCard:
         try:
             self.select_file(df.fid, df.name)
         except ApplicationBlocked as e:
-            raise CardBlocked(f"application {df.name} is blocked") from e
+            raise CardBlocked(f"application {df.name} is blocked for good") from e
+        except ApplicationInvalidated as e:
+            self._selected = None
+            raise CardBlocked(f"application {df.name} is blocked (until the issuer unblocks it)",
+                              until_unblocked=True) from e
 
     # ---- records -------------------------------------------------------------------------------------
     def _numbering(self, file: RecordFile) -> CardProfile:
@@ -335,11 +340,36 @@ class SocialSecurityCard:
         self.select_ssse()
         self._protected(sm, KeyType.PRK, 0x84, 0x5E, 0x00, 0x00, data)
 
-    def block_application(self, sm: SecurityModule, df: layout.DedicatedFile) -> None:
+    def block_application(self, sm: SecurityModule, df: layout.DedicatedFile, *, permanent: bool = False) -> None:
+        """APPLICATION BLOCK (84 1E 00 P2, MAC under the application's maintenance key): P2 00 until the issuer
+        unblocks it (SELECT then answers 6283), 01 for good (9303). Needs no terminal authentication."""
         self.identity()
         self.select_application(df)
-        self._protected(sm, maintenance_key(df.name), 0x84, 0x1E, 0x00, 0x00, b"")
+        self._protected(sm, maintenance_key(df.name), 0x84, 0x1E, 0x00, 0x01 if permanent else 0x00, b"")
         self._selected = None
+
+    def application_blocked(self, df: layout.DedicatedFile) -> bool:
+        """Whether `df` is blocked until unblocked (SELECT answers 6283); CardBlocked if it is blocked for good."""
+        self.select_ssse()
+        resp = self.channel.send(CommandAPDU(0x00, INS_SELECT, 0x00, 0x00, df.fid.to_bytes(2, "big")))
+        self._selected = df.name if resp.ok else None
+        if resp.sw == 0x6283:
+            return True
+        if resp.sw == 0x9303:
+            raise CardBlocked(f"application {df.name} is blocked for good")
+        resp.check()
+        return False
+
+    def unblock_application(self, sm: SecurityModule, df: layout.DedicatedFile) -> bool:
+        """APPLICATION UNBLOCK (84 18 00 00, MAC under the application's maintenance key) of an application
+        blocked until unblocked: SELECT it (6283: it is selected all the same), then the command. False when the
+        application was not blocked (nothing sent); CardBlocked when it is blocked for good."""
+        self.identity()
+        if not self.application_blocked(df):
+            return False
+        self._protected(sm, maintenance_key(df.name), 0x84, 0x18, 0x00, 0x00, b"")
+        self._selected = None
+        return True
 
     def block_card(self, sm: SecurityModule) -> None:
         self.identity()

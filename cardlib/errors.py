@@ -105,7 +105,12 @@ class ExternalAuthFailed(SecurityError):
 
 
 class CardBlocked(SecurityError):
-    """The card (6A81 on SELECT) or the application (9303) is blocked."""
+    """The card (6A81 on SELECT) or an application is blocked: for good (9303 on SELECT), or until the issuer
+    unblocks it (6283 "selected file invalidated" on SELECT; `until_unblocked` is then True)."""
+
+    def __init__(self, message: str, *, until_unblocked: bool = False) -> None:
+        super().__init__(message)
+        self.until_unblocked = until_unblocked
 
 
 class SecurityModuleError(SecurityError):
@@ -145,6 +150,7 @@ ClaNotSupported = _sw("ClaNotSupported", "class not supported")
 CommandNotAllowed = _sw("CommandNotAllowed", "command not allowed (no current EF)")
 MemoryFailure = _sw("MemoryFailure", "memory failure")
 ApplicationBlocked = _sw("ApplicationBlocked", "application or card blocked")
+ApplicationInvalidated = _sw("ApplicationInvalidated", "selected file invalidated (application blocked)")
 UnknownStatus = _sw("UnknownStatus", "unknown status word")
 
 
@@ -179,6 +185,7 @@ class WrongLe(StatusError):
 
 
 STATUS_WORDS: dict[int, type[StatusError]] = {
+    0x6283: ApplicationInvalidated,
     0x6581: MemoryFailure,
     0x6700: WrongLength,
     0x6882: FunctionNotSupported,  # secure messaging not supported

@@ -248,6 +248,8 @@ class SimCard(SecurityCommands):
         handler = self.handlers().get((cmd.cla & 0xF0 == 0x80, cmd.ins))
         if handler is None:
             return _sw(0x6D00)
+        if self.blocked_here(cmd.ins):
+            return _sw(0x6A81)
         return handler(cmd)
 
     def handlers(self):
@@ -328,13 +330,15 @@ class SimCard(SecurityCommands):
             return _sw(0x6A86)
         if target is None:
             return _sw(0x6A82)
-        if isinstance(target, DF) and target.name in self.blocked_apps:
-            return _sw(0x9303)
+        if isinstance(target, DF) and self.blocked_apps.get(target.name):
+            return _sw(0x9303)  # blocked for good: not selected
         if isinstance(target, DF):
             self.cur_df, self.cur_ef = target, None
         else:
             self.cur_ef = target
         self.cur_record = None
+        if isinstance(target, DF) and target.name in self.blocked_apps:
+            return _sw(0x6283)  # blocked until unblocked: selected, with a warning and no FCI
         if cmd.p2 & 0x0C == 0x0C:
             return SW_OK
         fci = self._fci(target)

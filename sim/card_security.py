@@ -12,8 +12,20 @@ the challenge it tried to use is spent):
   CLA 00; 6988 wrong; 6984 no fresh challenge) under the DF's maintenance key; EF05/EF06 never change
   (6985); an item record keeps its tag and length (6700); a cyclic file's newest record becomes record 1.
 - PIN UNBLOCK (84 24 00 00 04 MAC, PUK) and PIN RELOAD (84 5E 00 00 Lc PIN MAC, PRK).
-- APPLICATION BLOCK (84 1E 00 00 04 MAC, the DF's maintenance key): SELECT of it answers 9303 after.
+- APPLICATION BLOCK (84 1E 00 P2 04 MAC, the current DF's maintenance key; no terminal authentication needed):
+  P2 00 blocks it until APPLICATION UNBLOCK: a SELECT of it answers 6283 ("selected file invalidated") and
+  selects it all the same, and in it every command but SELECT, GET CHALLENGE, GET RESPONSE and APPLICATION
+  BLOCK/UNBLOCK answers 6A81; P2 01 blocks it for good: a SELECT of it answers 9303 and selects nothing.
+- APPLICATION UNBLOCK (84 18 00 00 04 MAC, the same key) lifts a P2 00 block of the current DF.
 - CARD BLOCK (84 16 00 00 04 MAC, CMK): every command answers 6A81 after.
+
+Field evidence for the application commands: EMV Book 3 6.5.1/6.5.2 (an invalidated application answers
+SELECT with 6283; APPLICATION UNBLOCK rehabilitates the current application), a Chinese CPU-card (PBOC/FMCOS)
+test helper sending 841E000004 for a temporary and 841E000104 for a permanent block and 8418000004 to
+unblock (github.com, an "apptest" APDU class), FMCOS's status table (9303 "application permanently locked",
+6A81 "card locked"), PBOC card test scripts expecting 6988 for an APPLICATION UNBLOCK with a wrong MAC and
+6700 for a short one, and an OBU card's unlock routine that selects the locked DF ignoring its status word,
+then GET CHALLENGE (4 bytes) and 8418000004 + MAC under the application's key.
 """
 
 from __future__ import annotations
@@ -42,13 +54,13 @@ class SecurityCommands:
 
     keys: CardKeys | None
     blocked_card: bool
-    blocked_apps: set[str]
+    blocked_apps: dict[str, bool]  # DF name -> blocked for good
 
     def _init_security(self, keys: CardKeys | None) -> None:
         self.keys = keys
         self.key_tries = {kt: KEY_TRIES for kt in KeyType}
         self.blocked_card = False
-        self.blocked_apps = set()
+        self.blocked_apps = {}
         self._reset_security()
 
     def _reset_security(self) -> None:
@@ -64,6 +76,7 @@ class SecurityCommands:
             (False, 0xE2): self._append_record,
             (True, 0x24): self._pin_unblock,
             (True, 0x1E): self._application_block,
+            (True, 0x18): self._application_unblock,
             (True, 0x16): self._card_block,
         }
 
@@ -212,14 +225,41 @@ class SecurityCommands:
         self.pin.set(pin)  # type: ignore[attr-defined]
         return b"\x90\x00"
 
+    #: what an application blocked until unblocked still answers
+    WHILE_BLOCKED = frozenset({0xA4, 0x84, 0xC0, 0x1E, 0x18})
+
+    def blocked_here(self, ins: int) -> bool:
+        """Whether the current DF is blocked (until unblocked) for this instruction."""
+        return self.cur_df.name in self.blocked_apps and ins not in self.WHILE_BLOCKED  # type: ignore[attr-defined]
+
     def _application_block(self, cmd: CommandAPDU) -> bytes:
+        if cmd.cla != 0x84 or cmd.p1 or cmd.p2 not in (0x00, 0x01):
+            return _sw(0x6A86)
         kt = self._write_key()
         if kt is None:
             return _sw(0x6985)
+        if len(cmd.data) != MAC_SIZE:
+            return _sw(0x6700)
         _data, err = self._check_mac(cmd, kt)
         if err:
             return err
-        self.blocked_apps.add(self.cur_df.name)  # type: ignore[attr-defined]
+        self.blocked_apps[self.cur_df.name] = cmd.p2 == 0x01  # type: ignore[attr-defined]
+        return b"\x90\x00"
+
+    def _application_unblock(self, cmd: CommandAPDU) -> bytes:
+        if cmd.cla != 0x84 or cmd.p1 or cmd.p2:
+            return _sw(0x6A86)
+        kt = self._write_key()
+        if kt is None:
+            return _sw(0x6985)
+        if len(cmd.data) != MAC_SIZE:
+            return _sw(0x6700)
+        if self.blocked_apps.get(self.cur_df.name):  # type: ignore[attr-defined]
+            return _sw(0x9303)
+        _data, err = self._check_mac(cmd, kt)
+        if err:
+            return err
+        self.blocked_apps.pop(self.cur_df.name, None)  # type: ignore[attr-defined]
         return b"\x90\x00"
 
     def _card_block(self, cmd: CommandAPDU) -> bytes:

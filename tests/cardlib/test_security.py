@@ -264,6 +264,67 @@ def test_application_and_card_block():
         SocialSecurityCard(card.reader).read_basic()
 
 
+def mac_command(card, sm, ins: int, p2: int = 0, *, tamper: bool = False, df=layout.DF04) -> CommandAPDU:
+    """84 ins 00 p2 04 MAC, the MAC under `df`'s maintenance key over a fresh challenge."""
+    card_id, suite = card.identity()
+    challenge = card.get_challenge(suite_for(suite).block)
+    mac = sm.command_mac(layout.maintenance_key(df.name), card_id, suite, challenge, bytes((0x84, ins, 0, p2)), b"")
+    return CommandAPDU(0x84, ins, 0x00, p2, bytes([mac[0] ^ 1]) + mac[1:] if tamper else mac)
+
+
+def sw(card, cmd: CommandAPDU) -> int:
+    return card.channel.send(cmd).sw
+
+
+def select_df04(card) -> int:
+    card.select_ssse()
+    card.forget_selection()
+    return sw(card, CommandAPDU(0x00, 0xA4, 0x00, 0x00, b"\xdf\x04"))
+
+
+@pytest.mark.parametrize("stem", ["zhang_san", "li_si"])
+def test_application_block_until_unblocked_as_a_real_card_answers(stem):
+    """Field behaviour (sim/card_security.py cites it): 6283 on SELECT of the blocked application, which is
+    selected all the same; 6A81 for its other commands; APPLICATION UNBLOCK with the MAC lifts it; a wrong MAC
+    is 6988 and changes nothing; a short MAC 6700; P2 other than 00/01 6A86."""
+    sim, card, sm = terminal(stem)
+    card.read_basic()
+    assert select_df04(card) == 0x9000
+    assert sw(card, mac_command(card, sm, 0x1E, tamper=True)) == 0x6988 and not sim.blocked_apps
+    assert sw(card, CommandAPDU(0x84, 0x1E, 0x00, 0x00, b"\x11\x22\x33")) == 0x6700
+    assert sw(card, mac_command(card, sm, 0x1E, p2=0x02)) == 0x6A86
+    assert sw(card, mac_command(card, sm, 0x1E)) == 0x9000 and sim.blocked_apps == {"DF04": False}
+    assert select_df04(card) == 0x6283
+    assert sw(card, CommandAPDU(0x00, 0xB2, 0x01, (TX.sfi << 3) | 4, b"", 48)) == 0x6A81  # blocked: no reads
+    assert sw(card, mac_command(card, sm, 0x18, tamper=True)) == 0x6988 and sim.blocked_apps
+    assert sw(card, mac_command(card, sm, 0x18)) == 0x9000 and not sim.blocked_apps
+    assert select_df04(card) == 0x9000
+
+
+def test_a_permanent_block_cannot_be_unblocked():
+    sim, card, sm = terminal()
+    card.read_basic()
+    card.block_application(sm, layout.DF04, permanent=True)
+    assert select_df04(card) == 0x9303
+    with pytest.raises(errors.CardBlocked) as e:
+        card.unblock_application(sm, layout.DF04)
+    assert not e.value.until_unblocked
+    with pytest.raises(errors.CardBlocked):
+        card.append_record(sm, layout.DF04, TX, bytes(48))
+
+
+def test_unblock_with_another_issuers_keys_changes_nothing():
+    sim, card, _ = terminal()
+    card.read_basic()
+    _, _, right = terminal()
+    card.block_application(PsamSecurity(Psam(MemoryReader(SimPsam()))), layout.DF04)
+    wrong = PsamSecurity(Psam(MemoryReader(SimPsam(Issuer()))))
+    with pytest.raises(errors.MacWrong):
+        card.unblock_application(wrong, layout.DF04)
+    assert sim.blocked_apps == {"DF04": False}
+    assert card.unblock_application(right, layout.DF04) and not sim.blocked_apps
+
+
 def test_psam_refuses_unknown_keys_and_bad_requests():
     psam = Psam(MemoryReader(SimPsam()))
     with pytest.raises(errors.SecurityModuleError):
