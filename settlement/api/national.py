@@ -54,7 +54,7 @@ import json
 import logging
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from typing import Any
@@ -76,13 +76,14 @@ from settlement.api.national_data import (
 )
 from settlement.api.national_state import NationalState, derived_id
 from settlement.errors import SettlementError, UnknownPerson, UnknownTransaction, UnknownVisit
-from settlement.ledger import CST, make_key
+from settlement.ledger import CST, Tx, make_key
 from settlement.schemes import chart
 from settlement.schemes.breakdown import line_shares
 from settlement.schemes.cards import load_cards, refusal
 from settlement.schemes.engine import Engine
-from settlement.schemes.records import Institution
-from settlement.schemes.uploads import FeeDetail
+from settlement.schemes.medical import load_visit
+from settlement.schemes.records import Institution, load_person
+from settlement.schemes.uploads import FeeDetail, load_fees
 from settlement.wire import CARD_ID_FORM, PARTS, Breakdown, Card, Person, Visit
 
 log = logging.getLogger("sscard.settlement.national")
@@ -138,6 +139,7 @@ class Call:
     raw: dict[str, Any]
     input: dict[str, Any]
     received: dt.datetime
+    loaded: dict[str, Any] = field(default_factory=dict)  # what `_prefetch` read for it
 
 
 class National:
@@ -198,6 +200,7 @@ class National:
                 raise NationalError(f"{self.codes.errors['UNAUTHORIZED']}（请求头 {KEY_HEADER}）", KEY_HEADER)
             c = self._call(terminal, env, received)
             region = c.inst.region
+            self._prefetch(c)
             output = self.handlers[c.infno](c)
         except NationalError as e:
             return self._reply(-1, msgid, region, received, e.message, None)
@@ -254,13 +257,44 @@ class National:
         if not (msgid.startswith(code) and len(serial) == 18 and serial.isdigit() and _is_time(serial[:14])):
             raise NationalError(f"{codes.who('msgid')}格式应为 定点医药机构编号+yyyyMMddHHmmss+4位顺序号，"
                                 f"收到 {msgid!r}", "msgid")
-        if infno != "9001":
-            if "sign_no" not in checked:
-                raise NationalError(f"{codes.who('sign_no')}不能为空，请先签到(9001)", "sign_no")
-            self.state.check(checked["sign_no"], terminal.terminal_id)
+        if infno != "9001" and "sign_no" not in checked:
+            raise NationalError(f"{codes.who('sign_no')}不能为空，请先签到(9001)", "sign_no")
         raw = env["input"]
         return Call(terminal, inst, infno, msgid, make_key(terminal.terminal_id, serial), checked,
                     raw if isinstance(raw, dict) else {}, codes.check_input(spec, raw), received)
+
+    def _prefetch(self, c: Call) -> None:
+        """One read for what the message names: the sign-in check (every message but 9001), then the person,
+        the card presented, the visit and, to settle, its fee details, for `_person`, `_card`, `_visit` and
+        `_bill` to use instead of a read each."""
+        node = next((v if isinstance(v, dict) else v[0] for v in c.input.values()), {})
+        psn_no, mdtrt_id = node.get("psn_no"), node.get("mdtrt_id")
+        card_no = node.get("mdtrt_cert_no") if node.get("mdtrt_cert_type") == "03" else None
+        settling = c.infno in ("2206", "2207", "2303", "2304")
+        batch = node.get("chrg_bchno") if c.infno in ("2206", "2207") else None
+        today = self.clock.today()
+
+        def q(tx: Tx) -> dict[str, Any]:
+            if c.infno != "9001":
+                self.state.check(c.env["sign_no"], c.terminal.terminal_id, tx)
+            out: dict[str, Any] = {}
+            if isinstance(psn_no, str):
+                try:
+                    out["person"] = load_person(tx, psn_no)
+                except UnknownPerson:
+                    out["person"] = None
+            if isinstance(card_no, str):
+                out["cards"] = (card_no, load_cards(tx, today, card_nos=[card_no]))
+            if isinstance(mdtrt_id, str):
+                try:
+                    out["visit"] = load_visit(tx, mdtrt_id)
+                except UnknownVisit:
+                    out["visit"] = None
+                if settling:
+                    out["fees"] = (mdtrt_id, batch, load_fees(tx, mdtrt_id, batch))
+            return out
+
+        c.loaded.update(self.engine.store.read(q))
 
     def _institution(self, code: str) -> Institution:
         inst = self._institutions.get(code)
@@ -270,10 +304,14 @@ class National:
 
     # -- people, visits, settlements of the caller -------------------------------------------------------
     def _person(self, c: Call, psn_no: str) -> Person:
-        try:
-            person = self.engine.registry.person(psn_no)
-        except UnknownPerson:
-            raise NationalError(f"人员编号(psn_no) {psn_no!r} 不存在", "psn_no") from None
+        person = c.loaded.get("person", False)
+        if person is False or (person is not None and person.person_id != psn_no):
+            try:
+                person = self.engine.registry.person(psn_no)
+            except UnknownPerson:
+                person = None
+        if person is None:
+            raise NationalError(f"人员编号(psn_no) {psn_no!r} 不存在", "psn_no")
         region = c.env.get("insuplc_admdvs")
         if region is None:
             raise NationalError("参保地医保区划(insuplc_admdvs)不能为空（交易输入含人员编号时必填）", "insuplc_admdvs")
@@ -282,26 +320,30 @@ class National:
                                 "insuplc_admdvs")
         return person
 
-    def _insured(self, person: Person, data: dict[str, Any]) -> dict[str, str]:
+    def _insured(self, c: Call, person: Person, data: dict[str, Any]) -> dict[str, str]:
         """The person's insutype and psn_type; checks the message's insutype and credential against them."""
         cat = self.codes.category[person.category]
         if "insutype" in data and data["insutype"] != cat["insutype"]:
             raise NationalError(f"险种类型(insutype)与人员参保险种不符：应为 {cat['insutype']}", "insutype")
         kind, number = data.get("mdtrt_cert_type"), data.get("mdtrt_cert_no")
         if kind == "03":
-            self._card(number, None, person.person_id)
+            self._card(c, number, None, person.person_id)
         elif kind is not None and number != person.person_id:
             raise NationalError("就诊凭证编号(mdtrt_cert_no)与人员不符", "mdtrt_cert_no")
         return cat
 
-    def _card(self, card_no: str, card_sn: str | None, person_id: str | None) -> Card:
+    def _card(self, c: Call, card_no: str, card_sn: str | None, person_id: str | None) -> Card:
         """The card presented, if it is its holder's (or `person_id`'s) active card at the registry; else why
         not (lost, replaced, cancelled, expired, another person's, number and identifier not one card)."""
         if card_sn is not None and not CARD_ID_FORM.fullmatch(card_sn.upper()):
             raise NationalError(f"卡识别码(card_sn)应为32位十六进制，收到 {card_sn!r}", "card_sn")
-        today = self.clock.today()
-        cards = self.engine.store.read(lambda tx: load_cards(tx, today, card_nos=[card_no],
-                                                             card_ids=[card_sn] if card_sn else []))
+        loaded = c.loaded.get("cards")
+        if card_sn is None and loaded is not None and loaded[0] == card_no:
+            cards = loaded[1]
+        else:
+            today = self.clock.today()
+            cards = self.engine.store.read(lambda tx: load_cards(tx, today, card_nos=[card_no],
+                                                                 card_ids=[card_sn] if card_sn else []))
         card = next((c for c in cards if c.card_no == card_no), None)
         if card is None:
             raise NationalError(f"就诊凭证编号(mdtrt_cert_no) {card_no!r} 查无此卡", "mdtrt_cert_no")
@@ -311,10 +353,12 @@ class National:
         return card
 
     def _visit(self, c: Call, mdtrt_id: str, person: Person, care: str) -> Visit:
-        try:
-            visit = self.engine.medical.visit(mdtrt_id)
-        except UnknownVisit:
-            visit = None
+        visit = c.loaded.get("visit", False)
+        if visit is False or (visit is not None and visit.mdtrt_id != mdtrt_id):
+            try:
+                visit = self.engine.medical.visit(mdtrt_id)
+            except UnknownVisit:
+                visit = None
         if visit is None or visit.institution != c.inst.code:
             raise NationalError(f"就诊ID(mdtrt_id) {mdtrt_id!r} 不存在或不属于本机构", "mdtrt_id")
         if visit.person_id != person.person_id:
@@ -351,7 +395,7 @@ class National:
             if d["mdtrt_cert_type"] == "03":
                 if "card_sn" not in d:
                     raise NationalError("卡识别码(card_sn)不能为空（就诊凭证类型为03时必填）", "card_sn")
-                person = self.engine.registry.person(self._card(number, d["card_sn"], None).person_id)
+                person = self.engine.registry.person(self._card(c, number, d["card_sn"], None).person_id)
             else:
                 person = self.engine.registry.person(number)
         except UnknownPerson:
@@ -383,7 +427,7 @@ class National:
         node = "data" if care == "outpatient" else "mdtrtinfo"
         d = c.input[node]
         person = self._person(c, d["psn_no"])
-        self._insured(person, d)
+        self._insured(c, person, d)
         self._med_type(care, d)
         visit = self.engine.medical.register(
             c.key, person.person_id, c.inst.code, care, begntime=d["begntime"].date(),
@@ -416,7 +460,7 @@ class National:
     def discharge(self, c: Call) -> dict[str, Any]:
         d = c.input["dscginfo"]
         person = self._person(c, d["psn_no"])
-        self._insured(person, d)
+        self._insured(c, person, d)
         visit = self._visit(c, d["mdtrt_id"], person, "inpatient")
         if d["endtime"].date() < visit.begntime:
             raise NationalError(f"结束时间(endtime)早于入院日期 {visit.begntime.isoformat()}", "endtime")
@@ -515,10 +559,13 @@ class National:
     def _bill(self, c: Call, care: str) -> tuple[Person, Visit, list[FeeDetail], dict[str, Any]]:
         d = c.input["data"]
         person = self._person(c, d["psn_no"])
-        self._insured(person, d)
+        self._insured(c, person, d)
         visit = self._visit(c, d["mdtrt_id"], person, care)
         self._med_type(care, d)
-        fees = self.engine.uploads.fees(visit.mdtrt_id, d["chrg_bchno"] if care == "outpatient" else None)
+        batch = d["chrg_bchno"] if care == "outpatient" else None
+        loaded = c.loaded.get("fees")
+        fees = loaded[2] if loaded and loaded[:2] == (visit.mdtrt_id, batch) else self.engine.uploads.fees(
+            visit.mdtrt_id, batch)
         if not fees:
             raise NationalError("没有可结算的费用明细（请先上传 2204/2301）", "chrg_bchno")
         total = sum(f.amount for f in fees)

@@ -143,6 +143,15 @@ class Codes:
     def value(self, name: str, raw: Any, where: str = "", kind: str | None = None) -> Any:
         """One field's value, checked and converted by its kind (see national_codes.toml [fields]; `kind`
         overrides it, e.g. signed_yuan for a reconciliation total)."""
+        if kind is None and type(raw) is str:  # the common cases, checked quickly; anything else below
+            f = self.fields[name]
+            if f.kind == "text" and (f.max is None or len(raw) <= f.max):
+                return raw
+            if f.kind == "code" and raw in self.tables[f.table]:  # type: ignore[index]
+                return raw
+        return self._value(name, raw, where, kind)
+
+    def _value(self, name: str, raw: Any, where: str, kind: str | None) -> Any:
         f = self.fields[name]
         who = where + f.who
         kind = kind or f.kind

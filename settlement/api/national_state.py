@@ -63,10 +63,10 @@ class NationalState:
 
         return sign_no, dt.datetime.fromisoformat(self.store.run(unit))
 
-    def check(self, sign_no: str, terminal_id: str) -> None:
-        """NationalError unless `sign_no` is one of the terminal's and not signed out."""
-        row = self.store.read(lambda tx: tx.one(
-            "SELECT terminal_id, signed_out_at FROM nat_sign_ins WHERE sign_no = ?", (sign_no,)))
+    def check(self, sign_no: str, terminal_id: str, tx: Tx | None = None) -> None:
+        """NationalError unless `sign_no` is one of the terminal's and not signed out (read in `tx`, if given)."""
+        sql = "SELECT terminal_id, signed_out_at FROM nat_sign_ins WHERE sign_no = ?"
+        row = tx.one(sql, (sign_no,)) if tx is not None else self.store.read(lambda t: t.one(sql, (sign_no,)))
         if row is None or row["terminal_id"] != terminal_id:
             raise NationalError(f"交易签到流水号(sign_no) {sign_no!r} 无效，请先签到(9001)", "sign_no")
         if row["signed_out_at"] is not None:

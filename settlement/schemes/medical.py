@@ -166,6 +166,12 @@ def _visit(row: dict[str, Any], person: Person) -> Visit:
     return Visit(insured_region=person.region, **{k: row[k] for k in _VISIT_COLS.split(", ")})
 
 
+def load_visit(tx: Tx, mdtrt_id: str) -> Visit:
+    """The registered visit (UnknownVisit if none), for a reader loading more in the same transaction."""
+    row = _load_visit(tx, mdtrt_id)
+    return _visit(row, load_person(tx, row["person_id"]))
+
+
 def _check_alive(person: Person, on: dt.date) -> None:
     if person.death_date is not None and person.death_date < on:
         raise DeathReported(
@@ -300,11 +306,7 @@ class Medical:
         self.store.run(unit)
 
     def visit(self, mdtrt_id: str) -> Visit:
-        def q(tx: Tx) -> Visit:
-            row = _load_visit(tx, mdtrt_id)
-            return _visit(row, load_person(tx, row["person_id"]))
-
-        return self.store.read(q)
+        return self.store.read(lambda tx: load_visit(tx, mdtrt_id))
 
     # -- pre-settle and settle -----------------------------------------------------------------------
     def _compute(

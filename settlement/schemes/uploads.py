@@ -80,6 +80,15 @@ def _detail(row: dict[str, Any]) -> FeeDetail:
                      row["over_limit"], json.loads(row["detail"]))
 
 
+def load_fees(tx: Tx, mdtrt_id: str, chrg_bchno: str | None = None) -> list[FeeDetail]:
+    """The visit's fee details in upload order (of one charge batch, if given), in `tx`."""
+    sql = f"SELECT {_COLS} FROM med_fee_details WHERE mdtrt_id = ?"
+    params: tuple[str, ...] = (mdtrt_id,)
+    if chrg_bchno is not None:
+        sql, params = sql + " AND chrg_bchno = ?", (mdtrt_id, chrg_bchno)
+    return [_detail(r) for r in tx.query(sql + " ORDER BY line_no, feedetl_sn", params)]
+
+
 class Uploads:
     """Fee details and visit notes, per visit."""
 
@@ -124,11 +133,7 @@ class Uploads:
 
     def fees(self, mdtrt_id: str, chrg_bchno: str | None = None) -> list[FeeDetail]:
         """The visit's fee details in upload order (of one charge batch, if given)."""
-        sql = f"SELECT {_COLS} FROM med_fee_details WHERE mdtrt_id = ?"
-        params: tuple[str, ...] = (mdtrt_id,)
-        if chrg_bchno is not None:
-            sql, params = sql + " AND chrg_bchno = ?", (mdtrt_id, chrg_bchno)
-        return self.store.read(lambda tx: [_detail(r) for r in tx.query(sql + " ORDER BY line_no, feedetl_sn", params)])
+        return self.store.read(lambda tx: load_fees(tx, mdtrt_id, chrg_bchno))
 
     def remove_fees(self, mdtrt_id: str, *, chrg_bchno: str | None = None,
                     feedetl_sns: Sequence[str] | None = None) -> int:
