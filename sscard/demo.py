@@ -2,14 +2,16 @@
 
 Starts the mock HSM, the settlement service on SQLite and the terminal daemon; puts simulated cards behind
 our own pcscd when it is installed (a user card on slot 0, the PSAM on slot 1), in-process readers
-otherwise; then, through the daemon's HTTP API as a hospital HIS would: one identity check, one hospital
-visit with a refund, and one pension collection. Prints the receipts and leaves the daemon running with its
-docs URL until Ctrl-C (`--no-wait` stops at once, for tests).
+otherwise; then, through the daemon's HTTP API as a page and a hospital HIS would: one card read through the
+national reader interface, one identity check, one hospital visit with a refund, and one pension
+collection. Prints the receipts and leaves the daemon running with its docs URL until Ctrl-C (`--no-wait`
+stops at once, for tests).
 """
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 import tempfile
 import threading
@@ -26,6 +28,7 @@ from sim.personalize import issue_sample
 from sim.psam import SimPsam
 from sscard.stack import INSTITUTION, TERMINAL_ID, Counter, start_centre, start_counter
 from sscard.world import INSTITUTIONS
+from terminal.config import hash_token
 
 console = Console()
 HIS_TERMINAL = "HIS01"  # the key a HIS uses on the national platform interface
@@ -73,6 +76,10 @@ def check(r: httpx.Response) -> dict:
 
 
 def run_job(api: httpx.Client, cards: Cards) -> None:
+    console.rule("a page's card read through the national reader interface (iReadCardBas)")
+    out = check(api.post("/v1/bridge", json={"function": "iReadCardBas", "iType": 3}))
+    console.print(f"result {out['result']}: {out['pOutInfo']}")
+
     console.rule("identity check (card + PIN, card authenticated by the PSAM)")
     ident = check(api.post("/v1/identity/check", json={"pin": "123456", "biometric_score": 0.91}))
     console.print(f"{ident['name']} {ident['person_id']}: verified={ident['verified']}")
@@ -109,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"settlement service on {centre.service.url} (SQLite in {workdir})")
     pcscd = None
     psam_link = None
+    page_token = secrets.token_urlsafe(16)  # for pages calling the reader bridge (it opens nothing else)
+    bridge = {"tokens_sha256": [hash_token(page_token)]}
     if pcsc_stack.available() and pcsc_stack.running_pid() is None:
         from sim.vicc import VirtualCardLink
 
@@ -118,13 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         cards = Cards(pcscd)
         cards.insert("zhang_san")
         wait_present(list(pcscd.readers))
-        counter = start_counter(centre, pcscd.readers[0], pcscd.readers[1])
+        counter = start_counter(centre, pcscd.readers[0], pcscd.readers[1], reader_bridge=bridge)
         console.print(f"pcscd started (pid {pcscd.proc.pid}): user card on '{pcscd.readers[0]}', "
                       f"PSAM on '{pcscd.readers[1]}'")
     else:
         why = "pcscd/vpcd not installed" if not pcsc_stack.available() else "another pcscd is running"
         console.print(f"[yellow]{why}: in-process readers[/yellow]")
-        counter = start_counter(centre, "memory:zhang_san", "memory:psam")
+        counter = start_counter(centre, "memory:zhang_san", "memory:psam", reader_bridge=bridge)
         cards = Cards(None, counter)
     try:
         with httpx.Client(base_url=counter.url, headers=counter.headers(), timeout=30) as api:
@@ -137,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"national platform interface for a HIS: POST {centre.service.url}"
                       f"/fsi/api/rsfComIfsService/callService with X-Terminal-Key: {his_key} "
                       f"(fixmedins_code {INSTITUTION}, mdtrtarea_admvs {INSTITUTIONS[INSTITUTION][1]})")
+        console.print(f"reader bridge for pages (iReadCardBas...): ws://127.0.0.1:{counter.http.port}/v1/bridge/ws"
+                      f"?access_token={page_token}  (HTTP: POST {counter.url}/v1/bridge)")
         if not a.no_wait:
             console.print("Ctrl-C to stop")
             try:

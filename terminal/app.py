@@ -7,7 +7,8 @@ use a short-lived token in its URL instead. Every error, whatever its status (40
 `{code, message, details}` with a stable code; the message is Chinese or English by `Accept-Language`.
 Amounts are integer fen (1 yuan = 100 fen) with the national platform's field names. Every write takes an
 `Idempotency-Key`. Browser pages on other origins are let in by `[cors] allow_origins`. The daemon binds
-127.0.0.1 unless configured otherwise.
+127.0.0.1 unless configured otherwise. Pages written for the national reader interface (iReadCardBas...)
+call `POST /v1/bridge` or the WebSocket `/v1/bridge/ws` (terminal.reader_bridge).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from terminal.flows import Terminal
 from terminal.health import VERSION
 from terminal.idempotency import IdempotencyMiddleware, IdempotencyStore
 from terminal.journal import JournalError
+from terminal.reader_bridge import ReaderBridge
 from terminal.routers import ALL
 from terminal.session import SessionError
 
@@ -105,6 +107,7 @@ def create_app(t: Terminal) -> FastAPI:
     app.state.event_tokens = EventTokens(t.config.auth.events_token_ttl)
     app.state.fees = FeeStore(t.journal.path)
     app.state.idempotency = IdempotencyStore(t.journal.path)
+    app.state.bridge = ReaderBridge(t, t.config.reader_bridge.hsm_step_ttl)
     _handlers(app)
     for router in ALL:
         app.include_router(router)
@@ -119,6 +122,8 @@ def create_app(t: Terminal) -> FastAPI:
 
 
 def close_app(app: FastAPI) -> None:
-    """Close what `create_app` opened besides the terminal (its idempotency and fee stores)."""
+    """Close what `create_app` opened besides the terminal (its idempotency and fee stores, the reader bridge's
+    pending reads)."""
+    app.state.bridge.close()
     app.state.idempotency.close()
     app.state.fees.close()

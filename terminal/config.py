@@ -51,6 +51,14 @@ events_token_ttl = 60                # seconds a page's events-stream token (put
 allow_origins = ["https://his.example.org"]
 allow_private_network = true         # answer Private Network Access preflights (a public page -> localhost)
 
+[reader_bridge]
+# the national reader interface for pages (iReadCardBas ...: terminal/reader_bridge.py); a page calls it with
+# one of these tokens in the URL (?access_token=), good for the reader functions only, or a bearer token
+tokens_sha256 = ["..."]
+hsm_step_ttl = 60                    # seconds an iReadCardBas_HSM_Step1 holds its reader waiting for Step2
+max_message = 4096                   # bytes in one call
+allow_remote = false                 # true: also answer clients that are not on this machine (loopback)
+
 [policy]
 biometric_threshold = 0.80
 pin_suite = "SM4"                    # PIN blocks for the centre under the SM4 (16 bytes) or 3DES (8) PIN key
@@ -164,6 +172,13 @@ class CorsSection(_Section):
         return v
 
 
+class ReaderBridgeSection(_Section):
+    tokens_sha256: list[str] = Field(default_factory=list)
+    hsm_step_ttl: float = Field(60.0, gt=0, le=600)
+    max_message: int = Field(4096, ge=256, le=65536)
+    allow_remote: bool = False
+
+
 class PolicySection(_Section):
     biometric_threshold: float = Field(0.80, ge=0, le=1)
     require_card_auth: bool = True
@@ -179,10 +194,15 @@ class TerminalConfig(_Section):
     auth: AuthSection = AuthSection()
     cors: CorsSection = CorsSection()
     log: LogSection = LogSection()
+    reader_bridge: ReaderBridgeSection = ReaderBridgeSection()
     policy: PolicySection = PolicySection()
 
     def token_ok(self, token: str) -> bool:
         return hash_token(token) in self.auth.tokens_sha256
+
+    def bridge_token_ok(self, token: str) -> bool:
+        """A page's token for the reader bridge (and nothing else)."""
+        return hash_token(token) in self.reader_bridge.tokens_sha256
 
     def relative_to(self, base: Path) -> TerminalConfig:
         """A copy with relative file paths taken from `base` (the configuration file's directory)."""

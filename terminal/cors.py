@@ -10,6 +10,8 @@ origin is in `[cors] allow_origins`. Three additions to Starlette's middleware:
 - A request that carries the `Origin` of a page not allowed (and not the daemon's own, the counter page's)
   is refused with 403 before it reaches a route: an `EventSource` or a form post sends no preflight, and
   the browser's own refusal to show the answer comes after the work is done.
+WebSockets pass CORS by: browsers send `Origin` and nothing checks it but the route, with
+`websocket_origin_allowed` (the same rule).
 """
 
 from __future__ import annotations
@@ -63,3 +65,13 @@ class CounterCors(CORSMiddleware):
                 scope, receive, send)
             return
         await super().simple_response(scope, receive, send, request_headers)
+
+
+def websocket_origin_allowed(scope: Scope, allow_origins: list[str]) -> bool:
+    """Whether a WebSocket handshake comes from an allowed page (or from no page: no `Origin`)."""
+    headers = Headers(scope=scope)
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    own = f"{'https' if scope.get('scheme') == 'wss' else 'http'}://{headers.get('host', '')}"
+    return origin == own or "*" in allow_origins or origin in allow_origins

@@ -30,6 +30,7 @@ from terminal.recovery import Forwarder, recover
 from terminal.session import ReaderSession
 
 log = logging.getLogger(__name__)
+WS_MAX_SIZE = 1 << 16  # bytes in one WebSocket message (the reader bridge's calls are far smaller: 1009 beyond)
 
 
 @dataclass
@@ -159,8 +160,8 @@ def serve(cfg: TerminalConfig, sock: socket.socket | None = None) -> None:
             signal.signal(sig, lambda *_: None)
     app = create_app(t)
     try:
-        uvicorn.Server(uvicorn.Config(app, log_level=cfg.log.level, log_config=None,
-                                      access_log=False)).run(sockets=[sock])
+        uvicorn.Server(uvicorn.Config(app, log_level=cfg.log.level, log_config=None, access_log=False,
+                                      ws_max_size=WS_MAX_SIZE)).run(sockets=[sock])
     finally:
         forwarder.stop()
         close_app(app)

@@ -38,6 +38,7 @@ RETENTION = dt.timedelta(days=7)
 MAX_BODY = 1 << 20
 NOT_KEPT = frozenset({"INVALID_REQUEST", "UNAUTHORIZED", "READER_BUSY", "INTERNAL_ERROR", "CORS_ORIGIN_NOT_ALLOWED"})
 SECRET_FIELDS = frozenset({"pin"})
+EXEMPT = ("/v1/bridge",)  # the reader bridge: function calls that carry PINs in their own names, never kept
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS idempotency (
@@ -135,7 +136,8 @@ class IdempotencyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope) if scope["type"] == "http" else None
         key = headers.get(HEADER.lower()) if headers is not None else None
-        if headers is None or key is None or scope["method"] not in ("POST", "PUT", "PATCH", "DELETE"):
+        if (headers is None or key is None or scope["method"] not in ("POST", "PUT", "PATCH", "DELETE")
+                or scope["path"].startswith(EXEMPT)):
             await self.app(scope, receive, send)
             return
         lang = headers.get("accept-language")

@@ -1,6 +1,6 @@
 """The daemon's HTTP API, one router per resource (the OpenAPI at /openapi.json is the contract)."""
 
-from terminal.routers import counter, history, identity, pension, readers, service, settlements, visits
+from terminal.routers import bridge, counter, history, identity, pension, readers, service, settlements, visits
 
 ALL = (service.router, counter.router, readers.router, identity.router, visits.router, settlements.router,
-       pension.router, history.router)
+       pension.router, history.router, bridge.router)

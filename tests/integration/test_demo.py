@@ -1,4 +1,5 @@
-"""`make demo` runs its whole job: identity check, visit with refund, pension collection, receipts."""
+"""`make demo` runs its whole job: a page's card read, identity check, visit with refund, pension collection,
+receipts."""
 
 from __future__ import annotations
 
@@ -12,5 +13,6 @@ def test_demo_runs_the_main_job(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout
     for expected in ("identity check", "verified=True", "医疗费用结算单", "医疗费用退费凭证", "养老金领取凭证",
-                     "北京示例第三医院", "原因：退一项检查", "API docs: http://127.0.0.1:"):
+                     "北京示例第三医院", "原因：退一项检查", "API docs: http://127.0.0.1:",
+                     "|110105198001010016|B10238475|", "/v1/bridge/ws?access_token="):
         assert expected in text, expected
