@@ -9,6 +9,7 @@ At the end every settlement is in exactly one final state, the same at the termi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -96,7 +97,8 @@ tokens_sha256 = ["{hash_token(self.token)}"]
 
     def kill(self) -> None:
         if self.alive():
-            os.kill(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # an outside kill's timer may have got there first
+                os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
     def stop(self) -> None:
