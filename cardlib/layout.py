@@ -195,6 +195,15 @@ DF04 = DedicatedFile(
 SSSE_FILES: tuple[RecordFile, ...] = (EF05, EF06)
 APPLICATIONS: tuple[DedicatedFile, ...] = (DF01, DF02, DF03, DF04)
 
+
+def application(name: str) -> DedicatedFile:
+    """The application DF01..DF04 by name (ValueError for another)."""
+    for df in APPLICATIONS:
+        if df.name == name:
+            return df
+    raise ValueError(f"no application {name!r}; the applications are {', '.join(a.name for a in APPLICATIONS)}")
+
+
 #: the items `read_basic()` reads, in order (13 READ RECORDs after one SELECT; the name extension 4E only
 #: when the name fills its record, see cardlib.card)
 BASIC_ITEMS: tuple[tuple[RecordFile, str], ...] = tuple(

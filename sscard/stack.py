@@ -152,11 +152,15 @@ class Counter:
 
     def stop(self) -> None:
         self.forwarder.stop()
+        if self.terminal.fetcher is not None:
+            self.terminal.fetcher.stop()
         self.http.stop()
         close_app(self.http.server.config.app)
         for s in self.terminal.sessions.values():
             s.close()
         self.terminal.centre.close()
+        if self.terminal.blacklist is not None:
+            self.terminal.blacklist.close()
         self.terminal.journal.close()
 
 
@@ -190,4 +194,6 @@ def start_counter(centre: Centre, user_card: str = "memory:zhang_san", psam: str
     for s in t.sessions.values():
         s.watch()
     http = UvicornThread(create_terminal_app(t)).start()
+    if t.fetcher is not None:
+        t.fetcher.start()
     return Counter(t, http, token, Forwarder(t).start())

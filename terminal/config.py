@@ -62,6 +62,11 @@ allow_remote = false                 # true: also answer clients that are not on
 [policy]
 biometric_threshold = 0.80
 pin_suite = "SM4"                    # PIN blocks for the centre under the SM4 (16 bytes) or 3DES (8) PIN key
+
+[blacklist]
+interval = 300                       # seconds between fetches of the centre's card blacklist (and one at start)
+block_application = "DF04"           # APPLICATION BLOCK of this application on a blacklisted card (MAC from the
+                                     # PSAM or HSM); "" = refuse the card only
 ```
 """
 
@@ -185,6 +190,11 @@ class PolicySection(_Section):
     pin_suite: Literal["SM4", "3DES"] = "SM4"  # the terminal PIN key (PSAM/HSM) the centre's PIN blocks use
 
 
+class BlacklistSection(_Section):
+    interval: float = Field(300.0, gt=0, le=86_400)
+    block_application: Literal["", "DF01", "DF02", "DF03", "DF04"] = ""
+
+
 class TerminalConfig(_Section):
     terminal: TerminalSection
     readers: ReadersSection
@@ -196,6 +206,7 @@ class TerminalConfig(_Section):
     log: LogSection = LogSection()
     reader_bridge: ReaderBridgeSection = ReaderBridgeSection()
     policy: PolicySection = PolicySection()
+    blacklist: BlacklistSection = BlacklistSection()
 
     def token_ok(self, token: str) -> bool:
         return hash_token(token) in self.auth.tokens_sha256

@@ -22,6 +22,7 @@ from cardlib.psam import Psam, PsamSecurity
 from cardlib.readers import open_reader
 from cardlib.security import SecurityModule
 from terminal import logs
+from terminal.blacklist import Blacklist, BlacklistFetcher
 from terminal.centre import Centre, open_centre
 from terminal.config import TerminalConfig
 from terminal.flows import CrashPoints, Terminal
@@ -106,10 +107,15 @@ def build_terminal(cfg: TerminalConfig, *, centre: Centre | None = None,
     if centre is None:
         centre = open_centre(cfg)
     t = Terminal(cfg, journal, sessions, security, centre, terminal_number or "", CrashPoints.from_env())
+    t.blacklist = Blacklist(cfg.terminal.journal)
+    t.fetcher = BlacklistFetcher(t.blacklist, centre, cfg.blacklist.interval)
     report = recover(t)
     if not report.clean:
         log.warning("journal: %d entries still in flight after recovery; the forwarder keeps trying",
                     len(report.still_pending))
+    if t.fetcher.step(force=True) is None:  # the copy kept from before serves until the centre answers
+        log.warning("card blacklist not updated at start (%s); using the copy from %s", t.fetcher.last_error,
+                    t.blacklist.state()["fetched_at"] or "never")
     return t
 
 
@@ -149,6 +155,7 @@ def serve(cfg: TerminalConfig, sock: socket.socket | None = None) -> None:
     for s in t.sessions.values():
         s.watch()
     forwarder = Forwarder(t).start()
+    fetcher = t.fetcher.start() if t.fetcher is not None else None
     host, port = sock.getsockname()[:2]
     logs.event("daemon.start", version=VERSION, terminal_id=cfg.terminal.id, listen=f"{host}:{port}",
                readers=list(t.sessions), security=type(t.security).__name__ if t.security else None,
@@ -164,9 +171,13 @@ def serve(cfg: TerminalConfig, sock: socket.socket | None = None) -> None:
                                       ws_max_size=WS_MAX_SIZE)).run(sockets=[sock])
     finally:
         forwarder.stop()
+        if fetcher is not None:
+            fetcher.stop()
         close_app(app)
         for s in t.sessions.values():
             s.close()
         t.centre.close()
+        if t.blacklist is not None:
+            t.blacklist.close()
         t.journal.close()
         logs.event("daemon.stop", terminal_id=cfg.terminal.id)

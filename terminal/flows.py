@@ -37,11 +37,12 @@ from typing import Any
 
 from cardlib import layout
 from cardlib.card import BasicInfo
-from cardlib.errors import CardError, CardRemoved
+from cardlib.errors import CardBlocked, CardError, CardRemoved
 from cardlib.security import SecurityModule
 from settlement.errors import AlreadyReversed, ServiceUnreachable, SettlementError
 from settlement.wire import FeeLineIn, pin_pan
 from terminal import metrics
+from terminal.blacklist import Blacklist, BlacklistFetcher, Listed
 from terminal.centre import Centre
 from terminal.config import TerminalConfig
 from terminal.errors import TerminalError, from_card_error, from_settlement_error
@@ -91,6 +92,8 @@ class Terminal:
     terminal_number: str = ""
     crashpoints: CrashPoints | None = None  # tests only (SSCARD_CRASHPOINTS)
     in_flight: set[str] = field(default_factory=set)  # keys a live flow is working on: recovery leaves them
+    blacklist: Blacklist | None = None  # the region's card blacklist (terminal/blacklist.py)
+    fetcher: BlacklistFetcher | None = None  # keeps it fresh; its thread runs under the daemon
 
     # ---- plumbing -------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -121,6 +124,7 @@ class Terminal:
         counterfeit never sees the PIN), and last the PIN at the card."""
         try:
             info = s.ensure_read()
+            self.screen(s, info)
             if info.expiry_date is not None and info.expiry_date < dt.date.today():
                 raise TerminalError("CARD_EXPIRED", f"The card expired on {info.expiry_date}.", 403,
                                     expiry_date=info.expiry_date.isoformat())
@@ -137,6 +141,74 @@ class Terminal:
             raise from_card_error(e) from e
         except ValueError as e:  # a PIN that is not 4-12 digits: refused before the card sees it
             raise TerminalError("INVALID_PIN_FORMAT", str(e), 422) from e
+
+    # ---- the blacklist ------------------------------------------------------------------------------------
+    def read_card(self, s: ReaderSession) -> BasicInfo:
+        """Read the card in `s` afresh and screen it (GET /v1/card); the caller holds the reader."""
+        info = s.read()
+        self.screen(s, info)
+        return info
+
+    def blacklist_state(self) -> dict[str, Any]:
+        """The copy's version and age, as answers quote it (empty without a blacklist)."""
+        if self.blacklist is None:
+            return {}
+        st = self.blacklist.state()
+        return {"blacklist_version": st["version"], "blacklist_age_seconds": st["age_seconds"]}
+
+    def screen(self, s: ReaderSession, info: BasicInfo) -> None:
+        """Check a card just read against the blacklist, before its PIN or anything else: a listed card is
+        refused at once with its status as the code (CARD_REPORTED_LOST, CARD_CANCELLED, CARD_REPLACED) and,
+        where `[blacklist] block_application` says so, that application is blocked on the card first; a card
+        the centre lists as active again has the application a counter blocked unblocked."""
+        if self.blacklist is None:
+            return
+        hit = self.blacklist.lookup(info.card_id, info.card_number)
+        if hit is None:
+            return
+        if not hit.refused:
+            self._unblock_application(s, info, hit)
+            return
+        blocked = self._block_application(s, info, hit)
+        metrics.blacklisted.labels(hit.status).inc()
+        raise TerminalError(f"CARD_{hit.status.upper()}", f"card {info.card_number} is on the blacklist "
+                            f"({hit.status.replace('_', ' ')})", 403, card_no=info.card_number,
+                            application_blocked=blocked, **self.blacklist_state())
+
+    def _block_application(self, s: ReaderSession, info: BasicInfo, hit: Listed) -> str | None:
+        """APPLICATION BLOCK of the configured application (once per card); recorded, and told to the centre.
+        The name of the application blocked on the card, or None."""
+        assert self.blacklist is not None
+        name = self.config.blacklist.block_application
+        if not name or self.security is None:
+            return hit.application or None
+        if hit.application == name:
+            return name
+        try:
+            s.card.block_application(self.security, layout.application(name))
+        except CardBlocked:
+            pass  # blocked already (another counter, not yet known to the centre): record it all the same
+        except CardError as e:  # the refusal stands; the next read tries again
+            metrics.reader_errors.labels(s.name, type(e).__name__).inc()
+            return hit.application or None
+        self.blacklist.record_action(info.card_number, info.card_id, "blocked", name, hit.status)
+        if self.fetcher is not None:
+            self.fetcher.report_actions()
+        return name
+
+    def _unblock_application(self, s: ReaderSession, info: BasicInfo, hit: Listed) -> None:
+        """APPLICATION UNBLOCK of what a counter blocked, now that the centre lists the card active again."""
+        assert self.blacklist is not None
+        if self.security is None:
+            return
+        try:
+            s.card.unblock_application(self.security, layout.application(hit.application))
+        except CardError as e:  # blocked for good, or the card refused: the flow goes on; the next read retries
+            metrics.reader_errors.labels(s.name, type(e).__name__).inc()
+            return
+        self.blacklist.record_action(info.card_number, info.card_id, "unblocked", hit.application, hit.status)
+        if self.fetcher is not None:
+            self.fetcher.report_actions()
 
     def _begin(self, kind: str, request: dict[str, Any], **kw: Any) -> Entry:
         entry = self.journal.begin(kind, request, **kw)

@@ -5,7 +5,9 @@
   configured (cards are then not authenticated and no record is written to them);
 - `centre`: the settlement service answers its health call; `down` when it does not (settlements and
   collections are refused until it is back; reversals wait in the journal);
-- `journal`: readable, with what it holds (pending entries are being resolved by the forwarder).
+- `journal`: readable, with what it holds (pending entries are being resolved by the forwarder);
+- `blacklist`: the card blacklist's version and age; `degraded` when it is older than two fetch intervals
+  (the centre unreachable: cards are screened against an old copy) or was never fetched.
 
 The whole is `down` when no reader or the journal works (nothing can be done), `degraded` when something
 else is missing (the centre unreachable, a reader or the security module down), `ok` otherwise.
@@ -87,12 +89,24 @@ def _centre(t: Terminal) -> Component:
     return Component(status="ok", detail=t.config.settlement.url)
 
 
+def _blacklist(t: Terminal) -> Component:
+    if t.blacklist is None:
+        return Component(status="absent", detail="no card blacklist")
+    st = t.blacklist.state()
+    age = st["age_seconds"]
+    detail = f"version {st['version']}, {st['entries']} cards, " + ("never fetched" if age is None else
+                                                                     f"{age} s old")
+    stale = age is None or age > 2 * t.config.blacklist.interval
+    return Component(status="degraded" if stale else "ok", detail=detail)
+
+
 def health(t: Terminal) -> Health:
     components: dict[str, Component] = {}
     for name, s in t.sessions.items():
         components[f"reader:{name}"] = _reader(s)
     components["security"] = _security(t)
     components["centre"] = _centre(t)
+    components["blacklist"] = _blacklist(t)
     try:
         counts = t.journal.counts()
         components["journal"] = Component(status="ok", detail=f"pending={counts['pending']}")

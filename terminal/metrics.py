@@ -21,6 +21,9 @@ latency = Histogram(
 requests = Counter(
     "sscard_terminal_http_requests", "HTTP requests by route and status", ["route", "status"], registry=REGISTRY
 )
+blacklisted = Counter(
+    "sscard_terminal_blacklisted_cards", "Cards refused by the blacklist, by status", ["status"], registry=REGISTRY
+)
 reader_errors = Counter(
     "sscard_terminal_reader_errors", "Card and reader errors by reader and type", ["reader", "error"],
     registry=REGISTRY,

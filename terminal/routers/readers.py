@@ -91,10 +91,11 @@ def reader_events(
 @router.get("/v1/card", operation_id="readCard", dependencies=READ, response_model=CardInfo,
             responses=answers(CardInfo))
 def read_card(t: TerminalDep, reader: ReaderQuery = None, national: bool = False) -> CardInfo:
-    """The card's basic data (no PIN needed); `national=true` adds the national interface string."""
+    """The card's basic data (no PIN needed); `national=true` adds the national interface string. A card on the
+    blacklist is refused (CARD_REPORTED_LOST, CARD_CANCELLED, CARD_REPLACED)."""
     s = t.session(reader)
     with s.claim("read"):
-        info = s.read()
+        info = t.read_card(s)
     out = info.to_dict()
     if national:
         out["national"] = info.national(t.terminal_number, t.config.terminal.id)

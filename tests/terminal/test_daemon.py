@@ -159,7 +159,7 @@ def test_a_day_of_the_daemon_logs_every_transaction_and_no_secret(tmp_path, cent
             health = api.get("/health").json()
             assert health["status"] == "ok", health
             assert set(health["components"]) == {"reader:memory:zhang_san", "reader:memory:wang_xiuying",
-                                                 "security", "centre", "journal"}
+                                                 "security", "centre", "journal", "blacklist"}
             events_token = api.post("/v1/readers/events/token", json={}).json()["token"]
             httpx.get(f"{daemon.url}/v1/readers/events", params={"access_token": events_token, "timeout": 0})
             mdtrt = api.post("/v1/visits", json={}).json()["mdtrt_id"]
