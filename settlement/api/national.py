@@ -78,7 +78,7 @@ from settlement.api.national_state import NationalState, derived_id
 from settlement.errors import SettlementError, UnknownPerson, UnknownTransaction, UnknownVisit
 from settlement.ledger import CST, Tx, make_key
 from settlement.schemes import chart
-from settlement.schemes.breakdown import line_shares
+from settlement.schemes.breakdown import catalogue_stage, line_shares
 from settlement.schemes.cards import load_cards, refusal
 from settlement.schemes.engine import Engine
 from settlement.schemes.medical import load_visit
@@ -291,7 +291,7 @@ class National:
                 except UnknownVisit:
                     out["visit"] = None
                 if settling:
-                    out["fees"] = (mdtrt_id, batch, load_fees(tx, mdtrt_id, batch))
+                    out["fees"] = (mdtrt_id, batch, load_fees(tx, mdtrt_id, batch, with_detail=False))
             return out
 
         c.loaded.update(self.engine.store.read(q))
@@ -575,11 +575,7 @@ class National:
         given = [f for f in CATEGORY_FIELDS if f in d]
         if given:
             catalogue = self.engine.policies.get(visit.treatment_region, visit.begntime)
-            shares = line_shares([f.line() for f in fees], catalogue)
-            sums = {"fulamt_ownpay_amt": sum(s.fulamt_ownpay_amt for s in shares),
-                    "overlmt_selfpay": sum(s.overlmt_amt for s in shares),
-                    "preselfpay_amt": sum(s.preselfpay_amt for s in shares),
-                    "inscp_scp_amt": sum(s.inscp_scp_amt for s in shares)}
+            sums = dict(zip(CATEGORY_FIELDS, catalogue_stage([f.line() for f in fees], catalogue)[1:], strict=True))
             for f in given:
                 if d[f] != sums[f]:
                     raise NationalError(

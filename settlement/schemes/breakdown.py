@@ -68,6 +68,33 @@ def _pieces(start: Fen, end: Fen, bounds: Iterable[tuple[Fen, Fen | None, Fracti
     return out
 
 
+def catalogue_stage(lines: Iterable[FeeLine], catalogue: Policy) -> tuple[Fen, Fen, Fen, Fen, Fen]:
+    """The catalogue stage of a bill: (medfee_sumamt, fulamt_ownpay_amt, overlmt_selfpay, preselfpay_amt,
+    inscp_scp_amt), each class's covered share rounded once on the class total."""
+    by_class: dict[str, list[int]] = {}
+    count = 0
+    for i, line in enumerate(lines):
+        count += 1
+        cls, amount, over = _line(i, line, catalogue)
+        sums = by_class.setdefault(cls, [0, 0])
+        sums[0] += amount
+        sums[1] += over
+    if count == 0:
+        raise InvalidRequest("a bill needs at least one fee line")
+    total = fulamt = overlmt = preself = inscp = 0
+    for cls, (amount, over) in sorted(by_class.items()):
+        cc = catalogue.catalogue[cls]
+        total += amount
+        if not cc.covered:
+            fulamt += amount
+            continue
+        overlmt += over
+        covered = apply_ratio(amount - over, 1 - cc.self_pay_first)
+        preself += amount - over - covered
+        inscp += covered
+    return total, fulamt, overlmt, preself, inscp
+
+
 def split_bill(
     policy: Policy,
     *,
@@ -94,27 +121,7 @@ def split_bill(
     scheme = policy.scheme(category, care)
     fen(account_balance, field="account_balance")
 
-    total = fulamt = overlmt = preself = inscp = 0
-    by_class: dict[str, list[int]] = {}
-    count = 0
-    for i, line in enumerate(lines):
-        count += 1
-        cls, amount, over = _line(i, line, catalogue or policy)
-        sums = by_class.setdefault(cls, [0, 0])
-        sums[0] += amount
-        sums[1] += over
-    if count == 0:
-        raise InvalidRequest("a bill needs at least one fee line")
-    for cls, (amount, over) in sorted(by_class.items()):
-        cc = (catalogue or policy).catalogue[cls]
-        total += amount
-        if not cc.covered:
-            fulamt += amount
-            continue
-        overlmt += over
-        covered = apply_ratio(amount - over, 1 - cc.self_pay_first)
-        preself += amount - over - covered
-        inscp += covered
+    total, fulamt, overlmt, preself, inscp = catalogue_stage(lines, catalogue or policy)
     if total == 0:
         raise InvalidAmount("the bill total must be more than zero", field="lines")
 

@@ -75,18 +75,19 @@ class FeeDetail:
 _COLS = "feedetl_sn, chrg_bchno, med_list_codg, cls, amount, over_limit, detail"
 
 
-def _detail(row: dict[str, Any]) -> FeeDetail:
+def _detail(row: dict[str, Any], with_detail: bool = True) -> FeeDetail:
     return FeeDetail(row["feedetl_sn"], row["chrg_bchno"], row["med_list_codg"], row["cls"], row["amount"],
-                     row["over_limit"], json.loads(row["detail"]))
+                     row["over_limit"], json.loads(row["detail"]) if with_detail else {})
 
 
-def load_fees(tx: Tx, mdtrt_id: str, chrg_bchno: str | None = None) -> list[FeeDetail]:
-    """The visit's fee details in upload order (of one charge batch, if given), in `tx`."""
+def load_fees(tx: Tx, mdtrt_id: str, chrg_bchno: str | None = None, *, with_detail: bool = True) -> list[FeeDetail]:
+    """The visit's fee details in upload order (of one charge batch, if given), in `tx`; without what else the
+    HIS sent (`detail` empty) when a settlement needs only the lines."""
     sql = f"SELECT {_COLS} FROM med_fee_details WHERE mdtrt_id = ?"
     params: tuple[str, ...] = (mdtrt_id,)
     if chrg_bchno is not None:
         sql, params = sql + " AND chrg_bchno = ?", (mdtrt_id, chrg_bchno)
-    return [_detail(r) for r in tx.query(sql + " ORDER BY line_no, feedetl_sn", params)]
+    return [_detail(r, with_detail) for r in tx.query(sql + " ORDER BY line_no, feedetl_sn", params)]
 
 
 class Uploads:
