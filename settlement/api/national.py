@@ -96,8 +96,6 @@ CATEGORY_FIELDS = ("fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt", "in
 MONEY = ("medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt", "inscp_scp_amt", "act_pay_dedc",
          *PARTS, "fund_pay_sumamt", "psn_part_amt", "balc")
 DETAIL_COLS = ("setl_id", "mdtrt_id", "psn_no", "medfee_sumamt", "fund_pay_sumamt", "acct_pay", "refd_setl_flag")
-RESULT_COLS = ("psn_no", "mdtrt_id", "setl_id", "msgid", "stmt_rslt", "refd_setl_flag", "memo", "medfee_sumamt",
-               "fund_pay_sumamt", "acct_pay")
 
 
 def _time(t: dt.datetime) -> str:
@@ -172,14 +170,16 @@ class National:
         async def call_service(request: Request) -> Response:
             """The national platform's transaction interface (see settlement/api/national.py)."""
             received = self.clock.now()
-            body, too_big = b"", False
+            chunks: list[bytes] = []
+            size = 0
             async for chunk in request.stream():
-                body += chunk
-                if len(body) > MAX_BODY:
-                    too_big = True
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_BODY:
                     break
             key = request.headers.get(KEY_HEADER)
-            return await run_in_threadpool(self.answer, None if too_big else body, key, received)
+            return await run_in_threadpool(self.answer, None if size > MAX_BODY else b"".join(chunks), key,
+                                           received)
 
         for path in PATHS:
             router.add_api_route(path, call_service, methods=["POST"], include_in_schema=path == PATHS[0],
@@ -734,6 +734,10 @@ class National:
                              "stmt_rslt_dscr": "；".join(diffs) if diffs else "平"}}
 
     def reconcile_details(self, c: Call) -> dict[str, Any]:
+        """3202: the uploaded detail file (`_detail_rows`) against the institution's book of the period, one
+        result line per settlement and per cancellation, either side: a zip holding result.txt, tab separated
+        (psn_no, mdtrt_id, setl_id, msgid, stmt_rslt 0/1, refd_setl_flag, memo, medfee_sumamt,
+        fund_pay_sumamt, acct_pay; `null` for an empty value), for 9102."""
         d = c.input["data"]
         kind, _, content = self.state.file(d["file_qury_no"], c.inst.code)
         if kind != "upload":
