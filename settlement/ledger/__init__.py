@@ -5,14 +5,17 @@ from here (and a store backend from `settlement.ledger.store.sqlite` / `.postgre
 it. It imports nothing above it: no scheme, no reconciliation, no HTTP.
 """
 
+from settlement.ledger.batch import OneByOne, PostReq, marks, write_rows
 from settlement.ledger.clock import CST, Clock, utc_now
 from settlement.ledger.idempotency import make_key, request_hash
 from settlement.ledger.ledger import Ledger
 from settlement.ledger.model import MAX_AMOUNT, Account, AccountKind, Draft, Posting, Transfer
 from settlement.ledger.money import Fen, apply_ratio, fen, ratio
 from settlement.ledger.store.base import Store, Tx
+from settlement.ledger.store.batching import Retry
 
 __all__ = [
-    "CST", "MAX_AMOUNT", "Account", "AccountKind", "Clock", "Draft", "Fen", "Ledger", "Posting", "Store", "Transfer",
-    "Tx", "apply_ratio", "fen", "make_key", "ratio", "request_hash", "utc_now",
+    "CST", "MAX_AMOUNT", "Account", "AccountKind", "Clock", "Draft", "Fen", "Ledger", "OneByOne", "PostReq", "Posting",
+    "Retry", "Store", "Transfer", "Tx", "apply_ratio", "fen", "make_key", "marks", "ratio", "request_hash", "utc_now",
+    "write_rows",
 ]

@@ -1,9 +1,12 @@
-"""The ledger's SQL for postings, shared by one-by-one posts and group commits.
+"""The ledger's SQL for postings, shared by one-by-one posts and batches.
 
-A batch of plain posts handed over by the store (`Ledger._post_many`) claims its keys with one multi-row
-statement, decides every request in Python against running balances, then moves the money and journals
-the transfers with one statement each (up to ROWS rows per statement). Everything a batch needs of a
-request is precomputed by its caller's thread (`PostReq`), because the writer thread is the bottleneck.
+A batch of posts (`Ledger.post_batch`: the plain posts and refunds the store hands over together, or a
+scheme's batch of settlements) claims its keys with one multi-row statement, decides every request in
+Python against running balances, then journals the transfers with one statement (up to ROWS rows per
+statement). Accounts that may not go negative are locked (on a server) and updated at once; the others
+(funds, hospital and cash accounts) are incremented once per transaction, just before COMMIT, from
+increments deferred on the transaction (settlement.ledger.store.base). Everything a plain post needs is
+precomputed by its caller's thread (`PostReq`), because the writer thread is the bottleneck.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from settlement.errors import InsufficientFunds, UnknownAccount
+from settlement.errors import InsufficientFunds, InvalidRequest, RefundTooLarge, UnknownAccount
 from settlement.ledger.model import POSTED, Posting, Transfer
 from settlement.ledger.store.base import Tx
 
@@ -24,9 +27,10 @@ _CLAIM = (
 )
 # Multi-row statements: one statement (one sqlite3_step, one round trip) per up to ROWS rows.
 ROWS = 64
-CLAIM_HEAD = "INSERT INTO ledger_postings (key, kind, payload, request_hash, created_at, status) VALUES "
-CLAIM_ROW = "(?, ?, ?, ?, ?, 'posted')"
+CLAIM_HEAD = "INSERT INTO ledger_postings (key, kind, payload, request_hash, created_at, links_to, status) VALUES "
+CLAIM_ROW = "(?, ?, ?, ?, ?, ?, 'posted')"
 CLAIM_TAIL = " ON CONFLICT (key) DO NOTHING RETURNING key, seq"
+CLAIM_COLS = 6
 JOURNAL_HEAD = "INSERT INTO ledger_transfers (posting_seq, idx, debit, credit, amount, memo) VALUES "
 JOURNAL_ROW = "(?, ?, ?, ?, ?, ?)"
 _APPLY_HEAD = (
@@ -40,16 +44,14 @@ _APPLY = (
 )
 
 
-
-
 class OneByOne(Exception):
     """Raised by a batch handler to have the store run the batch's requests one at a time."""
 
 
 @dataclass(slots=True)
 class PostReq:
-    """A validated plain post on its way to the store, with everything the writer needs precomputed
-    by the caller's thread (the writer thread is the bottleneck; callers run while it waits on I/O)."""
+    """A checked post on its way to `Ledger.post_batch`; for a plain `post()` everything the writer needs is
+    precomputed by the caller's thread (the writer thread is the bottleneck; callers run while it waits)."""
 
     key: str
     kind: str
@@ -58,10 +60,17 @@ class PostReq:
     rhash: str
     created: str
     deltas: dict[str, list[int]]  # account -> [debited, credited]
-    debited: tuple[str, ...]  # accounts whose balance the posting lowers
-    posting: Posting  # the answer if it is posted
-    claim: list[Any]  # ledger_postings values for the claim
+    posting: Posting | None  # the answer if it is posted (None: built on demand, `answer()`)
+    claim: list[Any]  # ledger_postings values for the claim (CLAIM_COLS)
     journal: list[Any]  # ledger_transfers values, flat, six per transfer, seq first (set by the writer)
+    links_to: str | None = None  # a refund: the original it moves money back along
+
+    def answer(self) -> Posting:
+        """The posting this request makes, if it is posted."""
+        if self.posting is None:
+            self.posting = Posting(self.key, self.kind, self.ts, self.links_to, json.loads(self.payload_json),
+                                   self.created, POSTED, self.rhash)
+        return self.posting
 
 
 _SCALARS = (str, int, bool, type(None))
@@ -75,14 +84,22 @@ def post_req(
     payload_json: str,
     rhash: str,
     created: str,
+    links_to: str | None = None,
+    *,
+    answer: bool = True,
 ) -> PostReq:
+    """A checked request (see `Ledger.post`) made ready for `Ledger.post_batch`; with `answer`, its Posting is
+    built now (in the caller's thread) rather than on demand."""
     deltas = deltas_of(ts)
-    if not payload:
-        payload = {}
-    elif all(type(k) is str and type(v) in _SCALARS for k, v in payload.items()):
-        payload = dict(payload)  # what json.loads(payload_json) would give, for less
-    else:
-        payload = json.loads(payload_json)
+    posting = None
+    if answer:
+        if not payload:
+            payload = {}
+        elif all(type(k) is str and type(v) in _SCALARS for k, v in payload.items()):
+            payload = dict(payload)  # what json.loads(payload_json) would give, for less
+        else:
+            payload = json.loads(payload_json)
+        posting = Posting(key, kind, ts, links_to, payload, created, POSTED, rhash)
     return PostReq(
         key,
         kind,
@@ -91,10 +108,10 @@ def post_req(
         rhash,
         created,
         deltas,
-        tuple(c for c, (d, cr) in deltas.items() if d > cr),
-        Posting(key, kind, ts, None, payload, created, POSTED, rhash),
-        [key, kind, payload_json, rhash, created],
+        posting,
+        [key, kind, payload_json, rhash, created, links_to],
         [x for i, t in enumerate(ts) for x in (0, i, t.debit, t.credit, t.amount, t.memo)],
+        links_to,
     )
 
 
@@ -113,23 +130,48 @@ def deltas_of(ts: Iterable[Transfer]) -> dict[str, list[int]]:
     return out
 
 
-def overdraft(r: PostReq, running: dict[str, int], cache: dict[str, bool]) -> Exception | None:
-    """The error that posting `r` now would raise (unknown account, overdraft), or None."""
-    for c in r.deltas:
+def overdraft(deltas: dict[str, list[int]], running: dict[str, int], cache: dict[str, bool]) -> Exception | None:
+    """The error that moving `deltas` now would raise (unknown account, overdraft of a guarded account
+    whose running balance is in `running`), or None."""
+    for c, (d, cr) in deltas.items():
         if c not in cache:
             return UnknownAccount(f"no account {c!r}", account=c)
-    for c in r.debited:
         bal = running.get(c)
-        if bal is not None:
-            d, cr = r.deltas[c]
-            if bal - d + cr < 0:
-                return InsufficientFunds(
-                    f"account {c!r} has {bal} fen, the posting needs {d - cr}",
-                    account=c,
-                    balance=bal,
-                    needed=d - cr,
-                )
+        if bal is not None and d > cr and bal - d + cr < 0:
+            return InsufficientFunds(
+                f"account {c!r} has {bal} fen, the posting needs {d - cr}",
+                account=c,
+                balance=bal,
+                needed=d - cr,
+            )
     return None
+
+
+def refund_error(original_key: str, ts: Iterable[Transfer], remaining: dict[tuple[str, str], int]) -> Exception | None:
+    """The error that linking `ts` to the original would raise, given what may still move back per pair of
+    the original (`remaining`), or None."""
+    sums = pair_sums(ts)
+    for (debit, credit), amount in sums.items():
+        pair = (credit, debit)  # a refund moves money back along a transfer of the original
+        if pair not in remaining:
+            return InvalidRequest(
+                f"refund transfer {debit}->{credit} does not reverse any transfer of {original_key!r}",
+                key=original_key,
+            )
+        if amount > remaining[pair]:
+            return RefundTooLarge(
+                f"refund of {amount} fen {debit}->{credit} exceeds the {remaining[pair]} fen refundable",
+                key=original_key,
+                refundable=remaining[pair],
+                requested=amount,
+            )
+    return None
+
+
+def take_back(ts: Iterable[Transfer], remaining: dict[tuple[str, str], int]) -> None:
+    """Lower what may still move back per pair of an original by what a refund `ts` moves back."""
+    for (debit, credit), amount in pair_sums(ts).items():
+        remaining[(credit, debit)] -= amount
 
 
 def replayed(p: Posting) -> Posting:

@@ -33,11 +33,17 @@ accumulators) use one of:
     (inside it, `post` of an existing key returns the first posting with `replayed=True` and the
     caller's other writes still commit: check `replayed`, or prefer `post_with`).
 
+Higher layers that settle many requests at once (the schemes' batch handlers) read and decide
+set-based themselves and hand the ledger their postings with `post_batch(tx, reqs)` in the same unit.
+
 Tables (ledger_accounts, ledger_postings, ledger_transfers; see `schema()`) belong to the ledger;
-other modules may read them. Plain posts (no links_to, no extra) from concurrent callers are
-applied as one batch by `_post_many` (one pass of SQL per group commit, settlement/ledger/batch.py); the
-rest run one by one. The model (accounts, transfers, postings, tables) is settlement/ledger/model.py, the
-invariants' SQL settlement/ledger/invariants.py.
+other modules may read them. Posts without `extra` (plain posts and refunds) from concurrent callers
+are applied as one batch by `post_batch` (one pass of SQL per group commit, settlement/ledger/batch.py);
+the rest run one by one. Accounts that may not go negative are read (on a server: locked, in code order)
+and updated at once; every other account is only incremented, from increments deferred to the end of
+the transaction (settlement.ledger.store.base: the hot fund and hospital rows are written once per batch,
+last). The model (accounts, transfers, postings, tables) is settlement/ledger/model.py, the invariants'
+SQL settlement/ledger/invariants.py.
 """
 
 from __future__ import annotations
@@ -50,10 +56,8 @@ from typing import Any
 from settlement.errors import (
     AlreadyReversed,
     IdempotencyConflict,
-    InsufficientFunds,
     InvalidRequest,
     InvalidState,
-    RefundTooLarge,
     UnknownAccount,
     UnknownTransaction,
 )
@@ -79,6 +83,7 @@ from settlement.ledger.model import (
     schema,
 )
 from settlement.ledger.store.base import Store, Tx
+from settlement.ledger.store.batching import Retry
 
 
 class Ledger:
@@ -90,6 +95,7 @@ class Ledger:
         self.store = store
         self._stamp = (clock or Clock()).stamp
         self._may_go_negative: dict[str, bool] = {}  # immutable per account: a cache, never a truth
+        self._flush = self._flush_totals  # one object: the key of this ledger's deferred increments
         store.ensure_schema(schema(store.dialect))
 
     def transaction(self) -> Any:
@@ -176,13 +182,18 @@ class Ledger:
         if not wanted:
             return {}
         marks = ",".join("?" * len(wanted))
-        rows = self.store.read(
-            lambda tx: tx.rows(
-                f"SELECT code, credits_posted - debits_posted FROM ledger_accounts WHERE code IN ({marks})",
-                wanted,
+
+        def q(tx: Tx) -> dict[str, int]:
+            rows = tx.rows(
+                f"SELECT code, credits_posted - debits_posted FROM ledger_accounts WHERE code IN ({marks})", wanted
             )
-        )
-        found = {c: int(b) for c, b in rows}
+            found = {c: int(b) for c, b in rows}
+            for c, (d, cr) in tx.deferred(self._flush).items():  # inside a unit: what it adds before COMMIT
+                if c in found:
+                    found[c] += cr - d
+            return found
+
+        found = self.store.read(q)
         for c in wanted:
             if c not in found:
                 raise UnknownAccount(f"no account {c!r}", account=c)
@@ -220,9 +231,9 @@ class Ledger:
         if type(rhash) is not str:
             raise InvalidRequest("request_hash must be a string")
         created = self._stamp()
-        if links_to is None and extra is None:  # the hot path: concurrent posts share one commit and SQL
-            req = batch.post_req(key, kind, ts, payload, payload_json, rhash, created)
-            return self.store.run_batched(self._post_many, req)  # type: ignore[no-any-return]
+        if extra is None:  # the hot path: concurrent posts share one commit and SQL
+            req = batch.post_req(key, kind, ts, payload, payload_json, rhash, created, links_to)
+            return self.store.run_batched(self.post_batch, req)  # type: ignore[no-any-return]
 
         def unit(tx: Tx) -> Posting:
             seq = batch.claim(tx, key, kind, payload_json, rhash, created)
@@ -361,86 +372,102 @@ class Ledger:
 
         return self.store.read(q)
 
-    # -- internals (run inside a unit) -------------------------------------------------------------
-    def _post_many(self, tx: Tx, reqs: list[batch.PostReq]) -> list[Posting | Exception]:
-        """Apply plain posts handed over together by the store; one result per request, in order.
+    # -- batches (run inside a unit) ---------------------------------------------------------------
+    def request(self, key: str, kind: str, transfers: Sequence[Transfer], *, payload_json: str = "{}",
+                request_hash: str, links_to: str | None = None) -> batch.PostReq:
+        """A posting checked as `post()` checks it, ready for `post_batch` (a scheme's batch handler builds
+        one per request it decided to post). `payload_json`: the payload as JSON text of an object (a
+        scheme that serialised its answer once passes that text)."""
+        check_code(key, "key")
+        kind = check_kind(kind)
+        ts = check_transfers(transfers)
+        if links_to is not None:
+            check_code(links_to, "links_to")
+            if links_to == key:
+                raise InvalidRequest("a posting cannot link to itself")
+        if type(payload_json) is not str or not payload_json.startswith("{"):
+            raise InvalidRequest("payload_json must be the JSON text of an object")
+        return batch.post_req(key, kind, ts, None, payload_json, request_hash, self._stamp(), links_to, answer=False)
 
-        One request: claim the key, check, apply; raise on error (the store undoes the unit).
-        Several: claim all keys with one statement, read (on a server: lock in code order) the
-        accounts to check, decide every request in Python against running balances, then delete the
-        refused requests' claims and write the rest with two statements. A refused request gets its
-        exception as its result and keeps nothing. Anything unexpected raises, and the store then
-        runs the requests one by one.
+    def existing(self, tx: Tx, keys: Sequence[str]) -> dict[str, Posting]:
+        """In a unit: the postings already made under any of `keys` (one query; the rare repeats then load theirs),
+        with `replayed=True`: a scheme's batch handler answers repeats with them."""
+        found = [k for (k,) in tx.rows(f"SELECT key FROM ledger_postings WHERE key IN ({batch.marks(len(keys))})"
+                                        f" AND kind <> ?", [*keys, PENDING])] if keys else []
+        out = {}
+        for k in found:
+            p = self._load(tx, k)
+            assert p is not None
+            out[k] = batch.replayed(p)
+        return out
+
+    def guarded_balances(self, tx: Tx, codes: Iterable[str]) -> dict[str, int]:
+        """In a unit: the balances of those of `codes` that may not go negative (on a server: locked, in code
+        order, until COMMIT); pass them to `post_batch(locked=...)`. Unknown accounts are left out."""
+        running: dict[str, int] = {}
+        self._guard(tx, codes, running)
+        return running
+
+    def post_decided(self, tx: Tx, reqs: list[batch.PostReq], *, locked: dict[str, int] | None = None) -> None:
+        """`post_batch` for a scheme that checked its requests against the state it read (and, on a server,
+        locked) in this unit: every request must be new and accepted. A refusal raises (the request's own
+        error when it is alone, else OneByOne: the store then runs the scheme's items one at a time); a key
+        another process posted meanwhile raises Retry (the store runs the whole batch again)."""
+        self.post_batch(tx, reqs, locked=locked, _decided=True)
+
+    def post_batch(self, tx: Tx, reqs: list[batch.PostReq], *, locked: dict[str, int] | None = None,
+                   _decided: bool = False) -> list[Posting | Exception]:
+        """Post several requests in the current unit at once; one result per request, in order: its Posting,
+        the first posting of a key posted before (replayed; IdempotencyConflict if the request differs), or
+        the exception refusing it (the request then wrote nothing). The store hands concurrent `post()`
+        calls here; a scheme's batch handler calls it with the postings it decided.
+
+        Locks the originals of refunds (in key order), claims every key with one statement, reads (on a
+        server: locks, in code order) the guarded accounts, decides every request in arrival order against running
+        balances and refundable amounts, then deletes the refused claims, journals the transfers and moves
+        the money (guarded accounts now, the rest deferred to COMMIT). `locked`: balances of guarded
+        accounts the caller read (on a server: locked) in this unit already. Anything unexpected raises.
         """
-        if len(reqs) == 1:
-            r = reqs[0]
-            seq = batch.claim(tx, r.key, r.kind, r.payload_json, r.rhash, r.created)
-            if seq is None:
-                return [self._replay(tx, r.key, r.rhash)]
-            return [
-                self._apply(
-                    tx, seq, r.key, r.kind, r.ts, None, r.payload_json, r.created, r.rhash, None, r.deltas
-                )
-            ]
         if len({r.key for r in reqs}) != len(reqs):
             raise batch.OneByOne("the same key twice in one batch")  # rare: let the store run them in order
-        # 1. claim every key in one statement (in key order: a global lock order on a server);
-        #    a key not returned was posted before, and its request is a repeat
-        claimed: dict[str, int] = {}
-        flat: list[Any] = []
-        for r in sorted(reqs, key=lambda r: r.key):
-            flat += r.claim
-        for i in range(0, len(flat), batch.ROWS * 5):
-            chunk = flat[i : i + batch.ROWS * 5]
-            sql = batch.values_sql(batch.CLAIM_HEAD, batch.CLAIM_ROW, len(chunk) // 5, batch.CLAIM_TAIL)
-            for k, seq in tx.rows(sql, chunk):
-                claimed[k] = int(seq)
-        # 2. read (on a server: lock, in code order) the accounts whose balance must be checked
-        cache = self._may_go_negative
-        need: set[str] = set()
+        links = sorted({r.links_to for r in reqs if r.links_to is not None})
+        remaining = self._originals(tx, links) if links else {}
         for r in reqs:
-            if r.key in claimed:
-                for c in r.deltas:
-                    if c not in cache:
-                        need.add(c)
-                for c in r.debited:
-                    if cache.get(c) is False:
-                        need.add(c)
-        running: dict[str, int] = {}  # balance as of the request being decided, for accounts to check
-        if need:
-            codes = sorted({c for r in reqs if r.key in claimed for c in r.deltas} if tx.for_update else need)
-            found = set()
-            for c, m, b in tx.rows(
-                "SELECT code, may_go_negative, credits_posted - debits_posted FROM ledger_accounts"
-                f" WHERE code IN ({batch.marks(len(codes))}) ORDER BY code{tx.for_update}",
-                codes,
-            ):
-                found.add(c)
-                cache[c] = bool(m)
-                if not m:
-                    running[c] = int(b)
-            for c in codes:
-                if c not in found:
-                    cache.pop(c, None)  # unknown account
-        # 3. decide each request, in arrival order, against the running balances
+            if r.links_to is not None and isinstance(remaining[r.links_to], UnknownTransaction):
+                r.claim[5] = None  # refused below; the claim cannot name a posting that does not exist
+        claimed = self._claim(tx, reqs)
+        fresh = [r for r in reqs if r.key in claimed]
+        running = dict(locked) if locked else {}
+        self._guard(tx, {c for r in fresh for c in r.deltas}, running)
+        cache = self._may_go_negative
         results: list[Posting | Exception | None] = [None] * len(reqs)
         new: list[batch.PostReq] = []
         refused: list[int] = []
         for i, r in enumerate(reqs):
             if r.key not in claimed:
                 continue  # answered below, as a repeat
-            err = batch.overdraft(r, running, cache)
+            err = None
+            if r.links_to is not None:
+                left = remaining[r.links_to]
+                err = left if isinstance(left, Exception) else batch.refund_error(r.links_to, r.ts, left)
+            err = err or batch.overdraft(r.deltas, running, cache)
             if err is not None:
                 results[i] = err
                 refused.append(claimed[r.key])
                 continue
-            if running:
-                for c, (d, cr) in r.deltas.items():
-                    if c in running:
-                        running[c] += cr - d
+            if r.links_to is not None:
+                batch.take_back(r.ts, remaining[r.links_to])  # type: ignore[arg-type]
+            for c, (d, cr) in r.deltas.items():
+                if c in running:
+                    running[c] += cr - d
             new.append(r)
-            results[i] = r.posting
-        # 4. write: drop refused claims, move the money, journal the transfers
+            results[i] = r if _decided else r.answer()
+        if _decided:
+            for res in results:
+                if isinstance(res, Exception):
+                    raise res if len(reqs) == 1 else batch.OneByOne(f"the ledger refused a posting: {res}")
+            if len(fresh) != len(reqs):
+                raise Retry("a key was posted by another process meanwhile")
         if refused:
             tx.execute(f"DELETE FROM ledger_postings WHERE seq IN ({batch.marks(len(refused))})", refused)
         if new:
@@ -457,9 +484,10 @@ class Ledger:
                     else:
                         a[0] += d
                         a[1] += cr
-            if not batch.apply_totals(tx, total):
-                raise InvalidState("an account vanished during a batch")  # the store retries one by one
+            self._move(tx, total)
             batch.write_flat(tx, batch.JOURNAL_HEAD, batch.JOURNAL_ROW, 6, journal)
+        if _decided:
+            return []
         for i, r in enumerate(reqs):
             if results[i] is None:  # posted before this batch
                 try:
@@ -468,6 +496,98 @@ class Ledger:
                     results[i] = e
         return results  # type: ignore[return-value]
 
+    def _claim(self, tx: Tx, reqs: list[batch.PostReq]) -> dict[str, int]:
+        """Claim the keys (one statement per ROWS, in key order: a global lock order on a server); the seq of
+        each key claimed now. A key not returned was posted before."""
+        claimed: dict[str, int] = {}
+        flat: list[Any] = []
+        for r in sorted(reqs, key=lambda r: r.key):
+            flat += r.claim
+        n = batch.CLAIM_COLS
+        for i in range(0, len(flat), batch.ROWS * n):
+            chunk = flat[i : i + batch.ROWS * n]
+            sql = batch.values_sql(batch.CLAIM_HEAD, batch.CLAIM_ROW, len(chunk) // n, batch.CLAIM_TAIL)
+            for k, seq in tx.rows(sql, chunk):
+                claimed[k] = int(seq)
+        return claimed
+
+    def _guard(self, tx: Tx, codes: Iterable[str], running: dict[str, int]) -> None:
+        """Learn whether each account may go negative (an unknown account stays out of the cache) and put the
+        balance of every guarded account of `codes` not yet in `running` into it; on a server those rows are
+        locked, in code order, before anything is decided on them."""
+        cache = self._may_go_negative
+        unknown = sorted(c for c in codes if c not in cache)
+        if unknown:
+            for c, m in tx.rows(
+                f"SELECT code, may_go_negative FROM ledger_accounts WHERE code IN ({batch.marks(len(unknown))})",
+                unknown,
+            ):
+                cache[c] = bool(m)
+        guarded = sorted(c for c in codes if cache.get(c) is False and c not in running)
+        if guarded:
+            for c, b in tx.rows(
+                "SELECT code, credits_posted - debits_posted FROM ledger_accounts"
+                f" WHERE code IN ({batch.marks(len(guarded))}) ORDER BY code{tx.for_update}",
+                guarded,
+            ):
+                running[c] = int(b)
+
+    def _move(self, tx: Tx, totals: dict[str, list[int]]) -> None:
+        """Apply [debits, credits] per account: guarded accounts now (they are locked already), the others
+        deferred to COMMIT (every account was checked to exist)."""
+        cache = self._may_go_negative
+        now = {c: v for c, v in totals.items() if cache[c] is False}
+        if now:
+            self._flush_totals(tx, now)
+        later = {c: v for c, v in totals.items() if cache[c] is True} if now else totals
+        if later:
+            tx.defer(self._flush, later)
+
+    def _flush_totals(self, tx: Tx, totals: dict[str, list[int]]) -> None:
+        """Add [debits, credits] per account. Every account was known: if one is missing, the cache of accounts
+        saw a unit that was rolled back; forget it (the caller's unit fails: its callers retry)."""
+        if not batch.apply_totals(tx, totals):
+            self._may_go_negative.clear()
+            raise InvalidState("an account vanished before COMMIT; retry with the same key")
+
+    def _originals(self, tx: Tx, keys: list[str]) -> dict[str, dict[tuple[str, str], int] | Exception]:
+        """Lock originals for linking (in key order); for each: what may still move back per (debit, credit)
+        pair of the original, or the error that refuses any link to it."""
+        out: dict[str, dict[tuple[str, str], int] | Exception] = {}
+        found = {k: (int(seq), kind, lt, st) for k, seq, kind, lt, st in tx.rows(
+            "SELECT key, seq, kind, links_to, status FROM ledger_postings"
+            f" WHERE key IN ({batch.marks(len(keys))}) ORDER BY key{tx.for_update}", keys)}
+        ok: dict[int, str] = {}
+        for k in keys:
+            seq, kind, links_to, status = found.get(k, (0, PENDING, None, POSTED))
+            if kind == PENDING:
+                out[k] = UnknownTransaction(f"no posting {k!r}", key=k)
+            elif links_to is not None or kind == REVERSAL:
+                out[k] = InvalidState(f"posting {k!r} is itself a refund or reversal", key=k)
+            elif status == REVERSED:
+                out[k] = AlreadyReversed(f"posting {k!r} was already reversed", key=k)
+            else:
+                ok[seq] = k
+                out[k] = {}
+        if ok:
+            for seq, d, c, a in tx.rows(
+                "SELECT posting_seq, debit, credit, SUM(amount) FROM ledger_transfers"
+                f" WHERE posting_seq IN ({batch.marks(len(ok))}) GROUP BY posting_seq, debit, credit",
+                list(ok),
+            ):
+                out[ok[int(seq)]][(d, c)] = int(a)  # type: ignore[index]
+            for k, d, c, a in tx.rows(
+                "SELECT p.links_to, t.credit, t.debit, SUM(t.amount) FROM ledger_transfers t"
+                " JOIN ledger_postings p ON p.seq = t.posting_seq"
+                f" WHERE p.links_to IN ({batch.marks(len(ok))}) GROUP BY p.links_to, t.credit, t.debit",
+                list(ok.values()),
+            ):
+                left = out[k]
+                assert isinstance(left, dict)
+                left[(d, c)] -= int(a)
+        return out
+
+    # -- one posting at a time (run inside a unit) ---------------------------------------------------
     def _apply(
         self,
         tx: Tx,
@@ -480,86 +600,37 @@ class Ledger:
         created: str,
         rhash: str,
         extra: Callable[[Tx, Posting], None] | None,
-        deltas: dict[str, list[int]] | None = None,
         *,
         checked: bool = False,
     ) -> Posting:
         if links_to is not None:
             if not checked:
-                self._check_refund(tx, links_to, ts)
+                left = self._originals(tx, [links_to])[links_to]
+                err = left if isinstance(left, Exception) else batch.refund_error(links_to, ts, left)
+                if err is not None:
+                    raise err
             tx.execute("UPDATE ledger_postings SET links_to = ? WHERE key = ?", (links_to, key))
-        if deltas is None:
-            deltas = batch.deltas_of(ts)
-        codes = sorted(deltas)
-        cache = self._may_go_negative
-        risky = [c for c in codes if cache.get(c) is not True and deltas[c][0] > deltas[c][1]]
-        if risky:
-            # server store: lock every account in code order (a global lock order), then check;
-            # single-writer store: nothing can interleave, read only the accounts that could overdraw
-            self._check_funds(tx, codes if tx.for_update else risky, deltas)
-        if not batch.apply_totals(tx, deltas):
-            self._check_funds(tx, codes, deltas)  # raises UnknownAccount (cache was stale)
-            raise InvalidState("accounts changed during the posting")  # pragma: no cover
+        deltas = batch.deltas_of(ts)
+        running: dict[str, int] = {}
+        self._guard(tx, deltas, running)
+        err = batch.overdraft(deltas, running, self._may_go_negative)
+        if err is not None:
+            raise err
+        self._move(tx, deltas)
         batch.journal(tx, [(seq, i, t.debit, t.credit, t.amount, t.memo) for i, t in enumerate(ts)])
         posting = Posting(key, kind, ts, links_to, json.loads(payload_json), created, POSTED, rhash)
         if extra is not None:
             extra(tx, posting)
         return posting
 
-    def _check_funds(self, tx: Tx, codes: list[str], deltas: dict[str, list[int]]) -> None:
-        """Lock the accounts (in code order) and refuse unknown ones and overdrafts."""
-        where = "code = ?" if len(codes) == 1 else f"code IN ({','.join('?' * len(codes))}) ORDER BY code"
-        rows = tx.rows(
-            "SELECT code, may_go_negative, credits_posted - debits_posted FROM ledger_accounts"
-            f" WHERE {where}{tx.for_update}",
-            codes,
-        )
-        found = {c: (bool(m), int(b)) for c, m, b in rows}
-        for code in codes:
-            if code not in found:
-                self._may_go_negative.pop(code, None)
-                raise UnknownAccount(f"no account {code!r}", account=code)
-            mgn, bal = found[code]
-            self._may_go_negative[code] = mgn
-            debit, credit = deltas[code]
-            if not mgn and bal - debit + credit < 0:
-                raise InsufficientFunds(
-                    f"account {code!r} has {bal} fen, the posting needs {debit - credit}",
-                    account=code,
-                    balance=bal,
-                    needed=debit - credit,
-                )
-
     def _lock_original(self, tx: Tx, original_key: str) -> tuple[Posting, dict[tuple[str, str], int]]:
         """Lock an original posting for linking; return it and what may still move back per pair."""
-        rows = tx.rows(f"SELECT key FROM ledger_postings WHERE key = ?{tx.for_update}", (original_key,))
-        original = self._load(tx, original_key) if rows else None
-        if original is None or original.kind == PENDING:
-            raise UnknownTransaction(f"no posting {original_key!r}", key=original_key)
-        if original.links_to is not None or original.kind == REVERSAL:
-            raise InvalidState(f"posting {original_key!r} is itself a refund or reversal", key=original_key)
-        if original.status == REVERSED:
-            raise AlreadyReversed(f"posting {original_key!r} was already reversed", key=original_key)
-        total = batch.pair_sums(original.transfers)
-        back = self._refunded(tx, original_key)
-        return original, {p: a - back.get(p, 0) for p, a in total.items()}
-
-    def _check_refund(self, tx: Tx, original_key: str, ts: tuple[Transfer, ...]) -> None:
-        _, remaining = self._lock_original(tx, original_key)
-        for (debit, credit), amount in batch.pair_sums(ts).items():
-            pair = (credit, debit)  # a refund moves money back along a transfer of the original
-            if pair not in remaining:
-                raise InvalidRequest(
-                    f"refund transfer {debit}->{credit} does not reverse any transfer of {original_key!r}",
-                    key=original_key,
-                )
-            if amount > remaining[pair]:
-                raise RefundTooLarge(
-                    f"refund of {amount} fen {debit}->{credit} exceeds the {remaining[pair]} fen refundable",
-                    key=original_key,
-                    refundable=remaining[pair],
-                    requested=amount,
-                )
+        left = self._originals(tx, [original_key])[original_key]
+        if isinstance(left, Exception):
+            raise left
+        original = self._load(tx, original_key)
+        assert original is not None
+        return original, left
 
     @staticmethod
     def _refunded(tx: Tx, original_key: str) -> dict[tuple[str, str], int]:

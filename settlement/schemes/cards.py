@@ -229,6 +229,16 @@ class Cards:
         """In a transaction's unit: refuse unless the card presented (if any) is the person's active card."""
         check_card(tx, person_id, self.clock.today(), card_id=card_id, card_no=card_no)
 
+    def refusals(self, tx: Tx, asks: Sequence[tuple[str, str | None, str | None]]) -> list[SettlementError | None]:
+        """In a batch's unit: for each (person_id, card_id, card_no) presented, why it must be refused (None: it
+        may go on), the rule of `check`; the cards of the whole batch are loaded with one query."""
+        cards = load_cards(tx, self.clock.today(), card_nos=[n for _, _, n in asks if n],
+                           card_ids=[i for _, i, _ in asks if i])
+        by_no = {c.card_no: c for c in cards}
+        by_id = {c.card_id: c for c in cards if c.card_id is not None}
+        return [refusal([c for c in (by_no.get(n or ""), by_id.get((i or "").upper())) if c is not None], p, i, n)
+                for p, i, n in asks]
+
     def adopt(self, tx: Tx, person_id: str, card_no: str) -> None:
         """In add_person's unit: the card number given with a new person becomes its card (identifier unknown),
         unless the person has a card already or the number is another person's."""

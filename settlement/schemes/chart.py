@@ -18,7 +18,9 @@ what an institution is owed, and what a region owes another, run positive.
 
 from __future__ import annotations
 
-from settlement.ledger import AccountKind, Ledger
+from collections.abc import Iterable
+
+from settlement.ledger import AccountKind, Ledger, Tx, marks
 
 FUND_KINDS = {
     "hifp": AccountKind.POOLED_FUND,
@@ -81,6 +83,18 @@ def open_between(ledger: Ledger, creditor: str, debtor: str) -> None:
     """Open the pair of accounts for `debtor` owing `creditor` (idempotent)."""
     ledger.open_account(receivable(creditor, debtor), AccountKind.INTERREGIONAL_RECEIVABLE, region=creditor)
     ledger.open_account(payable(debtor, creditor), AccountKind.INTERREGIONAL_PAYABLE, region=debtor)
+
+
+def ensure_between(ledger: Ledger, tx: Tx, pairs: Iterable[tuple[str, str]]) -> None:
+    """In a unit: open the accounts of each (creditor, debtor) pair that are missing (one query to find them)."""
+    wanted = sorted(set(pairs))
+    if not wanted:
+        return
+    codes = [c for x, y in wanted for c in (receivable(x, y), payable(y, x))]
+    have = {c for (c,) in tx.rows(f"SELECT code FROM ledger_accounts WHERE code IN ({marks(len(codes))})", codes)}
+    for x, y in wanted:
+        if receivable(x, y) not in have or payable(y, x) not in have:
+            open_between(ledger, x, y)
 
 
 def open_institution(ledger: Ledger, code: str, region: str) -> None:

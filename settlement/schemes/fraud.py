@@ -18,7 +18,7 @@ import json
 from typing import Any
 
 from settlement.errors import SettlementError
-from settlement.ledger import Clock, Store, Tx
+from settlement.ledger import Clock, Store, Tx, marks, write_rows
 from settlement.wire import Flag
 
 FLAG_KINDS = ("insured_in_two_regions", "benefit_after_death", "two_institutions_in_window")
@@ -43,8 +43,12 @@ def raise_flag(tx: Tx, flag_id: str, kind: str, person_id: str, at: str, **detai
     return tx.execute(
         "INSERT INTO fraud_flags (flag_id, kind, person_id, raised_at, detail) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (flag_id) DO NOTHING",
-        (flag_id, kind, person_id, at, json.dumps(detail, sort_keys=True, ensure_ascii=False)),
+        (flag_id, kind, person_id, at, _detail(**detail)),
     ) == 1
+
+
+def _detail(**detail: Any) -> str:
+    return json.dumps(detail, sort_keys=True, ensure_ascii=False)
 
 
 class Fraud:
@@ -53,19 +57,31 @@ class Fraud:
     def __init__(self, store: Store, clock: Clock, *, window: dt.timedelta) -> None:
         self.store, self.clock, self.window = store, clock, window
 
-    def check_card_use(self, tx: Tx, person_id: str, institution: str, at: dt.datetime, key: str) -> None:
-        """In a settlement's unit: flag other settlements of the card at another institution in the window."""
-        since = self.clock.stamp(at - self.window)
-        rows = tx.rows(
-            "SELECT key, institution, settled_at FROM med_settlements WHERE person_id = ? AND status = 'settled'"
-            " AND institution <> ? AND settled_at >= ? AND key <> ?",
-            (person_id, institution, since, key),
-        )
-        for other_key, other_inst, other_at in rows:
-            first, second = sorted([other_key, key])
-            raise_flag(tx, f"window:{first}:{second}", "two_institutions_in_window", person_id, self.clock.stamp(at),
-                       settlements=[other_key, key], institutions=[other_inst, institution],
-                       times=[other_at, self.clock.stamp(at)], window_seconds=self.window.total_seconds())
+    def check_card_uses(self, tx: Tx, uses: list[tuple[str, str, str]], at: dt.datetime) -> None:
+        """In a batch of settlements' unit: for each (person, institution, key), in order, flag the person's other
+        settlements at another institution in the window (earlier ones of the batch included)."""
+        if not uses:
+            return
+        pids = sorted({p for p, _, _ in uses})
+        stamp = self.clock.stamp(at)
+        seen: dict[str, list[tuple[str, str, str]]] = {}
+        for pid, key, inst, when in tx.rows(
+            "SELECT person_id, key, institution, settled_at FROM med_settlements WHERE status = 'settled'"
+            f" AND settled_at >= ? AND person_id IN ({marks(len(pids))})", [self.clock.stamp(at - self.window), *pids]
+        ):
+            seen.setdefault(pid, []).append((key, inst, when))
+        flags = []
+        for pid, institution, key in uses:
+            others = seen.setdefault(pid, [])
+            for other_key, other_inst, other_at in others:
+                if other_inst != institution and other_key != key:
+                    first, second = sorted([other_key, key])
+                    flags.append((f"window:{first}:{second}", "two_institutions_in_window", pid, stamp, _detail(
+                        settlements=[other_key, key], institutions=[other_inst, institution], times=[other_at, stamp],
+                        window_seconds=self.window.total_seconds())))
+            others.append((key, institution, stamp))
+        write_rows(tx, "INSERT INTO fraud_flags (flag_id, kind, person_id, raised_at, detail) VALUES ",
+                   "(?, ?, ?, ?, ?)", list({f[0]: f for f in flags}.values()), " ON CONFLICT (flag_id) DO NOTHING")
 
     def check_enrolments(self, tx: Tx, person_id: str) -> str | None:
         """In an enrolment's unit: flag a person active in two or more regions; the id if the flag is new."""

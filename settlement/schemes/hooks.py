@@ -10,6 +10,7 @@ person's active card.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from settlement.errors import SettlementError
@@ -20,8 +21,9 @@ from settlement.wire import Flag, Person
 class FraudChecks(Protocol):
     """Fraud detection, called by the flows (settlement/schemes/fraud.py implements it)."""
 
-    def check_card_use(self, tx: Tx, person_id: str, institution: str, at: dt.datetime, key: str) -> None:
-        """In a settlement's unit: flag settlements of the card at another institution in the window."""
+    def check_card_uses(self, tx: Tx, uses: list[tuple[str, str, str]], at: dt.datetime) -> None:
+        """In a batch of settlements' unit: for each (person, institution, key), flag the person's settlements at
+        another institution in the window."""
 
     def check_enrolments(self, tx: Tx, person_id: str) -> str | None:
         """In an enrolment's unit: flag a person active in two or more regions; the flag id if it is new."""
@@ -52,6 +54,9 @@ class CertificationCheck(Protocol):
     def is_certified(self, tx: Tx, person_id: str, on: dt.date | None = None) -> bool:
         """True if the person's latest passed certification is valid on `on` (default: today)."""
 
+    def certified(self, tx: Tx, person_ids: Iterable[str], on: dt.date | None = None) -> set[str]:
+        """Those of `person_ids` certified on `on` (default: today), with one query."""
+
 
 class CardCheck(Protocol):
     """The card registry, as the other schemes use it (settlement/schemes/cards.py)."""
@@ -59,6 +64,10 @@ class CardCheck(Protocol):
     def check(self, tx: Tx, person_id: str, *, card_id: str | None = None, card_no: str | None = None) -> None:
         """In a transaction's unit: raise the typed refusal unless the card presented (identification code
         and/or number; none: nothing to check) is the person's active card."""
+
+    def refusals(self, tx: Tx, asks: Sequence[tuple[str, str | None, str | None]]) -> list[SettlementError | None]:
+        """In a batch's unit: for each (person_id, card_id, card_no) presented, the typed refusal or None; the
+        batch's cards are read once."""
 
     def adopt(self, tx: Tx, person_id: str, card_no: str) -> None:
         """In add_person's unit: record the card number given with a new person as its card."""

@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Protocol
 
 from settlement.errors import IdempotencyConflict, InvalidRequest, PinCheckUnavailable
-from settlement.ledger import Clock, Store, Tx, request_hash
+from settlement.ledger import Clock, Store, Tx, marks, request_hash
 from settlement.schemes import audit
 from settlement.schemes.hooks import CardCheck, PensionHooks
 from settlement.schemes.records import PinReference, load_person, load_pin_reference
@@ -126,8 +127,17 @@ class CertificationRecords:
         return (row[0][0], row[0][1]) if row else None
 
     def is_certified(self, tx: Tx, person_id: str, on: dt.date | None = None) -> bool:
-        last = self.last_pass(tx, person_id)
-        return last is not None and (on or self.clock.today()) <= self.valid_until(last[0])
+        return person_id in self.certified(tx, [person_id], on)
+
+    def certified(self, tx: Tx, person_ids: Iterable[str], on: dt.date | None = None) -> set[str]:
+        """Those of `person_ids` whose latest passed certification is valid on `on` (default: today); one query."""
+        ids = sorted(set(person_ids))
+        if not ids:
+            return set()
+        day = on or self.clock.today()
+        rows = tx.rows("SELECT person_id, MAX(at) FROM id_certifications WHERE passed = 1"
+                       f" AND person_id IN ({marks(len(ids))}) GROUP BY person_id", ids)
+        return {pid for pid, at in rows if day <= self.valid_until(at)}
 
 
 class Identity:

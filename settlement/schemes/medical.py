@@ -31,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
@@ -39,20 +39,44 @@ from typing import Any
 from settlement.errors import (
     AlreadyReversed,
     DeathReported,
+    Forbidden,
     IdempotencyConflict,
     InvalidRequest,
     InvalidState,
     RefundTooLarge,
+    SettlementError,
+    UnknownAccount,
+    UnknownInstitution,
+    UnknownPerson,
     UnknownTransaction,
     UnknownVisit,
 )
-from settlement.ledger import Clock, Draft, Ledger, Posting, Store, Transfer, Tx, apply_ratio, fen, request_hash
-from settlement.schemes import chart
-from settlement.schemes.accumulators import add_to_accumulators, load_accumulators
+from settlement.ledger import (
+    Clock,
+    Ledger,
+    OneByOne,
+    Retry,
+    Store,
+    Transfer,
+    Tx,
+    apply_ratio,
+    fen,
+    marks,
+    request_hash,
+    write_rows,
+)
+from settlement.schemes import answers, chart
+from settlement.schemes.accumulators import add_to_accumulators, add_to_counters, load_accumulators, load_counters
 from settlement.schemes.breakdown import Split, allocate, split_bill
 from settlement.schemes.hooks import CardCheck, FraudChecks
 from settlement.schemes.policy import CARES, PolicyBook
-from settlement.schemes.records import Institution, load_institution, load_person
+from settlement.schemes.records import (
+    Institution,
+    load_institution,
+    load_institutions,
+    load_person,
+    load_persons,
+)
 from settlement.wire import (
     PARTS,
     Accumulators,
@@ -68,6 +92,7 @@ from settlement.wire import (
     yuan,
 )
 
+Handler = Callable[[Tx, list[Any]], list[Any]]
 FUND_OF_PART = {"hifp_pay": "hifp", "hifob_pay": "hifob", "hifmi_pay": "hifmi", "maf_pay": "maf"}
 
 
@@ -155,11 +180,21 @@ _VISIT_COLS = "mdtrt_id, person_id, institution, treatment_region, level, care, 
 
 
 def _load_visit(tx: Tx, mdtrt_id: str, *, lock: bool = False) -> dict[str, Any]:
-    row = tx.one(f"SELECT {_VISIT_COLS}, register_key, card_no FROM med_visits WHERE mdtrt_id = ?"
-                 f"{tx.for_update if lock else ''}", (mdtrt_id,))
+    row = _load_visits(tx, [mdtrt_id], lock=lock).get(mdtrt_id)
     if row is None:
         raise UnknownVisit(f"no registered visit {mdtrt_id!r}", mdtrt_id=mdtrt_id)
     return row
+
+
+def _load_visits(tx: Tx, mdtrt_ids: Sequence[str], *, lock: bool = False) -> dict[str, dict[str, Any]]:
+    """The visits among `mdtrt_ids`, by id (one query; with `lock`, locked in id order)."""
+    ids = sorted(set(mdtrt_ids))
+    if not ids:
+        return {}
+    cols, rows = tx.fetch(f"SELECT {_VISIT_COLS}, register_key, card_no FROM med_visits"
+                          f" WHERE mdtrt_id IN ({marks(len(ids))}) ORDER BY mdtrt_id{tx.for_update if lock else ''}",
+                          ids)
+    return {r[0]: dict(zip(cols, r, strict=True)) for r in rows}
 
 
 def _visit(row: dict[str, Any], person: Person) -> Visit:
@@ -216,20 +251,73 @@ def _refund_parts(parts: dict[str, int]) -> RefundParts:
     return RefundParts(medfee_sumamt=sum(parts.values()), fund_pay_sumamt=fund, **parts)
 
 
-def _record_reversal(tx: Tx, key: str, setl_id: str, kind: str, institution: str, at: str,
-                     parts: RefundParts) -> None:
-    tx.execute("INSERT INTO med_reversals (key, setl_id, kind, institution, at, medfee_sumamt, fund_pay_sumamt,"
-               " acct_pay, psn_cash_pay) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-               (key, setl_id, kind, institution, at, parts.medfee_sumamt, parts.fund_pay_sumamt, parts.acct_pay,
-                parts.psn_cash_pay))
+def _record_reversals(tx: Tx, rows: list[tuple[str, str, str, str, str, RefundParts]]) -> None:
+    """Keep refunds and voids (key, settlement, kind, institution, time, amounts) for the day book."""
+    write_rows(tx, "INSERT INTO med_reversals (key, setl_id, kind, institution, at, medfee_sumamt, fund_pay_sumamt,"
+               " acct_pay, psn_cash_pay) VALUES ", "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               [(k, s, kind, inst, at, p.medfee_sumamt, p.fund_pay_sumamt, p.acct_pay, p.psn_cash_pay)
+                for k, s, kind, inst, at, p in rows])
 
 
 def mdtrt_id_for(register_key: str) -> str:
     return "MD" + hashlib.blake2b(register_key.encode(), digest_size=10).hexdigest().upper()
 
 
+@dataclass(slots=True)
+class _Register:
+    key: str
+    mdtrt_id: str
+    person_id: str
+    institution: str
+    care: str
+    begntime: dt.date | None
+    day: dt.date
+    card_no: str | None
+    card_id: str | None
+
+
+@dataclass(slots=True)
+class _Settle:
+    key: str
+    mdtrt_id: str
+    lines: list[FeeLine]
+    use_account: bool
+    rhash: str
+    at: str | None  # the institution the request acts for (None: any)
+    card_id: str | None  # the card presented (none: the card the visit was registered with)
+    card_no: str | None
+
+
+@dataclass(slots=True)
+class _Refund:
+    key: str
+    setl_id: str
+    amount: int | None
+    rhash: str
+    at: str | None
+    card_id: str | None  # a refund to the card: the card presented
+    card_no: str | None
+
+
+_VISIT_INSERT = ("INSERT INTO med_visits (mdtrt_id, register_key, person_id, institution, treatment_region, level,"
+                 " care, begntime, card_no, status, created_at) VALUES ")
+_SETTLEMENT_INSERT = ("INSERT INTO med_settlements (key, status, mdtrt_id, person_id, institution, year, care,"
+                      " settled_at, remaining) VALUES ")
+
+
 class Medical:
-    """The medical flows: visits and their settlements, refunds and voids."""
+    """The medical flows: visits and their settlements, refunds and voids.
+
+    Registrations, settlements and refunds are batched: `register_job` / `settle_job` / `refund_job` check a
+    request in the caller's thread and return `(handler, item)` for the store (`store.run_batched(*job)`, or
+    `await store.submit(*job)` in an event loop; `register()`, `settle()` and `refund()` do the former). The
+    store hands the handler the items of every concurrent caller at once, and the handler decides them
+    set-based: the visits, persons (locked on a server), institutions, accumulators and personal-account
+    balances of the whole batch are read with one query each, each patient's split is computed in Python
+    against running totals (two visits of one person in a batch see each other, in arrival order), and
+    everything is written with multi-row statements in the store's one transaction. A refused request
+    gets its typed error and writes nothing (a refusal for a reported death leaves its fraud flag).
+    """
 
     def __init__(self, store: Store, ledger: Ledger, policies: PolicyBook, clock: Clock, *,
                  fraud: FraudChecks, cards: CardCheck) -> None:
@@ -250,38 +338,67 @@ class Medical:
     ) -> Visit:
         """Register a visit (idempotent on `key`; the same key with other details is IdempotencyConflict). The
         card presented (`card_no`, `card_id`: as read from it) must be the person's active card."""
+        return self.store.run_batched(*self.register_job(  # type: ignore[no-any-return]
+            key, person_id, institution, care, begntime=begntime, card_no=card_no, card_id=card_id))
+
+    def register_job(self, key: str, person_id: str, institution: str, care: str, *, begntime: dt.date | None = None,
+                     card_no: str | None = None, card_id: str | None = None) -> tuple[Handler, _Register]:
+        """`register` as a job for the store (see the class docstring)."""
         if care not in CARES:
             raise InvalidRequest(f"unknown kind of care {care!r}; use outpatient or inpatient", care=care)
-        day = begntime or self.clock.today()
-        mdtrt_id = mdtrt_id_for(key)
+        return self._register_many, _Register(key, mdtrt_id_for(key), person_id, institution, care, begntime,
+                                              begntime or self.clock.today(), card_no, card_id)
 
-        def unit(tx: Tx) -> Visit:
-            person = load_person(tx, person_id)
-            inst = load_institution(tx, institution)
-            _check_alive(person, day)
-            self.cards.check(tx, person_id, card_id=card_id, card_no=card_no)
-            self.policies.get(person.region, day).scheme(person.category, care)  # UnknownPolicy early
-            if tx.execute(
-                "INSERT INTO med_visits (mdtrt_id, register_key, person_id, institution, treatment_region, level,"
-                " care, begntime, card_no, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'registered', ?)"
-                " ON CONFLICT (mdtrt_id) DO NOTHING",
-                (mdtrt_id, key, person_id, inst.code, inst.region, inst.level, care, day.isoformat(), card_no,
-                 self.clock.stamp()),
-            ) and tx.one("SELECT 1 FROM med_cancelled_visits WHERE mdtrt_id = ?", (mdtrt_id,)):
-                raise AlreadyReversed(f"visit {mdtrt_id} registered under {key} was cancelled; register again "
-                                      "with a new serial number", key=key, mdtrt_id=mdtrt_id)
-            row = _load_visit(tx, mdtrt_id)
-            if (row["register_key"], row["person_id"], row["institution"], row["care"], row["card_no"]) != (
-                key, person_id, institution, care, card_no
-            ) or (begntime is not None and row["begntime"] != begntime.isoformat()):
-                raise IdempotencyConflict(f"key {key!r} registered a different visit", key=key)
-            return _visit(row, person)
-
-        try:
-            return self.store.run(unit)
-        except DeathReported as e:
-            self.fraud.record_death_attempt(f"register {key}", e)
-            raise
+    def _register_many(self, tx: Tx, items: list[_Register]) -> list[Visit | Exception]:
+        if len({it.key for it in items}) != len(items):
+            raise OneByOne("the same key twice in one batch")
+        persons = load_persons(tx, [it.person_id for it in items])
+        insts = load_institutions(tx, [it.institution for it in items])
+        ids = [it.mdtrt_id for it in items]
+        cancelled = {m for (m,) in tx.rows("SELECT mdtrt_id FROM med_cancelled_visits"
+                                            f" WHERE mdtrt_id IN ({marks(len(ids))})", ids)}
+        results: list[Visit | Exception | None] = [None] * len(items)
+        rows = []
+        stamp = self.clock.stamp()
+        cards = self.cards.refusals(tx, [(it.person_id, it.card_id, it.card_no) for it in items])
+        for i, it in enumerate(items):
+            try:
+                person = persons.get(it.person_id)
+                if person is None:
+                    raise UnknownPerson(f"no insured person {it.person_id!r}", person_id=it.person_id)
+                inst = insts.get(it.institution)
+                if inst is None:
+                    raise UnknownInstitution(f"no designated institution {it.institution!r}",
+                                             institution=it.institution)
+                _check_alive(person, it.day)
+                if cards[i] is not None:
+                    raise cards[i]  # type: ignore[misc]
+                self.policies.get(person.region, it.day).scheme(person.category, it.care)  # UnknownPolicy early
+                if it.mdtrt_id in cancelled:
+                    raise AlreadyReversed(f"visit {it.mdtrt_id} registered under {it.key} was cancelled; register "
+                                          "again with a new serial number", key=it.key, mdtrt_id=it.mdtrt_id)
+            except DeathReported as e:
+                self.fraud.record_death_attempt(f"register {it.key}", e)
+                results[i] = e
+                continue
+            except SettlementError as e:
+                results[i] = e
+                continue
+            rows.append((it.mdtrt_id, it.key, it.person_id, inst.code, inst.region, inst.level, it.care,
+                         it.day.isoformat(), it.card_no, stamp))
+        write_rows(tx, _VISIT_INSERT, "(?, ?, ?, ?, ?, ?, ?, ?, ?, 'registered', ?)", rows,
+                   " ON CONFLICT (mdtrt_id) DO NOTHING")
+        visits = _load_visits(tx, [r[0] for r in rows])
+        for i, it in enumerate(items):
+            if results[i] is None:
+                row = visits[it.mdtrt_id]
+                if (row["register_key"], row["person_id"], row["institution"], row["care"], row["card_no"]) != (
+                    it.key, it.person_id, it.institution, it.care, it.card_no
+                ) or (it.begntime is not None and row["begntime"] != it.begntime.isoformat()):
+                    results[i] = IdempotencyConflict(f"key {it.key!r} registered a different visit", key=it.key)
+                else:
+                    results[i] = _visit(row, persons[it.person_id])
+        return results  # type: ignore[return-value]
 
     def cancel_visit(self, key: str, mdtrt_id: str) -> None:
         """Cancel a registered visit that holds no settlement (2202 / 2404; void a settlement first).
@@ -309,25 +426,15 @@ class Medical:
         return self.store.read(lambda tx: load_visit(tx, mdtrt_id))
 
     # -- pre-settle and settle -----------------------------------------------------------------------
-    def _compute(
-        self, tx: Tx, mdtrt_id: str, lines: list[FeeLine], use_account: bool, *, lock: bool,
-        balance: int | None = None,
-    ) -> tuple[dict[str, Any], Person, Institution, int, Split]:
-        """Load the visit and person (locked when settling) and split the bill on today's accumulators."""
-        row = _load_visit(tx, mdtrt_id, lock=lock)
-        person = load_person(tx, row["person_id"], lock=lock)
-        inst = load_institution(tx, row["institution"])
+    def _split(self, row: dict[str, Any], person: Person, inst: Institution, lines: list[FeeLine], use_account: bool,
+               acc: Accumulators, balance: int) -> Split:
+        """The split of a visit's bill (the person alive on the visit day; the insured region's policy)."""
         day = dt.date.fromisoformat(row["begntime"])
         _check_alive(person, day)
         policy = self.policies.get(person.region, day)
-        year = self.clock.today().year
-        acc = load_accumulators(tx, person.person_id, year)
-        if balance is None:  # inside a write unit the ledger reads through the same transaction
-            balance = self.ledger.balance(chart.personal_account(person.person_id))
-        split = split_bill(policy, category=person.category, care=row["care"], level=row["level"], lines=lines,
-                           acc=acc, assistance_class=person.assistance_class, account_balance=balance,
-                           use_account=use_account, catalogue=self.policies.get(inst.region, day))
-        return row, person, inst, year, split
+        return split_bill(policy, category=person.category, care=row["care"], level=row["level"], lines=lines,
+                          acc=acc, assistance_class=person.assistance_class, account_balance=balance,
+                          use_account=use_account, catalogue=self.policies.get(inst.region, day))
 
     def presettle(self, mdtrt_id: str, lines: Sequence[FeeLine], *, use_account: bool = True) -> PreSettlement:
         """Compute the split as a settlement now would (2206). Posts and changes nothing."""
@@ -335,116 +442,226 @@ class Medical:
         balance = self.ledger.balance(chart.personal_account(self.visit(mdtrt_id).person_id))
 
         def q(tx: Tx) -> PreSettlement:
-            _, person, inst, _, split = self._compute(tx, mdtrt_id, lines, use_account, lock=False, balance=balance)
+            row = _load_visit(tx, mdtrt_id)
+            person = load_person(tx, row["person_id"])
+            inst = load_institution(tx, row["institution"])
+            acc = load_accumulators(tx, person.person_id, self.clock.today().year)
+            split = self._split(row, person, inst, lines, use_account, acc, balance)
             return PreSettlement(mdtrt_id=mdtrt_id, person_id=person.person_id, insured_region=person.region,
                                  treatment_region=inst.region, breakdown=split.breakdown)
 
         return self.store.read(q)
 
     def settle(self, key: str, mdtrt_id: str, lines: Sequence[FeeLine], *, use_account: bool = True,
-               card_id: str | None = None, card_no: str | None = None) -> Settlement:
+               at_institution: str | None = None, card_id: str | None = None,
+               card_no: str | None = None) -> Settlement:
         """Settle a registered visit (2207): post the split, update the accumulators, mark the visit settled.
         The card presented (or, when none is, the card the visit was registered with) must be the person's
         active card: a card reported lost since the registration settles nothing.
 
-        Idempotent on `key`: a repeat returns the first Settlement (replayed=True)."""
+        Idempotent on `key`: a repeat returns the first Settlement (replayed=True). `at_institution`: the
+        institution the request acts for; a visit of another institution is FORBIDDEN."""
+        return self.store.run_batched(*self.settle_job(  # type: ignore[no-any-return]
+            key, mdtrt_id, lines, use_account=use_account, at_institution=at_institution, card_id=card_id,
+            card_no=card_no))
+
+    def settle_job(self, key: str, mdtrt_id: str, lines: Sequence[FeeLine], *, use_account: bool = True,
+                   at_institution: str | None = None, card_id: str | None = None,
+                   card_no: str | None = None) -> tuple[Handler, _Settle]:
+        """`settle` as a job for the store (see the class docstring)."""
         lines = _lines(lines)
         rhash = request_hash("medical.settle", [mdtrt_id, [[ln.cls, ln.amount, ln.over_limit] for ln in lines],
                                                 use_account])
+        return self._settle_many, _Settle(key, mdtrt_id, lines, use_account, rhash, at_institution, card_id,
+                                          card_no)
 
-        def build(tx: Tx) -> Draft:
-            row, person, inst, year, split = self._compute(tx, mdtrt_id, lines, use_account, lock=True)
-            shown = card_id is not None or card_no is not None
-            self.cards.check(tx, person.person_id, card_id=card_id, card_no=card_no if shown else row["card_no"])
-            now = self.clock.now()
-            if tx.execute("INSERT INTO med_settlements (key, status) VALUES (?, 'settled')"
-                          " ON CONFLICT (key) DO NOTHING", (key,)) == 0:
-                raise AlreadyReversed(
-                    f"settlement {key} was voided by its terminal before it arrived; settle again with a new "
-                    "serial number", key=key)
-            if row["status"] != "registered":
-                raise InvalidState(f"visit {mdtrt_id} is already settled under {row['settle_key']}; "
-                                   "void or refund that settlement first", mdtrt_id=mdtrt_id,
-                                   settle_key=row["settle_key"])
-            b = split.breakdown
-            parts = {p: getattr(b, p) for p in PARTS}
+    def _settle_many(self, tx: Tx, items: list[_Settle]) -> list[Settlement | Exception]:
+        results, todo = answers.repeats(self.ledger, tx, items, Settlement, "medical.settle")
+        if not todo:
+            return results
+        its = [items[i] for i in todo]
+        visits = _load_visits(tx, [it.mdtrt_id for it in its])
+        persons = load_persons(tx, [v["person_id"] for v in visits.values()], lock=True)
+        if tx.for_update and visits:  # again, locked, under the persons' locks: a void, settlement or cancellation
+            visits = _load_visits(tx, list(visits), lock=True)  # may have committed since
+        insts = load_institutions(tx, [v["institution"] for v in visits.values()])
+        now = self.clock.now()
+        stamp, year = self.clock.stamp(now), self.clock.today(now).year
+        voided = {k for (k,) in tx.rows(f"SELECT key FROM med_settlements WHERE key IN ({marks(len(its))})",
+                                        [it.key for it in its])}
+        counters = load_counters(tx, persons, year)
+        locked = self.ledger.guarded_balances(tx, [chart.personal_account(p) for p in persons])
+        balances = dict(locked)
+        found = [(it, visits[it.mdtrt_id]) for it in its if it.mdtrt_id in visits]
+        card_refusal = dict(zip([it.key for it, _ in found], self.cards.refusals(tx, [
+            (row["person_id"], it.card_id, it.card_no if it.card_id is not None or it.card_no is not None
+             else row["card_no"]) for it, row in found]), strict=True))
+        status = {m: v["status"] for m, v in visits.items()}
+        settled = {m: v["settle_key"] for m, v in visits.items()}
+        reqs, rows, uses = [], [], []
+        deltas: dict[tuple[str, int, str], int] = {}
+        between: set[tuple[str, str]] = set()
+        for i, it in zip(todo, its, strict=True):
+            try:
+                row = visits.get(it.mdtrt_id)
+                if row is None:
+                    raise UnknownVisit(f"no registered visit {it.mdtrt_id!r}", mdtrt_id=it.mdtrt_id)
+                if it.at is not None and row["institution"] != it.at:
+                    raise Forbidden(f"visit {it.mdtrt_id} is at institution {row['institution']}, not {it.at}",
+                                    mdtrt_id=it.mdtrt_id, institution=it.at)
+                pid = row["person_id"]
+                person = persons.get(pid)
+                if person is None:
+                    raise UnknownPerson(f"no insured person {pid!r}", person_id=pid)
+                inst = insts.get(row["institution"])
+                if inst is None:
+                    raise UnknownInstitution(f"no designated institution {row['institution']!r}",
+                                             institution=row["institution"])
+                account = chart.personal_account(pid)
+                if account not in balances:
+                    raise UnknownAccount(f"no account {account!r}", account=account)
+                a = Accumulators.from_counters(year, counters.setdefault(pid, {}))
+                split = self._split(row, person, inst, it.lines, it.use_account, a, balances[account])
+                if card_refusal[it.key] is not None:
+                    raise card_refusal[it.key]  # type: ignore[misc]
+                if it.key in voided:
+                    raise AlreadyReversed(f"settlement {it.key} was voided by its terminal before it arrived; settle "
+                                          "again with a new serial number", key=it.key)
+                if status[it.mdtrt_id] != "registered":
+                    raise InvalidState(f"visit {it.mdtrt_id} is already settled under {settled[it.mdtrt_id]}; void or "
+                                       "refund that settlement first", mdtrt_id=it.mdtrt_id,
+                                       settle_key=settled[it.mdtrt_id])
+                b = split.breakdown
+                parts = {p: getattr(b, p) for p in PARTS}
+                result = Settlement(setl_id=it.key, mdtrt_id=it.mdtrt_id, person_id=pid, institution=inst.code,
+                                    insured_region=person.region, treatment_region=inst.region,
+                                    cross_region=person.region != inst.region, setl_time=stamp, year=year,
+                                    breakdown=b)
+                reqs.append(self.ledger.request(it.key, "medical.settle", _transfers(parts, person, inst),
+                                                payload_json=answers.payload(result),
+                                                request_hash=it.rhash))
+            except DeathReported as e:
+                self.fraud.record_death_attempt(f"settle {it.key} of visit {it.mdtrt_id}", e)
+                results[i] = e
+                continue
+            except SettlementError as e:
+                results[i] = e
+                continue
+            results[i] = result
+            status[it.mdtrt_id], settled[it.mdtrt_id] = "settled", it.key
+            balances[account] -= b.acct_pay
+            counted = {c: v for c, v in split.deltas.items() if v}
+            mine = counters[pid]
+            for c, v in counted.items():
+                mine[c] = mine.get(c, 0) + v
+                deltas[(pid, year, c)] = deltas.get((pid, year, c), 0) + v
+            rows.append((it.key, it.mdtrt_id, pid, inst.code, year, row["care"], stamp,
+                         json.dumps({"bill": b.medfee_sumamt, "parts": parts, "counters": counted})))
+            uses.append((pid, inst.code, it.key))
             if person.region != inst.region:
-                chart.open_between(self.ledger, inst.region, person.region)
-            add_to_accumulators(tx, person.person_id, year, split.deltas)
-            remaining = {"bill": b.medfee_sumamt, "parts": parts,
-                         "counters": {c: v for c, v in split.deltas.items() if v}}
-            tx.execute(
-                "UPDATE med_settlements SET mdtrt_id = ?, person_id = ?, institution = ?, year = ?, care = ?,"
-                " settled_at = ?, remaining = ? WHERE key = ?",
-                (mdtrt_id, person.person_id, inst.code, year, row["care"], self.clock.stamp(now), json.dumps(remaining),
-                 key),
-            )
-            tx.execute("UPDATE med_visits SET status = 'settled', settle_key = ? WHERE mdtrt_id = ?", (key, mdtrt_id))
-            self.fraud.check_card_use(tx, person.person_id, inst.code, now, key)
-            result = Settlement(
-                setl_id=key, mdtrt_id=mdtrt_id, person_id=person.person_id, institution=inst.code,
-                insured_region=person.region, treatment_region=inst.region,
-                cross_region=person.region != inst.region, setl_time=self.clock.stamp(now), year=year, breakdown=b,
-            )
-            return Draft("medical.settle", _transfers(parts, person, inst),
-                         payload={"result": result.model_dump(mode="json")})
-
-        try:
-            posting = self.ledger.post_with(key, build, request_hash=rhash)
-        except DeathReported as e:
-            self.fraud.record_death_attempt(f"settle {key} of visit {mdtrt_id}", e)
-            raise
-        return self._result(posting, Settlement, "medical.settle")
-
-    @staticmethod
-    def _result(posting: Posting, model: type[Any], kind: str) -> Any:
-        if posting.kind != kind or "result" not in posting.payload:
-            raise IdempotencyConflict(f"key {posting.key!r} was used for a {posting.kind}", key=posting.key)
-        return model.model_validate({**posting.payload["result"], "replayed": posting.replayed})
-
-    def _lock_settlement(self, tx: Tx, setl_id: str) -> dict[str, Any]:
-        row = tx.one(f"SELECT key, status, mdtrt_id, person_id, institution, year, care, void_key, remaining"
-                     f" FROM med_settlements WHERE key = ?{tx.for_update}", (setl_id,))
-        if row is None or row["status"] == "void_before_arrival":
-            raise UnknownTransaction(f"no settlement {setl_id!r}", key=setl_id)
-        return row
+                between.add((inst.region, person.region))
+        if not reqs:
+            return results
+        chart.ensure_between(self.ledger, tx, between)
+        self.ledger.post_decided(tx, reqs, locked=locked)
+        if write_rows(tx, _SETTLEMENT_INSERT, "(?, 'settled', ?, ?, ?, ?, ?, ?, ?)", rows,
+                      " ON CONFLICT (key) DO NOTHING") != len(rows):
+            raise Retry("a void of one of these settlements arrived meanwhile")
+        if write_rows(tx, "UPDATE med_visits SET status = 'settled', settle_key = v.column2 FROM (VALUES ", "(?, ?)",
+                      [(r[1], r[0]) for r in rows], ") AS v WHERE mdtrt_id = v.column1") != len(rows):
+            raise Retry("a visit was cancelled meanwhile")
+        add_to_counters(tx, deltas)
+        self.fraud.check_card_uses(tx, uses, now)
+        return results
 
     # -- refund ----------------------------------------------------------------------------------------
-    def refund(self, key: str, setl_id: str, amount: int | None = None, *, card_id: str | None = None,
-               card_no: str | None = None) -> Refund:
+    def refund(self, key: str, setl_id: str, amount: int | None = None, *, at_institution: str | None = None,
+               card_id: str | None = None, card_no: str | None = None) -> Refund:
         """Refund `amount` fen of settlement `setl_id` (all that is left when None), linked to it. A card
-        presented (a refund to the card) must be the person's active card."""
+        presented (a refund to the card) must be the person's active card. `at_institution`: the institution
+        the request acts for; a settlement of another one is FORBIDDEN."""
+        return self.store.run_batched(*self.refund_job(  # type: ignore[no-any-return]
+            key, setl_id, amount, at_institution=at_institution, card_id=card_id, card_no=card_no))
+
+    def refund_job(self, key: str, setl_id: str, amount: int | None = None, *, at_institution: str | None = None,
+                   card_id: str | None = None, card_no: str | None = None) -> tuple[Handler, _Refund]:
+        """`refund` as a job for the store (see the class docstring)."""
         if amount is not None:
             fen(amount, allow_zero=False, field="amount")
-        rhash = request_hash("medical.refund", [setl_id, amount])
+        return self._refund_many, _Refund(key, setl_id, amount, request_hash("medical.refund", [setl_id, amount]),
+                                          at_institution, card_id, card_no)
 
-        def build(tx: Tx) -> Draft:
-            row = self._lock_settlement(tx, setl_id)
-            if row["status"] == "voided":
-                raise AlreadyReversed(f"settlement {setl_id} was voided by {row['void_key']}", key=setl_id)
-            person = load_person(tx, row["person_id"], lock=True)
-            self.cards.check(tx, person.person_id, card_id=card_id, card_no=card_no)
-            inst = load_institution(tx, row["institution"])
-            rem = json.loads(row["remaining"])
-            left = rem["bill"]
-            want = left if amount is None else amount
-            if want > left or want == 0:
-                raise RefundTooLarge(
-                    f"refund of {yuan(want)} yuan exceeds the {yuan(left)} yuan of settlement {setl_id} "
-                    "not yet refunded", key=setl_id, refundable=left, requested=want)
-            parts = allocate(want, {p: rem["parts"][p] for p in PARTS})
-            back = self._rollback(rem, parts, want)
-            add_to_accumulators(tx, person.person_id, row["year"], {c: -v for c, v in back.items()})
-            rem["bill"] -= want
-            rem["parts"] = {p: rem["parts"][p] - parts[p] for p in PARTS}
-            rem["counters"] = {c: v - back.get(c, 0) for c, v in rem["counters"].items() if v - back.get(c, 0)}
-            tx.execute("UPDATE med_settlements SET remaining = ? WHERE key = ?", (json.dumps(rem), setl_id))
-            result = Refund(refund_key=key, setl_id=setl_id, refund=_refund_parts(parts), refundable_after=rem["bill"])
-            _record_reversal(tx, key, setl_id, "refund", inst.code, self.clock.stamp(), result.refund)
-            return Draft("medical.refund", _transfers(parts, person, inst, back=True), links_to=setl_id,
-                         payload={"result": result.model_dump(mode="json")})
-
-        return self._result(self.ledger.post_with(key, build, request_hash=rhash), Refund, "medical.refund")
+    def _refund_many(self, tx: Tx, items: list[_Refund]) -> list[Refund | Exception]:
+        results, todo = answers.repeats(self.ledger, tx, items, Refund, "medical.refund")
+        if not todo:
+            return results
+        its = [items[i] for i in todo]
+        ids = sorted({it.setl_id for it in its})
+        cols, found = tx.fetch("SELECT key, status, mdtrt_id, person_id, institution, year, care, void_key, remaining"
+                               f" FROM med_settlements WHERE key IN ({marks(len(ids))}) ORDER BY key{tx.for_update}",
+                               ids)
+        rows = {r[0]: dict(zip(cols, r, strict=True)) for r in found}
+        persons = load_persons(tx, [r["person_id"] for r in rows.values() if r["person_id"]], lock=True)
+        insts = load_institutions(tx, [r["institution"] for r in rows.values() if r["institution"]])
+        rems = {k: json.loads(r["remaining"]) for k, r in rows.items() if r["remaining"]}
+        cards = self.cards.refusals(tx, [(rows[it.setl_id]["person_id"] or "" if it.setl_id in rows else "",
+                                          it.card_id, it.card_no) for it in its])
+        reqs, changed, reversals = [], set(), []
+        deltas: dict[tuple[str, int, str], int] = {}
+        stamp = self.clock.stamp()
+        for n, (i, it) in enumerate(zip(todo, its, strict=True)):
+            try:
+                row = rows.get(it.setl_id)
+                if row is None or row["status"] == "void_before_arrival":
+                    raise UnknownTransaction(f"no settlement {it.setl_id!r}", key=it.setl_id)
+                if it.at is not None and row["institution"] != it.at:
+                    raise Forbidden(f"settlement {it.setl_id} was made at institution {row['institution']}, "
+                                    f"not {it.at}", key=it.setl_id, institution=it.at)
+                if row["status"] == "voided":
+                    raise AlreadyReversed(f"settlement {it.setl_id} was voided by {row['void_key']}", key=it.setl_id)
+                person = persons.get(row["person_id"])
+                if person is None:
+                    raise UnknownPerson(f"no insured person {row['person_id']!r}", person_id=row["person_id"])
+                if cards[n] is not None:
+                    raise cards[n]  # type: ignore[misc]
+                inst = insts.get(row["institution"])
+                if inst is None:
+                    raise UnknownInstitution(f"no designated institution {row['institution']!r}",
+                                             institution=row["institution"])
+                rem = rems[it.setl_id]
+                left = rem["bill"]
+                want = left if it.amount is None else it.amount
+                if want > left or want == 0:
+                    raise RefundTooLarge(
+                        f"refund of {yuan(want)} yuan exceeds the {yuan(left)} yuan of settlement {it.setl_id} "
+                        "not yet refunded", key=it.setl_id, refundable=left, requested=want)
+                parts = allocate(want, {p: rem["parts"][p] for p in PARTS})
+                back = self._rollback(rem, parts, want)
+                after = {"bill": left - want, "parts": {p: rem["parts"][p] - parts[p] for p in PARTS},
+                         "counters": {c: v - back.get(c, 0) for c, v in rem["counters"].items() if v - back.get(c, 0)}}
+                result = Refund(refund_key=it.key, setl_id=it.setl_id, refund=_refund_parts(parts),
+                                refundable_after=after["bill"])
+                reqs.append(self.ledger.request(it.key, "medical.refund", _transfers(parts, person, inst, back=True),
+                                                links_to=it.setl_id, payload_json=answers.payload(result),
+                                                request_hash=it.rhash))
+            except SettlementError as e:
+                results[i] = e
+                continue
+            results[i] = result
+            rems[it.setl_id] = after
+            changed.add(it.setl_id)
+            reversals.append((it.key, it.setl_id, "refund", inst.code, stamp, result.refund))
+            for c, v in back.items():
+                k = (person.person_id, row["year"], c)
+                deltas[k] = deltas.get(k, 0) - v
+        if not reqs:
+            return results
+        self.ledger.post_decided(tx, reqs)
+        write_rows(tx, "UPDATE med_settlements SET remaining = v.column2 FROM (VALUES ", "(?, ?)",
+                   [(k, json.dumps(rems[k])) for k in sorted(changed)], ") AS v WHERE key = v.column1")
+        add_to_counters(tx, deltas)
+        _record_reversals(tx, reversals)
+        return results
 
     @staticmethod
     def _rollback(rem: dict[str, Any], parts: dict[str, int], amount: int) -> dict[str, int]:
@@ -490,17 +707,17 @@ class Medical:
                     return Void(void_key=key, setl_id=setl_id, status="voided_before_arrival", replayed=True)
                 first = self.ledger.get(key)
                 assert first is not None
-                return self._result(replace(first, replayed=True), Void, "reversal")
+                return answers.replay(replace(first, replayed=True), Void, "reversal")
             person = load_person(tx, row["person_id"], lock=True)
             rem = json.loads(row["remaining"])
             result = Void(void_key=key, setl_id=setl_id, status="voided",
                           reversed=_refund_parts({p: rem["parts"][p] for p in PARTS}))
             posting = self.ledger.reverse(key, setl_id, payload={"result": result.model_dump(mode="json")})
             if posting.replayed:  # the key reversed this settlement before, in a unit that also did the rest
-                return self._result(posting, Void, "reversal")
+                return answers.replay(posting, Void, "reversal")
             add_to_accumulators(tx, person.person_id, row["year"], {c: -v for c, v in rem["counters"].items()})
             assert result.reversed is not None
-            _record_reversal(tx, key, setl_id, "void", row["institution"], posting.created_at, result.reversed)
+            _record_reversals(tx, [(key, setl_id, "void", row["institution"], posting.created_at, result.reversed)])
             tx.execute("UPDATE med_settlements SET status = 'voided', void_key = ?, remaining = ? WHERE key = ?",
                        (key, json.dumps({"bill": 0, "parts": dict.fromkeys(PARTS, 0), "counters": {}}), setl_id))
             tx.execute("UPDATE med_visits SET status = 'registered', settle_key = NULL WHERE mdtrt_id = ?",

@@ -22,6 +22,8 @@ Benefit status codes (as on the card): 1 normal, 2 suspended, 3 terminated, 4 aw
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from settlement.errors import (
@@ -33,12 +35,16 @@ from settlement.errors import (
     InvalidRequest,
     InvalidState,
     NotCertified,
+    SettlementError,
+    UnknownAccount,
+    UnknownInstitution,
+    UnknownPerson,
 )
-from settlement.ledger import Clock, Draft, Ledger, Store, Transfer, Tx, fen, request_hash
-from settlement.schemes import audit, chart
+from settlement.ledger import Clock, Ledger, Store, Transfer, Tx, fen, marks, request_hash, write_rows
+from settlement.schemes import answers, audit, chart
 from settlement.schemes.hooks import CardCheck, CertificationCheck, FraudChecks
 from settlement.schemes.policy import PolicyBook
-from settlement.schemes.records import load_institution, load_person
+from settlement.schemes.records import load_institutions, load_person, load_persons
 from settlement.wire import Collection, CollectionVoid, IssueBatch, Pensioner, Person, yuan
 
 STATUS = {1: "normal", 2: "suspended", 3: "terminated", 4: "awaiting review"}
@@ -84,11 +90,24 @@ def schema(dialect: str) -> list[str]:
     ]
 
 
-def _one_at_a_time(tx: Tx, collection_key: str) -> None:
+def _one_at_a_time(tx: Tx, collection_keys: list[str]) -> None:
     """Serialise a collection and a void of it on a server store (a void may race with its late collection;
-    on SQLite the single writer already does)."""
+    on SQLite the single writer already does). Keys are locked in the order given: sort them."""
     if tx.dialect == "postgres":
-        tx.value("SELECT pg_advisory_xact_lock(hashtextextended(?, 7))", (collection_key,))
+        tx.rows("SELECT pg_advisory_xact_lock(hashtextextended(k, 7)) FROM unnest(?::text[]) AS k",
+                (collection_keys,))
+
+
+@dataclass(slots=True)
+class _Collect:
+    key: str
+    person_id: str
+    amount: int
+    institution: str
+    actor: str
+    rhash: str
+    card_id: str | None
+    card_no: str | None
 
 
 def _month(month: str) -> str:
@@ -189,14 +208,6 @@ class Pensions:
             return 1
         return int(row["status"])
 
-    def _suspend_lapsed(self, person_id: str, actor: str) -> None:
-        def unit(tx: Tx) -> None:
-            row = self._load(tx, person_id, lock=True)
-            if row is not None and row["status"] == 1 and not self.certified.is_certified(tx, person_id):
-                self._set_status(tx, person_id, 2, LAPSED, actor=actor)
-
-        self.store.run(unit)
-
     # -- issuance ------------------------------------------------------------------------------------------
     def issue_month(self, region: str, month: str, *, actor: str = "batch") -> IssueBatch:
         """Issue `month`'s entitlements to the region's pensioners; idempotent per person and month."""
@@ -241,67 +252,115 @@ class Pensions:
                 card_id: str | None = None, card_no: str | None = None) -> Collection:
         """Pay `amount` fen of the pension out at `institution`'s counter (idempotent on `key`); the card
         presented must be the person's active card."""
+        return self.store.run_batched(*self.collect_job(  # type: ignore[no-any-return]
+            key, person_id, amount, institution, actor=actor, card_id=card_id, card_no=card_no))
+
+    def collect_job(self, key: str, person_id: str, amount: int, institution: str, *, actor: str = "",
+                    card_id: str | None = None, card_no: str | None = None
+                    ) -> tuple[Callable[[Tx, list[Any]], list[Any]], _Collect]:
+        """`collect` as a job for the store: `store.run_batched(*job)`, or `await store.submit(*job)` in an
+        event loop. Concurrent collections are decided together, set-based (as medical settlements are)."""
         fen(amount, allow_zero=False, field="amount")
-        rhash = request_hash("pension.collect", [person_id, amount, institution])
+        return self._collect_many, _Collect(key, person_id, amount, institution, actor,
+                                            request_hash("pension.collect", [person_id, amount, institution]),
+                                            card_id, card_no)
 
-        def build(tx: Tx) -> Draft:
-            _one_at_a_time(tx, key)
-            tomb = tx.value("SELECT void_key FROM pen_voids WHERE collection_key = ?", (key,))
-            if tomb is not None:
-                raise AlreadyReversed(f"collection {key} was voided by {tomb} before it arrived; nothing was paid",
-                                      key=key, void_key=tomb)
-            person = load_person(tx, person_id, lock=True)
-            self.cards.check(tx, person_id, card_id=card_id, card_no=card_no)
-            today = self.clock.today()
-            if person.death_date is not None and person.death_date < today:
-                raise DeathReported(f"{person.name} ({person_id}) was reported dead on {person.death_date}; "
-                                    "the pension cannot be collected", person_id=person_id,
-                                    death_date=person.death_date.isoformat())
-            row = self._load(tx, person_id, lock=True)
-            if row is None:
-                raise InvalidState(f"{person.name} ({person_id}) is not a pensioner", person_id=person_id)
-            if row["status"] != 1:
-                raise BenefitSuspended(
-                    f"the pension of {person.name} is {STATUS[row['status']]}"
-                    + (f" ({row['reason'].replace('_', ' ')})" if row["reason"] else ""),
-                    person_id=person_id, status=row["status"], reason=row["reason"])
-            if not self.certified.is_certified(tx, person_id, today):
-                raise NotCertified(f"{person.name} has no eligibility certification in the last 12 months; "
-                                   "certify first (card and PIN, face, or assisted)", person_id=person_id)
-            inst = load_institution(tx, institution)
-            account = chart.pensioner_account(person_id)
-            balance = self.ledger.balance(account)
-            if balance < amount:
-                raise InsufficientFunds(f"the pension account of {person.name} holds {yuan(balance)} yuan; "
-                                        f"cannot pay out {yuan(amount)}", account=account, balance=balance,
-                                        needed=amount)
-            y, x, cash = person.region, inst.region, chart.institution_cash(inst.code)
-            if x == y:
-                ts = [Transfer(account, cash, amount, "pension collection")]
-            else:
-                chart.open_between(self.ledger, x, y)
-                ts = [Transfer(account, chart.payable(y, x), amount, "pension collection"),
-                      Transfer(chart.receivable(x, y), cash, amount, f"interregional {y}->{x}")]
-            now = self.clock.now()
-            tx.execute("INSERT INTO pen_collections (key, person_id, amount, institution, region, collected_at,"
-                       " collected_on) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (key, person_id, amount, inst.code, x, self.clock.stamp(now), self.clock.today(now).isoformat()))
-            result = Collection(key=key, person_id=person_id, amount=amount, institution=inst.code, collect_region=x,
-                                insured_region=y, cross_region=x != y, collected_at=self.clock.stamp(now),
-                                balance_after=balance - amount)
-            return Draft("pension.collect", ts, payload={"result": result.model_dump(mode="json")})
-
-        try:
-            posting = self.ledger.post_with(key, build, request_hash=rhash)
-        except NotCertified:
-            self._suspend_lapsed(person_id, actor or "collection")
-            raise
-        except DeathReported as e:
-            self.fraud.record_death_attempt(f"pension collection {key}", e)
-            raise
-        if posting.kind != "pension.collect":
-            raise IdempotencyConflict(f"key {key!r} was used for a {posting.kind}", key=key)
-        return Collection.model_validate({**posting.payload["result"], "replayed": posting.replayed})
+    def _collect_many(self, tx: Tx, items: list[_Collect]) -> list[Collection | Exception]:
+        results, todo = answers.repeats(self.ledger, tx, items, Collection, "pension.collect")
+        if not todo:
+            return results
+        its = [items[i] for i in todo]
+        keys = sorted(it.key for it in its)
+        _one_at_a_time(tx, keys)
+        voided = dict(tx.rows("SELECT collection_key, void_key FROM pen_voids"
+                              f" WHERE collection_key IN ({marks(len(keys))})", keys))
+        persons = load_persons(tx, [it.person_id for it in its], lock=True)
+        pids = sorted(persons)
+        cols, found = tx.fetch("SELECT person_id, region, monthly_amount, status, reason, since FROM pen_pensioners"
+                               f" WHERE person_id IN ({marks(len(pids))}) ORDER BY person_id{tx.for_update}",
+                               pids) if pids else ([], [])
+        pensioners = {r[0]: dict(zip(cols, r, strict=True)) for r in found}
+        now = self.clock.now()
+        today, stamp = self.clock.today(now), self.clock.stamp(now)
+        certified = self.certified.certified(tx, pensioners, today)
+        insts = load_institutions(tx, [it.institution for it in its])
+        locked = self.ledger.guarded_balances(tx, [chart.pensioner_account(p) for p in persons])
+        balances = dict(locked)
+        cards = self.cards.refusals(tx, [(it.person_id, it.card_id, it.card_no) for it in its])
+        reqs, rows = [], []
+        between: set[tuple[str, str]] = set()
+        for n, (i, it) in enumerate(zip(todo, its, strict=True)):
+            try:
+                if it.key in voided:
+                    raise AlreadyReversed(f"collection {it.key} was voided by {voided[it.key]} before it arrived; "
+                                          "nothing was paid", key=it.key, void_key=voided[it.key])
+                person = persons.get(it.person_id)
+                if person is None:
+                    raise UnknownPerson(f"no insured person {it.person_id!r}", person_id=it.person_id)
+                if cards[n] is not None:
+                    raise cards[n]  # type: ignore[misc]
+                if person.death_date is not None and person.death_date < today:
+                    raise DeathReported(f"{person.name} ({it.person_id}) was reported dead on {person.death_date}; "
+                                        "the pension cannot be collected", person_id=it.person_id,
+                                        death_date=person.death_date.isoformat())
+                row = pensioners.get(it.person_id)
+                if row is None:
+                    raise InvalidState(f"{person.name} ({it.person_id}) is not a pensioner", person_id=it.person_id)
+                if row["status"] != 1:
+                    raise BenefitSuspended(
+                        f"the pension of {person.name} is {STATUS[row['status']]}"
+                        + (f" ({row['reason'].replace('_', ' ')})" if row["reason"] else ""),
+                        person_id=it.person_id, status=row["status"], reason=row["reason"])
+                if it.person_id not in certified:
+                    raise NotCertified(f"{person.name} has no eligibility certification in the last 12 months; "
+                                       "certify first (card and PIN, face, or assisted)", person_id=it.person_id)
+                inst = insts.get(it.institution)
+                if inst is None:
+                    raise UnknownInstitution(f"no designated institution {it.institution!r}",
+                                             institution=it.institution)
+                account = chart.pensioner_account(it.person_id)
+                if account not in balances:
+                    raise UnknownAccount(f"no account {account!r}", account=account)
+                balance = balances[account]
+                if balance < it.amount:
+                    raise InsufficientFunds(f"the pension account of {person.name} holds {yuan(balance)} yuan; "
+                                            f"cannot pay out {yuan(it.amount)}", account=account, balance=balance,
+                                            needed=it.amount)
+                y, x, cash = person.region, inst.region, chart.institution_cash(inst.code)
+                if x == y:
+                    ts = [Transfer(account, cash, it.amount, "pension collection")]
+                else:
+                    ts = [Transfer(account, chart.payable(y, x), it.amount, "pension collection"),
+                          Transfer(chart.receivable(x, y), cash, it.amount, f"interregional {y}->{x}")]
+                result = Collection(key=it.key, person_id=it.person_id, amount=it.amount, institution=inst.code,
+                                    collect_region=x, insured_region=y, cross_region=x != y, collected_at=stamp,
+                                    balance_after=balance - it.amount)
+                reqs.append(self.ledger.request(it.key, "pension.collect", ts, request_hash=it.rhash,
+                                                payload_json=answers.payload(result)))
+            except DeathReported as e:
+                self.fraud.record_death_attempt(f"pension collection {it.key}", e)
+                results[i] = e
+                continue
+            except NotCertified as e:  # the certification lapsed: suspend the pension until the next one
+                self._set_status(tx, it.person_id, 2, LAPSED, actor=it.actor or "collection")
+                pensioners[it.person_id] = {**pensioners[it.person_id], "status": 2, "reason": LAPSED}
+                results[i] = e
+                continue
+            except SettlementError as e:
+                results[i] = e
+                continue
+            results[i] = result
+            balances[account] -= it.amount
+            rows.append((it.key, it.person_id, it.amount, inst.code, x, stamp, today.isoformat()))
+            if x != y:
+                between.add((x, y))
+        if not reqs:
+            return results
+        chart.ensure_between(self.ledger, tx, between)
+        self.ledger.post_decided(tx, reqs, locked=locked)
+        write_rows(tx, "INSERT INTO pen_collections (key, person_id, amount, institution, region, collected_at,"
+                   " collected_on) VALUES ", "(?, ?, ?, ?, ?, ?, ?)", rows)
+        return results
 
     def void(self, key: str, collection_key: str) -> CollectionVoid:
         """Reverse collection `collection_key`, or tombstone it if it has not arrived (idempotent on `key`)."""
@@ -317,7 +376,7 @@ class Pensions:
                                   amount=int(row["amount"]), replayed=True)
 
         def unit(tx: Tx) -> CollectionVoid:
-            _one_at_a_time(tx, collection_key)
+            _one_at_a_time(tx, [collection_key])
             kind = tx.value("SELECT kind FROM ledger_postings WHERE key = ?", (collection_key,))
             if kind is not None and kind != "pension.collect":
                 raise InvalidState(f"{collection_key} is a {kind}, not a pension collection",

@@ -7,10 +7,12 @@ so the flows share data here instead of calling the registry.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydantic import BaseModel, ConfigDict
 
 from settlement.errors import UnknownInstitution, UnknownPerson
-from settlement.ledger import Tx
+from settlement.ledger import Tx, marks
 from settlement.wire import Person
 
 
@@ -77,13 +79,20 @@ PERSON_COLS = "person_id, name, card_no, region, category, assistance_class, dea
 
 def load_person(tx: Tx, person_id: str, *, lock: bool = False) -> Person:
     """The person, or UnknownPerson. `lock` serialises a person's settlements (FOR UPDATE)."""
-    row = tx.one(
-        f"SELECT {PERSON_COLS} FROM reg_persons WHERE person_id = ?{tx.for_update if lock else ''}",
-        (person_id,),
-    )
-    if row is None:
+    found = load_persons(tx, [person_id], lock=lock)
+    if person_id not in found:
         raise UnknownPerson(f"no insured person {person_id!r}", person_id=person_id)
-    return Person(**row)
+    return found[person_id]
+
+
+def load_persons(tx: Tx, person_ids: Iterable[str], *, lock: bool = False) -> dict[str, Person]:
+    """The persons of record among `person_ids`, by id (one query; with `lock`, locked in id order)."""
+    ids = sorted(set(person_ids))
+    if not ids:
+        return {}
+    where = "person_id = ?" if len(ids) == 1 else f"person_id IN ({marks(len(ids))}) ORDER BY person_id"
+    cols, rows = tx.fetch(f"SELECT {PERSON_COLS} FROM reg_persons WHERE {where}{tx.for_update if lock else ''}", ids)
+    return {r[0]: Person(**dict(zip(cols, r, strict=True))) for r in rows}
 
 
 def load_pin_reference(tx: Tx, person_id: str) -> PinReference | None:
@@ -95,7 +104,17 @@ def load_pin_reference(tx: Tx, person_id: str) -> PinReference | None:
 
 
 def load_institution(tx: Tx, code: str) -> Institution:
-    row = tx.one("SELECT code, name, region, level FROM reg_institutions WHERE code = ?", (code,))
-    if row is None:
+    found = load_institutions(tx, [code])
+    if code not in found:
         raise UnknownInstitution(f"no designated institution {code!r}", institution=code)
-    return Institution(**row)
+    return found[code]
+
+
+def load_institutions(tx: Tx, codes: Iterable[str]) -> dict[str, Institution]:
+    """The institutions among `codes`, by code (one query)."""
+    wanted = sorted(set(codes))
+    if not wanted:
+        return {}
+    rows = tx.rows(f"SELECT code, name, region, level FROM reg_institutions WHERE code IN ({marks(len(wanted))})",
+                   wanted)
+    return {c: Institution(code=c, name=n, region=r, level=lv) for c, n, r, lv in rows}

@@ -13,14 +13,22 @@ SQL written against `Tx` is portable between the two stores when it follows thes
   * upserts as `INSERT ... ON CONFLICT (cols) DO UPDATE SET x = t.x + excluded.x` / `DO NOTHING`;
   * append `tx.for_update` to a SELECT of rows you will read-modify-write (" FOR UPDATE" on
     PostgreSQL, "" on SQLite where the single writer already serialises units).
-Functions passed to `run()` may be retried on PostgreSQL after a deadlock or serialization failure:
-keep them free of side effects outside `tx`. Both stores run units on one writer thread (group
-commit, see settlement.ledger.store.batching): a unit must not wait for another thread's store call, and a
-long unit (or a long `with store.transaction()` block) delays every other write.
+Functions passed to `run()` and batch handlers may be re-run on PostgreSQL after a deadlock or
+serialization failure (the whole batch is rolled back and run again): keep them free of side effects
+outside `tx`. Both stores run units on one writer thread (group commit, see
+settlement.ledger.store.batching): a unit must not wait for another thread's store call, and a long unit
+(or a long `with store.transaction()` block) delays every other write.
+
+*Deferred increments* (`tx.defer(flush, deltas)`): commutative additions to hot rows (the ledger's
+fund, hospital and cash accounts) are summed in Python through the whole transaction and written by
+`flush(tx, totals)` once, just before COMMIT. So a server store locks those rows for the commit alone
+and always last (after every row lock the transaction's requests took, in account-code order); a
+savepoint rolled back drops what was deferred inside it. `tx.deferred(flush)` shows what is pending.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,11 +39,70 @@ T = TypeVar("T")
 Params = Sequence[Any]
 
 
+Deltas = dict[str, list[int]]
+Flush = Callable[["Tx", Deltas], None]
+
+
+Pending = dict[Flush, Deltas]  # deferred increments by flush function
+
+
+def _merge(into: Pending, flush: Flush, deltas: Deltas) -> None:
+    total = into.setdefault(flush, {})
+    for k, (a, b) in deltas.items():
+        t = total.get(k)
+        if t is None:
+            total[k] = [a, b]
+        else:
+            t[0] += a
+            t[1] += b
+
+
 class Tx(ABC):
     """A handle on the current transaction. Methods take `?`-placeholder SQL."""
 
     dialect: ClassVar[str]
     for_update: ClassVar[str]
+    _levels: list[Pending]  # deferred increments per savepoint level (0: the transaction)
+
+    # -- deferred increments (see the module docstring) -------------------------------------------
+    def defer(self, flush: Flush, deltas: Deltas) -> None:
+        """Add `deltas` (key -> [a, b]) to the increments `flush(tx, totals)` writes just before COMMIT."""
+        levels = self.__dict__.setdefault("_levels", [{}])
+        _merge(levels[-1], flush, deltas)
+
+    def deferred(self, flush: Flush) -> Deltas:
+        """Increments deferred for `flush` so far in this transaction (all savepoint levels summed)."""
+        out: Pending = {}
+        for level in self.__dict__.get("_levels", ()):
+            if flush in level:
+                _merge(out, flush, level[flush])
+        return out.get(flush, {})
+
+    def _sp_begin(self) -> None:
+        self.__dict__.setdefault("_levels", [{}]).append({})
+
+    def _sp_end(self, keep: bool) -> None:
+        """Leave a savepoint: keep (RELEASE) or drop (ROLLBACK TO) what was deferred inside it."""
+        levels = self._levels
+        top = levels.pop()
+        if keep:
+            for flush, deltas in top.items():
+                _merge(levels[-1], flush, deltas)
+
+    def _begin(self) -> None:
+        self._levels = [{}]
+
+    def _flush(self) -> None:
+        """Write the deferred increments (the store calls this just before COMMIT)."""
+        levels = self.__dict__.get("_levels")
+        if not levels:
+            return
+        if len(levels) != 1:
+            raise RuntimeError("COMMIT inside a savepoint")
+        pending, levels[0] = levels[0], {}
+        for flush, deltas in pending.items():
+            if deltas:
+                flush(self, deltas)
 
     @abstractmethod
     def execute(self, sql: str, params: Params = ()) -> int:
@@ -114,6 +181,15 @@ class Store(ABC):
 
     def _run_batched_top(self, handler: Callable[[Tx, list[Any]], list[Any]], item: Any) -> Any:
         return self._run_top(lambda tx: handler(tx, [item])[0])
+
+    @abstractmethod
+    def submit(self, handler: Callable[[Tx, list[Any]], list[Any]], item: Any) -> asyncio.Future[Any]:
+        """`run_batched` for asyncio callers: call it in an event loop and await the future it returns
+        (no thread waits; the result arrives once durable). Refused with StoreUnavailable once closed."""
+
+    def backlog(self) -> int:
+        """Write requests queued and not yet taken up (0 for a store without a queue)."""
+        return 0
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:

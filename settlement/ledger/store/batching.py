@@ -1,20 +1,30 @@
 """Group commit, shared by the SQLite and PostgreSQL stores.
 
-Callers never write. `run(fn)` / `run_batched(handler, item)` enqueue a request; one writer thread
-(owning the store's one write connection) drains the queue, up to `max_batch` requests, opens one
-transaction, runs each request, or each run of consecutive batchable requests with the same handler,
-inside its own SAVEPOINT (a request that raises is rolled back alone and does not poison the batch),
-and COMMITs once. Only after that COMMIT has returned (i.e. is durable) are the callers woken; if the
-COMMIT fails, every request of the batch fails with StoreUnavailable and nothing of it is kept
-(retrying with the same idempotency key is safe).
+Callers never write. `run(fn)` / `run_batched(handler, item)` / `submit(handler, item)` (asyncio) enqueue
+a request; one writer thread (owning the store's one write connection) drains the queue, up to
+`max_batch` requests, opens one transaction, runs the batchable requests grouped by handler (each
+handler gets all its items at once: one pass of set-based SQL, e.g. the ledger's plain posts or the
+medical settlements) and the other units one by one, each group or unit inside its own SAVEPOINT (a
+request that raises is rolled back alone and does not poison the batch), and COMMITs once. The
+requests of one batch are concurrent (none of their callers has an answer yet), so any order among
+them is a valid serial order. Only after that COMMIT has returned (i.e. is durable) are the callers
+woken; if the COMMIT fails, every request of the batch fails with StoreUnavailable and nothing of it is
+kept (retrying with the same idempotency key is safe).
+
+A deadlock or serialization failure (PostgreSQL), or a handler's `Retry` (a race another process won
+between its reads and its writes), rolls the whole batch back, releasing every lock it held, and runs
+it again after a short random pause, up to `retries` times: never one request inside a batch that
+still holds the locks of the others.
 
 Why: one fsync (SQLite) or one WAL flush and one round of row locks (PostgreSQL: the hot fund and
-hospital accounts are locked once per batch, not once per settlement) per batch instead of per
-request; and a batchable handler (the ledger's plain posts) does one pass of SQL for the whole batch.
+hospital accounts are updated once per batch, last, from deferred increments, see
+settlement.ledger.store.base) per batch instead of per request; and a batch handler does one pass of
+SQL for all its items.
 
 The callers of a committed batch are woken just before the next batch's COMMIT when a next batch
 is already queued (else at once): the woken callers then run while the writer waits on the disk,
-instead of competing with it for the GIL while it runs the next batch's SQL.
+instead of competing with it for the GIL while it runs the next batch's SQL. Asyncio callers
+(`submit`) are woken with one call into each event loop per batch, not one per request.
 
 `with store.transaction() as tx:` from any thread takes the write lock and runs on the same write
 connection, in the caller's thread (the writer waits); nested units are savepoints.
@@ -23,8 +33,11 @@ connection, in the caller's thread (the writer waits); nested units are savepoin
 from __future__ import annotations
 
 import _thread
+import asyncio
 import queue
+import random
 import threading
+import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -37,17 +50,26 @@ T = TypeVar("T")
 Handler = Callable[[Tx, list[Any]], list[Any]]
 
 
+class Retry(Exception):
+    """Raised by a batch handler that found the state changed under it by another process (a key claimed,
+    a row inserted, between its reads and its writes): the store re-runs the whole batch."""
+
+
 class Request:
-    """One caller's unit of work; `done` is released when its outcome is final and durable."""
+    """One caller's unit of work. A thread's request is woken through `done` (released when its outcome
+    is final and durable); an asyncio caller's through `future`, set in its event loop."""
 
-    __slots__ = ("fn", "handler", "item", "done", "result", "error")
+    __slots__ = ("fn", "handler", "item", "done", "future", "result", "error")
 
-    def __init__(self, fn: Callable[[Tx], Any] | None, handler: Handler | None = None, item: Any = None) -> None:
+    def __init__(self, fn: Callable[[Tx], Any] | None, handler: Handler | None = None, item: Any = None,
+                 future: asyncio.Future[Any] | None = None) -> None:
         self.fn = fn
         self.handler = handler
         self.item = item
-        self.done = _thread.allocate_lock()
-        self.done.acquire()
+        self.future = future
+        if future is None:
+            self.done = _thread.allocate_lock()
+            self.done.acquire()
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -58,9 +80,33 @@ class Request:
         return self.result
 
 
-def _release(reqs: Iterable[Request]) -> None:
+def _resolve(reqs: list[Request]) -> None:
+    """In an event loop: hand each asyncio request its outcome."""
     for req in reqs:
-        req.done.release()
+        fut = req.future
+        assert fut is not None
+        if fut.done():  # the caller gave up (cancelled)
+            continue
+        if req.error is not None:
+            fut.set_exception(req.error)
+        elif isinstance(req.result, BaseException):
+            fut.set_exception(req.result)
+        else:
+            fut.set_result(req.result)
+
+
+def _release(reqs: Iterable[Request]) -> None:
+    loops: dict[asyncio.AbstractEventLoop, list[Request]] = {}
+    for req in reqs:
+        if req.future is None:
+            req.done.release()
+        else:
+            loops.setdefault(req.future.get_loop(), []).append(req)
+    for loop, waiting in loops.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, waiting)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
 
 
 class GroupCommitStore(Store):
@@ -71,10 +117,12 @@ class GroupCommitStore(Store):
 
     group_commit: bool
     max_batch: int
+    retries: int = 3  # runs of a batch after a retryable failure (PostgreSQL: its constructor sets more)
 
     def _start_writer(self, *, group_commit: bool, max_batch: int) -> None:
         self.group_commit = group_commit
         self.max_batch = max_batch
+        self.batches_retried = 0
         self._wlock = threading.RLock()
         self._closed = False
         self._held: list[Request] = []
@@ -100,8 +148,12 @@ class GroupCommitStore(Store):
 
     begin_sql: str = "BEGIN"
 
-    def _run_request(self, req: Request, tx: Tx) -> Any:
-        """Run one request's work (a subclass may retry it, e.g. after a deadlock)."""
+    def _retryable(self, e: BaseException) -> bool:
+        """Whether an error means "run the whole batch again" (a subclass adds its deadlock errors)."""
+        return isinstance(e, Retry)
+
+    @staticmethod
+    def _run_request(req: Request, tx: Tx) -> Any:
         if req.handler is None:
             assert req.fn is not None
             return req.fn(tx)
@@ -128,6 +180,28 @@ class GroupCommitStore(Store):
         self._queue.put(req)
         return req.wait()
 
+    def submit(self, handler: Handler, item: Any) -> asyncio.Future[Any]:
+        """From an event loop: queue a batchable request; the future gets its result once durable."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        if not self.group_commit:
+            fut = loop.create_future()
+            try:
+                result = self._run_alone(Request(None, handler, item))
+            except Exception as e:
+                fut.set_exception(e)
+            else:
+                fut.set_exception(result) if isinstance(result, BaseException) else fut.set_result(result)
+            return fut
+        req = Request(None, handler, item, loop.create_future())
+        self._queue.put(req)
+        assert req.future is not None
+        return req.future
+
+    def backlog(self) -> int:
+        """Requests queued and not yet taken by the writer (approximate)."""
+        return self._queue.qsize()
+
     def _run_alone(self, req: Request) -> Any:
         """No group commit: the request is its own transaction, run in the caller's thread."""
         with self._top_transaction() as tx:
@@ -140,9 +214,11 @@ class GroupCommitStore(Store):
         with self._wlock:
             tx = self._write_tx()
             self._control(self.begin_sql)
+            tx._begin()
             self._local.tx = tx
             try:
                 yield tx
+                tx._flush()
             except BaseException:
                 if self._in_transaction():
                     self._control("ROLLBACK")
@@ -204,32 +280,48 @@ class GroupCommitStore(Store):
         _release(held)
 
     def _run_batch(self, batch: list[Request]) -> bool:
-        """Run a batch in one transaction; True if it committed (results may include errors)."""
+        """Run a batch in one transaction, again from the start after a retryable failure; True if it
+        committed (results may include errors)."""
+        groups: dict[Any, list[Request]] = {}  # batchable requests by handler, units alone; arrival order
+        for req in batch:
+            groups.setdefault(req.handler if req.handler is not None else req, []).append(req)
+        for attempt in range(self.retries + 1):
+            for req in batch:
+                req.result = req.error = None
+            lost = self._attempt(list(groups.values()))
+            if lost is None:
+                return True
+            if not self._retryable(lost) or attempt == self.retries:
+                break
+            self.batches_retried += 1
+            time.sleep(random.uniform(0, 0.001 * 2 ** min(attempt, 6)))
+        for req in batch:
+            req.error = StoreUnavailable(f"commit failed, nothing posted; retry with the same key: {lost}")
+            req.result = None
+        return False
+
+    def _attempt(self, groups: list[list[Request]]) -> BaseException | None:
+        """One try at a batch: None if it committed, else the error that lost the transaction (rolled back)."""
         try:
             tx = self._write_tx()
             self._control(self.begin_sql)
         except Exception as e:
-            for req in batch:
-                req.error = StoreUnavailable(f"cannot begin a transaction: {e}")
-            return False
+            return StoreUnavailable(f"cannot begin a transaction: {e}")
+        tx._begin()
         self._local.tx = tx
         lost: BaseException | None = None
         try:
-            i = 0
-            while i < len(batch) and lost is None:
-                req = batch[i]
-                j = i + 1
-                if req.handler is not None:
-                    while j < len(batch) and batch[j].handler is not None and batch[j].handler == req.handler:
-                        j += 1
-                chunk, i = batch[i:j], j
-                if len(chunk) > 1 and self._run_chunk(chunk, tx):
+            for group in groups:
+                if len(group) > 1 and self._run_chunk(group, tx):
                     continue
-                for r in chunk:
+                for r in group:
                     lost = self._run_one(r, tx)
                     if lost is not None:
                         break
+                if lost is not None:
+                    break
             if lost is None:
+                tx._flush()
                 self._release_held()
                 self._control("COMMIT")
         except Exception as e:
@@ -237,50 +329,56 @@ class GroupCommitStore(Store):
         finally:
             self._local.tx = None
         if lost is None:
-            return True
+            return None
         try:
             if self._in_transaction():
                 self._control("ROLLBACK")
         except Exception:  # noqa: S110 - the connection is gone; the next batch reconnects
             pass
-        for req in batch:
-            req.error = StoreUnavailable(f"commit failed, nothing posted; retry with the same key: {lost}")
-            req.result = None
-        return False
+        return lost
+
+    def _savepoint(self, tx: Tx) -> None:
+        self._control("SAVEPOINT rq")
+        tx._sp_begin()
+
+    def _end_savepoint(self, tx: Tx, *, keep: bool) -> None:
+        tx._sp_end(keep)
+        if not keep:
+            self._control("ROLLBACK TO SAVEPOINT rq")
+        self._control("RELEASE SAVEPOINT rq")
 
     def _run_chunk(self, chunk: list[Request], tx: Tx) -> bool:
-        """Hand a run of batchable requests to their handler at once; False to retry one by one."""
+        """Hand a group of batchable requests to their handler at once; False to retry one by one."""
         handler = chunk[0].handler
         assert handler is not None
-        self._control("SAVEPOINT rq")
+        self._savepoint(tx)
         try:
             results = handler(tx, [r.item for r in chunk])
             if len(results) != len(chunk):
                 raise RuntimeError("batch handler returned the wrong number of results")
-        except Exception:
-            if not self._in_transaction():
+        except Exception as e:
+            if not self._in_transaction() or self._retryable(e):
                 raise
-            self._control("ROLLBACK TO SAVEPOINT rq")
-            self._control("RELEASE SAVEPOINT rq")
+            self._end_savepoint(tx, keep=False)
             return False
-        self._control("RELEASE SAVEPOINT rq")
+        self._end_savepoint(tx, keep=True)
         for r, res in zip(chunk, results, strict=True):
             r.result = res
         return True
 
     def _run_one(self, req: Request, tx: Tx) -> BaseException | None:
-        """Run one request in a SAVEPOINT; return an error only if the whole transaction was lost."""
-        self._control("SAVEPOINT rq")
+        """Run one request in a SAVEPOINT; return an error only if the whole transaction was lost (or must
+        be run again)."""
+        self._savepoint(tx)
         try:
             req.result = self._run_request(req, tx)
         except BaseException as e:  # the request's own failure: undo it alone
             req.error = e
-            if not self._in_transaction():  # the database rolled back everything
+            if not self._in_transaction() or self._retryable(e):  # the database rolled back everything
                 return e
-            self._control("ROLLBACK TO SAVEPOINT rq")
-            self._control("RELEASE SAVEPOINT rq")
+            self._end_savepoint(tx, keep=False)
         else:
-            self._control("RELEASE SAVEPOINT rq")
+            self._end_savepoint(tx, keep=True)
         return None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -298,4 +396,4 @@ class GroupCommitStore(Store):
                 break
             if req is not None:
                 req.error = StoreUnavailable("store is closed")
-                req.done.release()
+                _release([req])

@@ -6,16 +6,20 @@ transaction per settlement each would hold those row locks across its own commit
 once for many. Reads use a pool (`max_size` connections), REPEATABLE READ, read only.
 `group_commit=False` runs each unit as its own transaction on a pooled connection (the baseline).
 
-Correctness across threads and processes (several service processes may share one database) comes
-from the SQL, not from the single writer:
+Correctness across threads and processes (several service processes share one database: `sscard
+settlement serve --workers N`) comes from the SQL, not from the single writer:
   * idempotency: `INSERT ... ON CONFLICT (key) DO NOTHING RETURNING` claims a key; a concurrent claim
     of the same key waits for the first transaction, then sees the key taken;
-  * balances: accounts are updated with `col = col + delta` in account-code order, and when an
-    account must be checked against overdraft every account of the posting is first locked with
-    `SELECT ... ORDER BY code FOR UPDATE` (`tx.for_update`), so checks and updates cannot interleave
-    and the lock order is global;
-  * a deadlock or serialization failure (possible when higher layers lock their own rows in another
-    order) re-runs the request from its savepoint, up to `retries` times.
+  * balances: an account that must not go negative is locked with `SELECT ... ORDER BY code FOR
+    UPDATE` (`tx.for_update`) before it is checked and changed; every other account (funds, hospital
+    and cash accounts: the hot rows every settlement touches) is only ever *incremented*, from
+    increments deferred to the end of the transaction and written in account-code order just before
+    COMMIT (settlement.ledger.store.base). So locks are taken in one order: the rows a request reads
+    to decide (persons, visits, guarded accounts in code order), then the hot accounts in code order,
+    held for the commit alone; a batch's many settlements lock each hot row once;
+  * a deadlock or serialization failure (still possible between two batches that lock the rows of the
+    same persons in other orders) rolls the whole batch back, releasing all its locks, and runs it
+    again after a random pause, up to `retries` times (settlement.ledger.store.batching).
 Durability: a unit returns after COMMIT, i.e. after PostgreSQL flushed its WAL (synchronous_commit on).
 """
 
@@ -79,8 +83,14 @@ class PostgresTx(Tx):
 
     @contextmanager
     def savepoint(self) -> Iterator[PostgresTx]:
-        with self.conn.transaction():
-            yield self
+        self._sp_begin()
+        try:
+            with self.conn.transaction():
+                yield self
+        except BaseException:
+            self._sp_end(keep=False)
+            raise
+        self._sp_end(keep=True)
 
 
 class PostgresStore(GroupCommitStore):
@@ -131,25 +141,17 @@ class PostgresStore(GroupCommitStore):
         conn = self._wconn
         return conn is not None and not conn.closed and conn.info.transaction_status in _IN_TX
 
-    def _run_request(self, req: Request, tx: Tx) -> Any:
-        for attempt in range(self.retries + 1):
-            try:
-                with tx.savepoint():
-                    return super()._run_request(req, tx)
-            except _RETRYABLE:
-                if attempt == self.retries:
-                    raise
-                time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _retryable(self, e: BaseException) -> bool:
+        return isinstance(e, _RETRYABLE) or super()._retryable(e)
 
     # -- without group commit: one pooled connection and transaction per unit ----------------------
     def _run_alone(self, req: Request) -> Any:
         for attempt in range(self.retries + 1):
             try:
                 with self._pooled_transaction() as tx:
-                    return GroupCommitStore._run_request(self, req, tx)
-            except _RETRYABLE:
-                if attempt == self.retries:
+                    return self._run_request(req, tx)
+            except Exception as e:
+                if not self._retryable(e) or attempt == self.retries:
                     raise
                 time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
         raise AssertionError("unreachable")  # pragma: no cover
@@ -169,10 +171,12 @@ class PostgresStore(GroupCommitStore):
         try:
             with self.pool.connection() as conn:
                 tx = PostgresTx(conn)
+                tx._begin()
                 self._local.tx = tx
                 try:
                     with conn.transaction():
                         yield tx
+                        tx._flush()
                 finally:
                     self._local.tx = None
         except psycopg.OperationalError as e:

@@ -58,14 +58,17 @@ class SqliteTx(Tx):
         self._depth += 1
         name = f"sp{self._depth}"
         self.conn.execute(f"SAVEPOINT {name}")
+        self._sp_begin()
         try:
             yield self
         except BaseException:
+            self._sp_end(keep=False)
             if self.conn.in_transaction:
                 self.conn.execute(f"ROLLBACK TO {name}")
                 self.conn.execute(f"RELEASE {name}")
             raise
         else:
+            self._sp_end(keep=True)
             self.conn.execute(f"RELEASE {name}")
         finally:
             self._depth -= 1

@@ -223,7 +223,7 @@ def test_a_failure_inside_the_unit_leaves_nothing_behind(eng, monkeypatch):
     def crash(*a, **k):
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(eng.fraud, "check_card_use", crash)  # runs after the accumulators are written
+    monkeypatch.setattr(eng.fraud, "check_card_uses", crash)  # runs after the accumulators are written
     with pytest.raises(RuntimeError):
         eng.medical.settle("T1:s1", visit.mdtrt_id, BILL)
     assert posting_count(eng) == n
