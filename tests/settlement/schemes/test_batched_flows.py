@@ -6,8 +6,8 @@ concurrent callers). Every answer (result or typed error), every posting, balanc
 fraud flag must come out the same. The requests mix what a batch must get right: two visits of one person
 (accumulators and the personal account run on), one visit settled twice, repeats of earlier keys (same and
 different bill), a settlement voided before it arrived, unknown visits, a fee class no catalogue has, another
-institution's visit, a person reported dead, cross-region visits, and refunds (partial, whole, too large, twice
-of one settlement in one batch, of a voided settlement).
+institution's visit, a person reported dead, cards that are another person's or nobody's, cross-region
+visits, and refunds (partial, whole, too large, twice of one settlement in one batch, of a voided settlement).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _scenario(seed: int) -> tuple[list[tuple[str, str, str, str]], list[list[tup
                     key, mdtrt, lines = rng.choice(used)
                     if key in {x[1] for x in batch}:
                         continue
-                    batch.append(("settle", key, mdtrt, lines if rng.random() < 0.7 else _lines(rng), None))
+                    batch.append(("settle", key, mdtrt, lines if rng.random() < 0.7 else _lines(rng), None, None))
                     continue
                 n += 1
                 key = f"T1:s{n}" if r > 0.27 else "T1:voided"
@@ -69,7 +69,8 @@ def _scenario(seed: int) -> tuple[list[tuple[str, str, str, str]], list[list[tup
                 mdtrt = "MDNOSUCHVISIT" if r > 0.95 else _mdtrt(rng.choice(regs)[0])
                 at = rng.choice(["BJ1", None, None, None]) if r > 0.9 else None
                 lines = _lines(rng)
-                batch.append(("settle", key, mdtrt, lines, at))
+                card = rng.choice([None] * 8 + ["C0000001", "C0000002", "C9999999"])  # EMP's, RET's, nobody's
+                batch.append(("settle", key, mdtrt, lines, at, card))
                 used.append((key, mdtrt, lines))
         else:
             batch = []
@@ -133,9 +134,9 @@ def test_a_batch_decides_as_one_at_a_time(make_store, store_kind: str, seed: int
         expected, jobs = [], []
         for req in batch:
             if req[0] == "settle":
-                _, key, mdtrt, lines, at = req
-                expected.append(_outcome(one.medical.settle, key, mdtrt, lines, at_institution=at))
-                jobs.append(many.medical.settle_job(key, mdtrt, lines, at_institution=at))
+                _, key, mdtrt, lines, at, card = req
+                expected.append(_outcome(one.medical.settle, key, mdtrt, lines, at_institution=at, card_no=card))
+                jobs.append(many.medical.settle_job(key, mdtrt, lines, at_institution=at, card_no=card))
             else:
                 _, key, setl, amount, at = req
                 expected.append(_outcome(one.medical.refund, key, setl, amount, at_institution=at))
