@@ -49,6 +49,14 @@ def serve(
 
     if (db is None) == (postgres is None):
         raise typer.BadParameter("give exactly one of --db PATH or --postgres DSN")
+    catalogue = None
+    if national_catalogue is not None:
+        from settlement.api.national_data import load_catalogue
+
+        try:
+            catalogue = load_catalogue(national_catalogue)
+        except ValueError as e:  # TOMLDecodeError too
+            raise typer.BadParameter(str(e), param_hint="--national-catalogue") from None
     verifier = None
     if hsm:
         from hsm_client.client import HsmClient
@@ -67,7 +75,7 @@ def serve(
         book = PolicyBook.load(policies) if policies else None
         app_ = create_app(store, terminals=load_terminal_keys(keys), policies=book,
                           settings=Settings(biometric_threshold=biometric_threshold), pin_verifier=verifier,
-                          national_catalogue=national_catalogue)
+                          national_catalogue=catalogue)
         if fd is None:
             uvicorn.run(app_, host=host, port=port, log_level=log_level)
         else:

@@ -24,7 +24,6 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -35,7 +34,7 @@ from fastapi.security import APIKeyHeader
 
 from settlement.api.auth import KeyRing, TerminalKey
 from settlement.api.national import National
-from settlement.api.national_data import load_catalogue
+from settlement.api.national_data import Item
 from settlement.errors import Forbidden, SettlementError, Unauthorized, UnknownTransaction
 from settlement.ledger import Store, make_key, utc_now
 from settlement.schemes import cards, chart
@@ -105,11 +104,12 @@ def create_app(
     settings: Settings | None = None,
     clock: Callable[[], dt.datetime] = utc_now,
     pin_verifier: PinVerifier | None = None,
-    national_catalogue: str | Path | None = None,
+    national_catalogue: dict[str, Item] | None = None,
 ) -> FastAPI:
     """The service app over `store` (or an existing Engine, wired with its own PIN verifier), accepting the
     given terminals' keys; `pin_verifier` turns on the online PIN check of card_pin certifications;
-    `national_catalogue` is the medical list file of the national interface (default: the illustrative one)."""
+    `national_catalogue` is the medical list of the national interface (`load_catalogue`; default: the
+    illustrative one)."""
     if isinstance(store, Engine):
         if pin_verifier is not None:
             raise ValueError("an existing Engine brings its own PIN verifier: pass it to Engine(...)")
@@ -374,7 +374,7 @@ def create_app(
         return engine.fraud.scan()
 
     app.include_router(v1)
-    national = National(engine, keys, catalogue=load_catalogue(national_catalogue) if national_catalogue else None)
+    national = National(engine, keys, catalogue=national_catalogue)
     app.state.national = national
     app.include_router(national.router())
     return app

@@ -118,3 +118,49 @@ def test_serve_refuses_a_malformed_hsm_address(tmp_path):
     result = CliRunner().invoke(app, ["serve", "--keys", str(keys), "--db", str(tmp_path / "s.db"),
                                       "--hsm", "nohost"])
     assert result.exit_code != 0 and "HOST:PORT" in result.output
+
+
+def test_serve_speaks_the_national_platform_interface_with_its_catalogue(tmp_path):
+    """`serve` also answers the national platform interface, with the medical list --national-catalogue gives."""
+    from decimal import Decimal
+
+    from settlement.ledger.store.sqlite import SqliteStore
+    from settlement.schemes.engine import Engine
+    from testing.his import His, fen
+
+    db, keys, catalogue = tmp_path / "s.db", tmp_path / "keys.toml", tmp_path / "list.toml"
+    store = SqliteStore(db)
+    eng = Engine(store)
+    eng.registry.add_institution("H11010500001", "北京示例医院", "110000", "3")
+    eng.registry.add_person("110105198001011234", "张伟", "110000", "employee", card_no="A00000001")
+    store.close()
+    keys.write_text(f'[terminal.HIS01]\nkey_sha256 = "{hash_key("his")}"\ninstitution = "H11010500001"\n')
+    catalogue.write_text('[item."X-1"]\nname = "试验药"\nchrgitm_lv = "02"\nmed_chrgitm_type = "09"\n')
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[item."X-1"]\nname = "试验药"\nchrgitm_lv = "07"\nmed_chrgitm_type = "09"\n')
+    result = CliRunner().invoke(app, ["serve", "--keys", str(keys), "--db", str(db), "--national-catalogue", str(bad)])
+    assert result.exit_code == 2 and "X-1" in result.output
+    proc, port = start_service(["--db", str(db), "--keys", str(keys), "--national-catalogue", str(catalogue)])
+    try:
+        url = wait_until_serving(proc, port)
+        with httpx.Client(base_url=url, timeout=5) as http:
+            his = His(http, key="his", fixmedins_code="H11010500001", fixmedins_name="北京示例医院",
+                      mdtrtarea_admvs="110000")
+            his.sign_in()
+            visit = his.ok("2201", {"data": {
+                "psn_no": "110105198001011234", "insutype": "310", "begntime": "2024-03-01 10:00:00",
+                "mdtrt_cert_type": "02", "mdtrt_cert_no": "110105198001011234", "ipt_otp_no": "1", "atddr_no": "1",
+                "dr_name": "李", "dept_code": "1", "dept_name": "内科", "caty": "A03"}}, insuplc_admdvs="110000")
+            line = {"feedetl_sn": "1", "mdtrt_id": visit["data"]["mdtrt_id"], "psn_no": "110105198001011234",
+                    "chrg_bchno": "1", "fee_ocur_time": "2024-03-01 10:00:00", "med_list_codg": "X-1",
+                    "medins_list_codg": "X-1", "det_item_fee_sumamt": Decimal("10.00"), "cnt": 1,
+                    "pric": Decimal("10.00"), "bilg_dept_codg": "1", "bilg_dept_name": "内科", "bilg_dr_codg": "1",
+                    "bilg_dr_name": "李"}
+            result = his.ok("2204", {"feedetail": [line]}, insuplc_admdvs="110000")["result"][0]
+            assert (result["chrgitm_lv"], fen(result["preselfpay_amt"])) == ("02", 1_00)  # Beijing: 10% first
+            refused = his.call("2204", {"feedetail": [line | {"feedetl_sn": "2", "med_list_codg": "DEMO-XY-0001"}]},
+                               insuplc_admdvs="110000")
+            assert refused["infcode"] == -1 and "医疗目录编码(med_list_codg)" in refused["err_msg"]
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
