@@ -261,6 +261,31 @@ class CertificationStatus(BaseModel):
     valid_until: dt.date | None = None
 
 
+class IdentityCheck(BaseModel):
+    """An identity check as the centre recorded it (`check_id`, to quote later). `verified` when nothing speaks
+    against the person and card: the person enrolled and alive, the card their active card, the PIN verified by
+    the card (and a biometric match, when one was made); otherwise `reasons` says why not, as error codes
+    (UNKNOWN_PERSON, DEATH_REPORTED, NOT_ENROLLED, a card refusal such as CARD_REPORTED_LOST, PIN_NOT_VERIFIED,
+    BIOMETRIC_FAILED). The certification state and benefit status are given for a pensioner."""
+
+    model_config = ConfigDict(frozen=True)
+
+    check_id: str
+    person_id: str
+    name: str | None = None
+    verified: bool
+    reasons: list[str] = []
+    card_no: str
+    card_status: str | None = None
+    card_authenticated: bool
+    enrolled_regions: list[str] = []
+    certified: bool | None = None
+    certified_until: dt.date | None = None
+    benefit_status: int | None = None
+    checked_at: str
+    replayed: bool = False
+
+
 # visits and settlements
 class _Out(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -624,6 +649,19 @@ class ApplicationReport(_In):
 
     card_id: CardId | None = None
     application: Literal["DF01", "DF02", "DF03", "DF04"] | None
+
+
+class IdentityCheckRequest(_In):
+    """An identity check at a counter: the card read (and authenticated, and its PIN verified) there, checked
+    at the centre against the person and the card registry, and recorded."""
+
+    terminal_serial: Serial
+    person_id: str = Field(max_length=64)
+    card_no: CardNo
+    card_id: CardId | None = None
+    pin_verified: bool
+    card_authenticated: bool
+    biometric_passed: bool | None = Field(None, description="a face/fingerprint match at the counter, if one was made")
 
 
 class CollectRequest(_In):

@@ -32,6 +32,7 @@ from settlement.wire import (
     Collection,
     CollectionVoid,
     FeeLineIn,
+    IdentityCheck,
     Pensioner,
     PreSettlement,
     Refund,
@@ -82,6 +83,9 @@ class Centre(Protocol):
     def settlement_outcome(self, setl_id: str) -> Outcome: ...
 
     # identity and pensions
+    def identity_check(self, *, serial: str, person_id: str, card_no: str, pin_verified: bool,
+                       card_authenticated: bool, card_id: str | None = None,
+                       biometric_passed: bool | None = None) -> IdentityCheck: ...
     def certify(self, *, serial: str, person_id: str, method: str, **evidence: Any) -> Certification: ...
     def certification_status(self, person_id: str) -> CertificationStatus: ...
     def pensioner(self, person_id: str) -> Pensioner: ...
@@ -134,6 +138,13 @@ class NativeCentre:
         if record.status != "settled":
             return Outcome(False, why=f"found {record.status} at the centre by recovery")
         return Outcome(True, self.client.posting(setl_id).payload.get("result", record.model_dump(mode="json")))
+
+    def identity_check(self, *, serial: str, person_id: str, card_no: str, pin_verified: bool,
+                       card_authenticated: bool, card_id: str | None = None,
+                       biometric_passed: bool | None = None) -> IdentityCheck:
+        return self.client.identity_check(serial=serial, person_id=person_id, card_no=card_no, card_id=card_id,
+                                          pin_verified=pin_verified, card_authenticated=card_authenticated,
+                                          biometric_passed=biometric_passed)
 
     def certify(self, *, serial: str, person_id: str, method: str, **evidence: Any) -> Certification:
         return self.client.certify(serial=serial, person_id=person_id, method=method, **evidence)

@@ -292,22 +292,36 @@ class Terminal:
 
     # ---- identity --------------------------------------------------------------------------------------
     def identity_check(self, reader: str | None, pin: str, biometric_score: float | None) -> dict[str, Any]:
+        """Card + PIN at the counter (the card screened against the blacklist and authenticated first, as every
+        flow does), then the centre's check, recorded there under the journal's key: "verified" or "refused"
+        with the centre's reasons. With the centre out of reach the answer is "provisional" (never verified),
+        with the age of the blacklist copy the card was screened against; the check stays in the journal and is
+        sent when the centre is back."""
         s = self.session(reader)
         with s.claim("identity"):
             info = self._card(s, pin, authenticate=True)
-        passed_bio = None
-        if biometric_score is not None:
-            passed_bio = biometric_score >= self.config.policy.biometric_threshold
-        return {
-            "verified": passed_bio is not False,
-            "pin_verified": True,
-            "card_authenticated": self.security is not None,
-            "biometric_passed": passed_bio,
-            "person_id": info.social_security_number,
-            "name": info.name,
-            "card_no": info.card_number,
-            "region_code": info.region_code,
-        }
+        passed_bio = None if biometric_score is None else biometric_score >= self.config.policy.biometric_threshold
+        authenticated = self.security is not None and self.config.policy.require_card_auth
+        body = {"person_id": info.social_security_number, "card_no": info.card_number, "card_id": info.card_id,
+                "pin_verified": True, "card_authenticated": authenticated, "biometric_passed": passed_bio}
+        seen = {"pin_verified": True, "card_authenticated": authenticated, "biometric_passed": passed_bio,
+                "person_id": info.social_security_number, "name": info.name, "card_no": info.card_number,
+                "region_code": info.region_code, **self.blacklist_state()}
+        entry = self._begin("identity", body, person_id=info.social_security_number, card_no=info.card_number,
+                            holder_name=info.name)
+        try:
+            result = self._send(entry, None, lambda serial: self.centre.identity_check(serial=serial, **body),
+                                reverse_on_unknown=False)
+        except TerminalError as e:
+            if e.code != "SETTLEMENT_UNAVAILABLE":
+                raise
+            return {**seen, "key": entry.key, "status": "provisional", "verified": False, "check_id": None,
+                    "reasons": ["CENTRE_UNREACHABLE"]}
+        return {**seen, "key": entry.key, "status": "verified" if result.verified else "refused",
+                "verified": result.verified, "check_id": result.check_id, "reasons": result.reasons,
+                "name": result.name or info.name, "card_status": result.card_status,
+                "enrolled_regions": result.enrolled_regions, "certified": result.certified,
+                "certified_until": result.certified_until, "benefit_status": result.benefit_status}
 
     # ---- hospital visit --------------------------------------------------------------------------------
     def register_visit(self, reader: str | None, care: str) -> dict[str, Any]:

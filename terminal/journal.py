@@ -35,7 +35,7 @@ from terminal.logs import event
 
 PENDING, CONFIRMED, FAILED, REVERSED = "pending", "confirmed", "failed", "reversed"
 STATES = (PENDING, CONFIRMED, FAILED, REVERSED)
-ENTRY_KINDS = ("register", "certify", *MONEY_KINDS)
+ENTRY_KINDS = ("register", "certify", "identity", *MONEY_KINDS)
 """What the journal records: every request sent to the centre."""
 
 SCHEMA = """

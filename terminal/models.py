@@ -7,6 +7,7 @@ The centre's own models (visit, breakdown, certification, pensioner) are passed 
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -181,9 +182,21 @@ class CardInfo(BaseModel):
 
 
 class IdentityResult(BaseModel):
-    model_config = example(verified=True, pin_verified=True, card_authenticated=True, biometric_passed=None,
-                           person_id="110105198001010016", name="张三", card_no="B10238475", region_code="110100")
-    verified: bool
+    """An identity check: "verified" or "refused" as the centre judged and recorded it (`check_id` to quote
+    later; `reasons` as error codes), or "provisional" when the centre could not be asked (never verified: the
+    card was screened against a blacklist copy `blacklist_age_seconds` old; the check is sent later)."""
+
+    model_config = example(status="verified", verified=True, check_id="T0001:12", key="T0001:12", reasons=[],
+                           pin_verified=True, card_authenticated=True, biometric_passed=None,
+                           person_id="110105198001010016", name="张三", card_no="B10238475", region_code="110100",
+                           card_status="active", enrolled_regions=["110000"], certified=None, certified_until=None,
+                           benefit_status=None, blacklist_version=3, blacklist_age_seconds=42)
+    status: Literal["verified", "refused", "provisional"]
+    verified: bool = Field(description="true only when the centre verified the person and card")
+    check_id: str | None = Field(description="the centre's record of the check (null while provisional)")
+    key: str = Field(description="the journal key of the check")
+    reasons: list[str] = Field(description="why not verified: UNKNOWN_PERSON, DEATH_REPORTED, NOT_ENROLLED, "
+                               "CARD_* (the card's status), PIN_NOT_VERIFIED, BIOMETRIC_FAILED, CENTRE_UNREACHABLE")
     pin_verified: bool
     card_authenticated: bool
     biometric_passed: bool | None
@@ -191,6 +204,13 @@ class IdentityResult(BaseModel):
     name: str
     card_no: str
     region_code: str
+    card_status: str | None = None
+    enrolled_regions: list[str] = []
+    certified: bool | None = Field(None, description="a pensioner's eligibility certification is valid")
+    certified_until: dt.date | None = None
+    benefit_status: int | None = None
+    blacklist_version: int | None = None
+    blacklist_age_seconds: int | None = None
 
 
 class VisitRegistered(Visit):

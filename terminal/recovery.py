@@ -4,8 +4,8 @@
 - a pending settlement or pension collection is looked up at the centre: applied -> confirmed (the
   receipt can be printed again from the journal); not applied -> voided (the void leaves a tombstone at
   the centre, so a request still on the wire is refused when it lands);
-- a pending refund, registration or certification is sent again with the same serial: the centre applies
-  a key once, so a repeat returns the first outcome.
+- a pending refund, registration, certification or identity check is sent again with the same serial: the
+  centre applies a key once, so a repeat returns the first outcome.
 Every step is idempotent, so recovery itself may crash and run again.
 """
 
@@ -47,6 +47,8 @@ def _resend(t: Terminal, e: Entry):
     if e.kind == "certify":
         evidence = {k: v for k, v in r.items() if k not in ("person_id", "method", "terminal_serial")}
         return t.centre.certify(serial=serial, person_id=r["person_id"], method=r["method"], **evidence)
+    if e.kind == "identity":
+        return t.centre.identity_check(serial=serial, **{k: v for k, v in r.items() if k != "terminal_serial"})
     raise ValueError(f"no resend for {e.kind}")
 
 

@@ -32,6 +32,7 @@ from settlement.wire import (
     CollectionVoid,
     FeeLineIn,
     Flag,
+    IdentityCheck,
     IssueBatch,
     Pensioner,
     Person,
@@ -165,6 +166,16 @@ class SettlementClient:
             evidence["pin_block"] = evidence["pin_block"].hex().upper()
         return self._call("POST", "/v1/identity/certify", Certification, json=self._body(
             terminal_serial=serial, person_id=person_id, method=method, **evidence))
+
+    def identity_check(self, *, serial: str, person_id: str, card_no: str, pin_verified: bool,
+                       card_authenticated: bool, card_id: str | None = None,
+                       biometric_passed: bool | None = None) -> IdentityCheck:
+        return self._call("POST", "/v1/identity/check", IdentityCheck, json=self._body(
+            terminal_serial=serial, person_id=person_id, card_no=card_no, card_id=card_id, pin_verified=pin_verified,
+            card_authenticated=card_authenticated, biometric_passed=biometric_passed))
+
+    def identity_check_record(self, check_id: str) -> IdentityCheck:
+        return self._call("GET", f"/v1/identity/checks/{_seg(check_id)}", IdentityCheck)
 
     def person(self, person_id: str) -> Person:
         return self._call("GET", f"/v1/persons/{_seg(person_id)}", Person)

@@ -61,6 +61,8 @@ from settlement.wire import (
     DeathReportRequest,
     ErrorBody,
     Flag,
+    IdentityCheck,
+    IdentityCheckRequest,
     IssueBatch,
     IssueRequest,
     Pensioner,
@@ -233,6 +235,21 @@ def create_app(
         ev = req.model_dump(exclude={"terminal_serial", "person_id", "method"})
         return engine.identity.certify(make_key(t.terminal_id, req.terminal_serial), req.person_id, req.method,
                                        actor=t.terminal_id, **ev)
+
+    @v1.post("/identity/check", tags=["identity"], operation_id="check_identity")
+    def check_identity(req: IdentityCheckRequest, t: Term) -> IdentityCheck:
+        """An identity check at a counter, recorded: the person enrolled and alive, the card their active card,
+        the PIN verified at the card (and a biometric match). Its `check_id` can be quoted later."""
+        return engine.identity.check(make_key(t.terminal_id, req.terminal_serial), req.person_id, req.card_no,
+                                     actor=t.terminal_id, pin_verified=req.pin_verified,
+                                     card_authenticated=req.card_authenticated, card_id=req.card_id,
+                                     biometric_passed=req.biometric_passed)
+
+    @v1.get("/identity/checks/{check_id}", tags=["identity"], operation_id="get_identity_check")
+    def get_identity_check(check_id: str, t: Term) -> IdentityCheck:
+        """A recorded identity check (the terminal's own, or any for an operator)."""
+        own_key(t, check_id)
+        return engine.identity.check_record(check_id)
 
     @v1.get("/persons/{person_id}", tags=["persons"], operation_id="get_person")
     def get_person(person_id: str, t: Term) -> Person:

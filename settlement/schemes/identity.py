@@ -34,12 +34,19 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Protocol
 
-from settlement.errors import IdempotencyConflict, InvalidRequest, PinCheckUnavailable
+from settlement.errors import (
+    IdempotencyConflict,
+    InvalidRequest,
+    PinCheckUnavailable,
+    SettlementError,
+    UnknownPerson,
+    UnknownTransaction,
+)
 from settlement.ledger import Clock, Store, Tx, marks, request_hash
 from settlement.schemes import audit
 from settlement.schemes.hooks import CardCheck, PensionHooks
 from settlement.schemes.records import PinReference, load_person, load_pin_reference
-from settlement.wire import METHODS, Certification, CertificationStatus, Failure, pin_pan
+from settlement.wire import METHODS, Certification, CertificationStatus, Failure, IdentityCheck, Person, pin_pan
 
 PIN_BLOCK_SIZES = (8, 16)
 
@@ -74,6 +81,11 @@ def pin_block_bytes(value: bytes | str) -> bytes:
     return block
 
 
+#: the card's status in an identity check, by the code of the card check's refusal
+CARD_STATUS_OF = {"CARD_REPORTED_LOST": "reported_lost", "CARD_CANCELLED": "cancelled", "CARD_REPLACED": "replaced",
+                  "CARD_EXPIRED": "expired", "CARD_NOT_PERSONS": "another_persons", "UNKNOWN_CARD": "unknown"}
+
+
 class _StaleReference(Exception):
     """The PIN reference changed between the online check and the unit that records its outcome."""
 
@@ -94,6 +106,16 @@ def schema(dialect: str) -> list[str]:
             result TEXT NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS id_certifications_person ON id_certifications (person_id, passed, at)",
+        """CREATE TABLE IF NOT EXISTS id_checks (
+            key TEXT PRIMARY KEY,
+            person_id TEXT NOT NULL,
+            card_no TEXT NOT NULL,
+            verified INTEGER NOT NULL CHECK (verified IN (0, 1)),
+            at TEXT NOT NULL,
+            request_hash TEXT NOT NULL,
+            result TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS id_checks_person ON id_checks (person_id, at)",
     ]
 
 
@@ -160,6 +182,83 @@ class Identity:
                                        last_certified_at=last[0], method=last[1], valid_until=until)
 
         return self.store.read(q)
+
+    # -- identity checks (at a counter, before a service) --------------------------------------------------
+    def check(self, key: str, person_id: str, card_no: str, *, actor: str, pin_verified: bool,
+              card_authenticated: bool, card_id: str | None = None,
+              biometric_passed: bool | None = None) -> IdentityCheck:
+        """Check a person and the card they showed, and record the outcome under `key` (idempotent): what the
+        centre knows (enrolled, alive, the card their active card; a pensioner's certification) and what the
+        counter saw (the PIN verified by the card, the card authenticated, a biometric match). Refusals are
+        outcomes (`verified` false, `reasons`), recorded like passes; only malformed input raises."""
+        for name, flag in (("pin_verified", pin_verified), ("card_authenticated", card_authenticated)):
+            if type(flag) is not bool:
+                raise InvalidRequest(f"{name} must be true or false", field=name)
+        if biometric_passed is not None and type(biometric_passed) is not bool:
+            raise InvalidRequest("biometric_passed must be true, false or absent", field="biometric_passed")
+        if type(person_id) is not str or not 1 <= len(person_id) <= 64:
+            raise InvalidRequest("person_id must be 1 to 64 characters", field="person_id")
+        rhash = request_hash("identity.check", [person_id, card_no, card_id, pin_verified, card_authenticated,
+                                                biometric_passed])
+
+        def unit(tx: Tx) -> IdentityCheck:
+            row = tx.one("SELECT request_hash, result FROM id_checks WHERE key = ?", (key,))
+            if row is not None:
+                if row["request_hash"] != rhash:
+                    raise IdempotencyConflict(f"key {key!r} was used for a different identity check", key=key)
+                return IdentityCheck.model_validate({**json.loads(row["result"]), "replayed": True})
+            at = self.clock.stamp()
+            try:
+                person: Person | None = load_person(tx, person_id)
+            except UnknownPerson:
+                person = None
+            reasons: list[str] = []
+            regions: list[str] = []
+            card_status = certified = until = status = None
+            if person is None:
+                reasons.append("UNKNOWN_PERSON")
+            else:
+                if person.death_date is not None and person.death_date <= self.clock.today():
+                    reasons.append("DEATH_REPORTED")
+                regions = [r for (r,) in tx.rows("SELECT region FROM reg_enrolments WHERE person_id = ? AND"
+                                                 " active = 1 ORDER BY region", (person_id,))]
+                if not regions:
+                    reasons.append("NOT_ENROLLED")
+                try:
+                    self.cards.check(tx, person_id, card_id=card_id, card_no=card_no)
+                    card_status = "active"
+                except SettlementError as e:
+                    reasons.append(e.code)
+                    card_status = CARD_STATUS_OF.get(e.code, "refused")
+                status = self.pensions.status_code(tx, person_id)
+                if status is not None:
+                    last = self.records.last_pass(tx, person_id)
+                    until = self.records.valid_until(last[0]) if last else None
+                    certified = until is not None and self.clock.today() <= until
+            if not pin_verified:
+                reasons.append("PIN_NOT_VERIFIED")
+            if biometric_passed is False:
+                reasons.append("BIOMETRIC_FAILED")
+            result = IdentityCheck(check_id=key, person_id=person_id, name=person.name if person else None,
+                                   verified=not reasons, reasons=reasons, card_no=card_no, card_status=card_status,
+                                   card_authenticated=card_authenticated, enrolled_regions=regions,
+                                   certified=certified, certified_until=until, benefit_status=status, checked_at=at)
+            tx.execute("INSERT INTO id_checks (key, person_id, card_no, verified, at, request_hash, result)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)", (key, person_id, card_no, int(result.verified), at, rhash,
+                                                         result.model_dump_json()))
+            if person is not None:
+                audit.record(tx, at=at, person_id=person_id, event="identity_checked", actor=actor, key=key,
+                             card_no=card_no, verified=result.verified, reasons=reasons)
+            return result
+
+        return self.store.run(unit)
+
+    def check_record(self, key: str) -> IdentityCheck:
+        """A recorded identity check (a service hall quotes its id); UnknownTransaction if there is none."""
+        row = self.store.read(lambda tx: tx.one("SELECT result FROM id_checks WHERE key = ?", (key,)))
+        if row is None:
+            raise UnknownTransaction(f"no identity check {key!r}", key=key)
+        return IdentityCheck.model_validate_json(row["result"])
 
     def certify(
         self,

@@ -219,15 +219,31 @@ async function connectEvents() {
 }
 
 // ---- identity -------------------------------------------------------------------------------------------------
+const REASONS = {
+  UNKNOWN_PERSON: "社保中心没有此人的参保登记", DEATH_REPORTED: "已有死亡报告", NOT_ENROLLED: "当前没有有效参保",
+  CARD_REPORTED_LOST: "该卡已挂失", CARD_CANCELLED: "该卡已注销", CARD_REPLACED: "该卡已补换，旧卡失效",
+  CARD_EXPIRED: "该卡已过期", CARD_NOT_PERSONS: "该卡不是本人的卡", UNKNOWN_CARD: "社保中心没有这张卡的记录",
+  PIN_NOT_VERIFIED: "密码未通过", BIOMETRIC_FAILED: "人脸/指纹比对未通过", CENTRE_UNREACHABLE: "社保中心无法连接",
+};
+
+function ago(seconds) {
+  return seconds < 120 ? `${seconds} 秒` : seconds < 7200 ? `${Math.round(seconds / 60)} 分钟` : `${Math.round(seconds / 3600)} 小时`;
+}
+
 async function identityCheck(ev) {
   ev.preventDefault();
   const pin = $("#identity-pin");
   await run(ev.submitter, async () => {
     const r = await api("POST", "/v1/identity/check", { reader: S.reader, pin: pin.value });
     const out = $("#identity-result");
-    out.textContent = r.verified ? `核验通过：${r.name}，卡片与密码均有效${r.card_authenticated ? "，卡片为真卡" : ""}。`
-      : `核验未通过：${r.name}。`;
-    out.className = `result ${r.verified ? "good" : "bad"}`;
+    const why = r.reasons.map((c) => REASONS[c] || c).join("；");
+    const age = r.blacklist_age_seconds == null ? "从未更新" : `${ago(r.blacklist_age_seconds)}前更新`;
+    out.textContent = r.status === "verified"
+      ? `核验通过：${r.name}，卡片与密码均有效${r.card_authenticated ? "，卡片为真卡" : ""}。社保中心记录号 ${r.check_id}。`
+      : r.status === "provisional"
+        ? `暂时核验（社保中心无法连接，不作为正式核验）：卡片与密码有效，黑名单${age}。中心恢复后自动补报（${r.key}）。`
+        : `核验未通过：${r.name}。${why}。社保中心记录号 ${r.check_id}。`;
+    out.className = `result ${r.status === "verified" ? "good" : r.status === "provisional" ? "warn" : "bad"}`;
     out.hidden = false;
   });
   pin.value = "";

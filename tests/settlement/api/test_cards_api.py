@@ -19,9 +19,10 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-COUNTER, OPERATOR = "counter-key-1", "operator-key-1"
+COUNTER, OPERATOR, OTHER = "counter-key-1", "operator-key-1", "counter-key-2"
 TERMINALS = [TerminalKey("T1", hash_key(COUNTER), institution="BJ3"),
-             TerminalKey("HALL", hash_key(OPERATOR), operator=True)]
+             TerminalKey("HALL", hash_key(OPERATOR), operator=True),
+             TerminalKey("T2", hash_key(OTHER), institution="BJ1")]
 CARD_ID = "110100D156000005B1A0C3D4E5F60701"
 NEW_ID = "110100D156000005B1A0C3D4E5F60702"
 
@@ -123,3 +124,15 @@ def test_transactions_carry_the_card_and_are_refused_with_its_status(hall, count
         counter.certify(serial="4", person_id="EMP", method="card_pin", card_no="C0000001", pin_verified=True)
     with pytest.raises(errors.UnknownCard):
         counter.register_visit(serial="5", person_id="EMP", institution="BJ3", care="outpatient", card_no="Z1")
+
+
+def test_an_identity_check_is_quoted_by_its_terminal_or_a_service_hall(app, hall, counter):
+    c = counter.identity_check(serial="9", person_id="EMP", card_no="C0000001", pin_verified=True,
+                               card_authenticated=True)
+    assert c.verified and c.check_id == "T1:9"
+    assert counter.identity_check_record("T1:9") == c == hall.identity_check_record("T1:9")
+    with TestClient(app) as other, pytest.raises(errors.Forbidden):
+        SettlementClient("http://testserver", OTHER, http=other).identity_check_record("T1:9")
+    unknown = counter.identity_check(serial="10", person_id="110101190001010000", card_no="Z9", pin_verified=True,
+                                     card_authenticated=False)
+    assert (unknown.verified, unknown.reasons) == (False, ["UNKNOWN_PERSON"])
