@@ -506,6 +506,53 @@ class BlacklistDelta(BaseModel):
     ]] = []
 
 
+# a holder's own view (a kiosk's)
+class SettlementLine(BaseModel):
+    """One settlement of a person, as a statement shows it (fen): what it was, and what was refunded since."""
+
+    model_config = ConfigDict(frozen=True)
+
+    setl_id: str
+    mdtrt_id: str | None
+    institution: str | None
+    setl_time: str
+    status: Literal["settled", "voided"]
+    medfee_sumamt: int
+    fund_pay_sumamt: int
+    acct_pay: int
+    psn_cash_pay: int
+    refunded: int
+
+
+class PensionPayment(BaseModel):
+    """A month's pension issued into the pensioner account, or money collected from it at a counter (fen)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["issued", "collected"]
+    key: str
+    at: str
+    amount: int
+    month: str | None = None
+    institution: str | None = None
+
+
+class SelfService(BaseModel):
+    """What a holder sees at a kiosk with their card and PIN: their card's status, balances, this year's
+    accumulators, recent settlements and pension payments, and (pensioners) benefit and certification."""
+
+    person_id: str
+    name: str
+    card: Card
+    personal_account: int
+    pensioner_account: int
+    accumulators: Accumulators
+    settlements: list[SettlementLine]
+    pension_payments: list[PensionPayment]
+    pensioner: Pensioner | None = None
+    certification: CertificationStatus | None = None
+
+
 # -- HTTP API: requests and answers ----------------------------------------------------------------------
 Fen = Annotated[int, Field(strict=True, ge=0, description="amount in fen (1 yuan = 100 fen)")]
 Serial = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="the terminal's serial number for "

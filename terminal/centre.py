@@ -36,6 +36,7 @@ from settlement.wire import (
     Pensioner,
     PreSettlement,
     Refund,
+    SelfService,
     Settlement,
     Visit,
     Void,
@@ -94,10 +95,10 @@ class Centre(Protocol):
     def void_collection(self, *, serial: str, collection_key: str) -> CollectionVoid: ...
     def collection_outcome(self, key: str) -> Outcome: ...
 
-    # cards: the blacklist (terminal/blacklist.py), what the terminal did to a card, a card's status
+    # cards: the blacklist (terminal/blacklist.py), what the terminal did to a card, a holder's own view
     def card_blacklist(self, since: int = 0) -> BlacklistDelta: ...
     def report_card_application(self, card_no: str, card_id: str | None, application: str | None) -> Card: ...
-    def card(self, card_no: str) -> Card: ...
+    def self_service(self, person_id: str, *, card_no: str, card_id: str | None = None) -> SelfService: ...
 
     def health(self) -> dict[str, str]: ...
     def close(self) -> None: ...
@@ -175,8 +176,8 @@ class NativeCentre:
     def report_card_application(self, card_no: str, card_id: str | None, application: str | None) -> Card:
         return self.client.report_card_application(card_no, card_id, application)
 
-    def card(self, card_no: str) -> Card:
-        return self.client.card(card_no)
+    def self_service(self, person_id: str, *, card_no: str, card_id: str | None = None) -> SelfService:
+        return self.client.self_service(person_id, card_no=card_no, card_id=card_id)
 
     def health(self) -> dict[str, str]:
         return self.client.health()

@@ -323,6 +323,22 @@ class Terminal:
                 "enrolled_regions": result.enrolled_regions, "certified": result.certified,
                 "certified_until": result.certified_until, "benefit_status": result.benefit_status}
 
+    # ---- self-service (kiosk) ------------------------------------------------------------------------------
+    def kiosk(self, reader: str | None, pin: str) -> dict[str, Any]:
+        """The holder's own view, for the card in the reader only: the card screened, authenticated and its
+        PIN verified at the card, then the centre's self-service answer for that card's holder (the centre
+        checks the card is their active card)."""
+        s = self.session(reader)
+        with s.claim("kiosk"):
+            info = self._card(s, pin, authenticate=True)
+        try:
+            view = self.centre.self_service(info.social_security_number, card_no=info.card_number,
+                                            card_id=info.card_id)
+        except SettlementError as e:
+            raise from_settlement_error(e) from e
+        return {**view.model_dump(mode="json"), "expiry_date": info.expiry_date.isoformat() if info.expiry_date
+                else None, **self.blacklist_state()}
+
     # ---- hospital visit --------------------------------------------------------------------------------
     def register_visit(self, reader: str | None, care: str) -> dict[str, Any]:
         s = self.session(reader)

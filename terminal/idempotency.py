@@ -38,7 +38,11 @@ RETENTION = dt.timedelta(days=7)
 MAX_BODY = 1 << 20
 NOT_KEPT = frozenset({"INVALID_REQUEST", "UNAUTHORIZED", "READER_BUSY", "INTERNAL_ERROR", "CORS_ORIGIN_NOT_ALLOWED"})
 SECRET_FIELDS = frozenset({"pin"})
-EXEMPT = ("/v1/bridge",)  # the reader bridge: function calls that carry PINs in their own names, never kept
+EXEMPT = (
+    "/v1/bridge",  # the reader bridge: function calls that carry PINs in their own names, never kept
+    "/v1/kiosk",  # a holder's own view: never kept, never replayed (the PIN is not in a fingerprint, so a replay
+                  # would show it to whoever repeats the key at the same kiosk)
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS idempotency (

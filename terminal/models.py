@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from settlement.wire import CertificationStatus, ErrorBody, FeeLineIn, Pensioner, Visit
+from settlement.wire import CertificationStatus, ErrorBody, FeeLineIn, Pensioner, SelfService, Visit
 from settlement.wire import PreSettlement as CentrePreSettlement
 
 __all__ = ["ErrorBody", "FeeLineIn"]
@@ -54,6 +54,15 @@ class IdentityCheckIn(_In):
     reader: ReaderName = None
     pin: Pin
     biometric_score: float | None = Field(None, ge=0, le=1, description="match score from a face/fingerprint device")
+
+
+class KioskIn(_In):
+    """A holder at a kiosk: the card in the reader and its PIN; nothing else (whose data is shown comes from
+    the card, never from the request)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"pin": "123456"}]})
+    reader: ReaderName = None
+    pin: Pin
 
 
 class VisitIn(_In):
@@ -209,6 +218,19 @@ class IdentityResult(BaseModel):
     certified: bool | None = Field(None, description="a pensioner's eligibility certification is valid")
     certified_until: dt.date | None = None
     benefit_status: int | None = None
+    blacklist_version: int | None = None
+    blacklist_age_seconds: int | None = None
+
+
+class KioskSummary(SelfService):
+    """The holder's own view at a kiosk (the centre's, for the card in the reader), with the card as read."""
+
+    model_config = example(person_id="110105198001010016", name="张三", card={
+        "card_no": "B10238475", "card_id": "110100D156000005B1A0C3D4E5F60718", "person_id": "110105198001010016",
+        "status": "active", "changed_at": "2024-03-01T02:00:00+00:00"}, personal_account=450000,
+        pensioner_account=0, accumulators={"year": 2024}, settlements=[], pension_payments=[], expiry_date="2029-05-20",
+        blacklist_version=3, blacklist_age_seconds=42)
+    expiry_date: str | None = Field(None, description="the card's expiry date as read from it")
     blacklist_version: int | None = None
     blacklist_age_seconds: int | None = None
 

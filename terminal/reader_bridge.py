@@ -98,6 +98,7 @@ from cardlib import errors as ce
 from cardlib.crypto import suite_for
 from cardlib.hsm_read import ALGORITHM_FLAGS, ReadState
 from cardlib.readers.base import historical_bytes
+from terminal.errors import TerminalError
 from terminal.logs import event
 from terminal.session import ReaderSession, SessionError
 
@@ -311,6 +312,12 @@ class PendingReads:
 
 
 # ---- the card errors as national codes -----------------------------------------------------------------------
+#: a blacklisted card's refusal (terminal/flows.py `screen`), as the bridge says it (the national interface has
+#: no code of its own for it: the card is answered as locked, -0x6A81)
+BLACKLISTED = {"CARD_REPORTED_LOST": "该卡已挂失", "CARD_CANCELLED": "该卡已注销",
+               "CARD_REPLACED": "该卡已补换，旧卡失效"}
+
+
 def code_of(e: Exception) -> BridgeError:
     """The national code of a card or reader failure (subclasses before their bases)."""
     if isinstance(e, BridgeError):
@@ -329,6 +336,8 @@ def code_of(e: Exception) -> BridgeError:
         return BridgeError(-sw, f"外部认证失败：{e}")
     if isinstance(e, ce.CardBlocked):
         return BridgeError(-0x6A81, f"卡片或应用已锁定：{e}")
+    if isinstance(e, TerminalError) and e.code in BLACKLISTED:  # the card is on the blacklist: refused as locked
+        return BridgeError(-0x6A81, f"卡片或应用已锁定：{BLACKLISTED[e.code]}")
     if isinstance(e, ce.SecurityModuleError):
         return BridgeError(PSAM_WITHOUT_KEY, f"{CODES[PSAM_WITHOUT_KEY]}：{e}")
     if isinstance(e, ce.ItemUnreadable):
@@ -393,7 +402,7 @@ class ReaderBridge:
             out, extra = getattr(self, name)(caller, **args)
             answer = Answer(name, OK, out, extra)
         except Exception as e:  # every failure is a code; an unexpected one is logged with its traceback
-            if not isinstance(e, (BridgeError, ce.CardError, SessionError)):
+            if not isinstance(e, (BridgeError, ce.CardError, SessionError, TerminalError)):
                 log.error("reader bridge: %s failed", name, exc_info=e)
             err = code_of(e)
             answer = Answer(name[:64], err.code, err.detail, err.extra)
@@ -410,6 +419,7 @@ class ReaderBridge:
     def _authenticated_card(self, s: ReaderSession):
         """The card's data, and the card authenticated when a PSAM or the HSM is configured."""
         info = s.ensure_read()
+        self.t.screen(s, info)  # the blacklist, before anything else (a PIN) is done with the card
         sm = self.t.security
         if sm is not None and self.t.config.policy.require_card_auth:
             s.card.authenticate_card(sm)
@@ -454,6 +464,7 @@ class ReaderBridge:
                 raise BridgeError(DISAGREES_WITH_HSM)
             info = p.session.card.read_basic_step2(p.state, cryptogram)
             p.session.info = info
+            self.t.screen(p.session, info)
             return self._string(info), {}
         finally:
             self.pending.release(p)

@@ -40,6 +40,7 @@ from settlement.wire import (
     PostingOut,
     PreSettlement,
     Refund,
+    SelfService,
     Settlement,
     SettlementRecord,
     Visit,
@@ -189,6 +190,11 @@ class SettlementClient:
 
     def person_balances(self, person_id: str) -> PersonBalances:
         return self._call("GET", f"/v1/persons/{_seg(person_id)}/balances", PersonBalances)
+
+    def self_service(self, person_id: str, *, card_no: str | None = None, card_id: str | None = None,
+                     limit: int | None = None) -> SelfService:
+        return self._call("GET", f"/v1/persons/{_seg(person_id)}/self-service", SelfService,
+                          params=self._body(card_no=card_no, card_id=card_id, limit=limit))
 
     def audit_trail(self, person_id: str) -> list[AuditEntry]:
         return self._call("GET", f"/v1/persons/{_seg(person_id)}/audit", list[AuditEntry])

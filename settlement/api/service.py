@@ -35,7 +35,7 @@ from fastapi.security import APIKeyHeader
 from settlement.api.auth import KeyRing, TerminalKey
 from settlement.api.national import National
 from settlement.api.national_data import Item
-from settlement.errors import Forbidden, SettlementError, Unauthorized, UnknownTransaction
+from settlement.errors import Forbidden, InvalidState, SettlementError, Unauthorized, UnknownTransaction
 from settlement.ledger import Store, make_key, utc_now
 from settlement.schemes import cards, chart
 from settlement.schemes.engine import Engine, Settings
@@ -74,6 +74,7 @@ from settlement.wire import (
     Refund,
     RefundRequest,
     RegisterRequest,
+    SelfService,
     Settlement,
     SettlementRecord,
     SettleRequest,
@@ -271,6 +272,28 @@ def create_app(
         b = engine.ledger.balances([chart.personal_account(person_id), chart.pensioner_account(person_id)])
         return PersonBalances(person_id=person_id, personal_account=b[chart.personal_account(person_id)],
                               pensioner_account=b[chart.pensioner_account(person_id)])
+
+    @v1.get("/persons/{person_id}/self-service", tags=["persons"], operation_id="self_service")
+    def self_service(person_id: str, t: Term, card_no: Annotated[str | None, Query(max_length=20)] = None,
+                     card_id: Annotated[str | None, Query(max_length=32)] = None,
+                     limit: Annotated[int, Query(ge=1, le=50)] = 10) -> SelfService:
+        """A holder's own view (a kiosk's, with card and PIN at the terminal): card status, balances, this
+        year's accumulators, recent settlements and pension payments. Only with the person's active card
+        (`card_no` and/or `card_id`, as read from it): any other card is refused with its typed error."""
+        card = engine.cards.proof(person_id, card_id=card_id, card_no=card_no)
+        person = engine.registry.person(person_id)
+        b = engine.ledger.balances([chart.personal_account(person_id), chart.pensioner_account(person_id)])
+        try:
+            pensioner = engine.pensions.pensioner(person_id)
+        except InvalidState:
+            pensioner = None
+        return SelfService(person_id=person_id, name=person.name, card=card,
+                           personal_account=b[chart.personal_account(person_id)],
+                           pensioner_account=b[chart.pensioner_account(person_id)],
+                           accumulators=engine.medical.accumulators(person_id),
+                           settlements=engine.medical.recent(person_id, limit),
+                           pension_payments=engine.pensions.payments(person_id, limit), pensioner=pensioner,
+                           certification=engine.identity.status(person_id) if pensioner else None)
 
     @v1.get("/persons/{person_id}/audit", tags=["identity"], operation_id="audit_trail")
     def audit_trail(person_id: str, t: Oper) -> list[AuditEntry]:

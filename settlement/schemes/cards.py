@@ -289,6 +289,16 @@ class Cards:
 
         return self.store.read(q)
 
+    def proof(self, person_id: str, *, card_id: str | None = None, card_no: str | None = None) -> Card:
+        """The card presented, if it is the person's active card (proof of card for reads of a person's data,
+        e.g. a kiosk's); raise the typed refusal otherwise. InvalidRequest when no card is presented."""
+        if card_id is None and card_no is None:
+            raise InvalidRequest("present the card: card_no and/or card_id", field="card_no")
+        card = self.store.read(lambda tx: check_card(tx, person_id, self.clock.today(), card_id=card_id,
+                                                      card_no=card_no))
+        assert card is not None
+        return card
+
     def history(self, card_no: str) -> list[AuditEntry]:
         """What happened to the card: its holder's audit trail entries about it, oldest first."""
         def q(tx: Tx) -> list[AuditEntry]:

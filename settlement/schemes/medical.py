@@ -86,6 +86,7 @@ from settlement.wire import (
     Refund,
     RefundParts,
     Settlement,
+    SettlementLine,
     SettlementRecord,
     Visit,
     Void,
@@ -738,6 +739,27 @@ class Medical:
                                     person_id=row["person_id"], institution=row["institution"],
                                     void_key=row["void_key"], refundable=rem["bill"],
                                     remaining=rem["parts"])
+
+        return self.store.read(q)
+
+    def recent(self, person_id: str, limit: int = 10) -> list[SettlementLine]:
+        """The person's latest settlements (voided ones too), newest first, with what each refunded since."""
+        def q(tx: Tx) -> list[SettlementLine]:
+            load_person(tx, person_id)
+            rows = tx.rows("SELECT s.key, s.status, s.mdtrt_id, s.institution, s.settled_at, s.remaining, p.payload"
+                           " FROM med_settlements s JOIN ledger_postings p ON p.key = s.key WHERE s.person_id = ?"
+                           " AND s.status IN ('settled', 'voided') ORDER BY s.settled_at DESC, s.key LIMIT ?",
+                           (person_id, limit))
+            out = []
+            for key, status, mdtrt_id, inst, at, remaining, payload in rows:
+                b = json.loads(payload)["result"]["breakdown"]
+                left = json.loads(remaining)["bill"] if status == "settled" else 0
+                out.append(SettlementLine(setl_id=key, mdtrt_id=mdtrt_id, institution=inst, setl_time=at,
+                                          status=status, medfee_sumamt=b["medfee_sumamt"],
+                                          fund_pay_sumamt=b["fund_pay_sumamt"], acct_pay=b["acct_pay"],
+                                          psn_cash_pay=b["psn_cash_pay"],
+                                          refunded=b["medfee_sumamt"] - left if status == "settled" else 0))
+            return out
 
         return self.store.read(q)
 

@@ -45,7 +45,7 @@ from settlement.schemes import answers, audit, chart
 from settlement.schemes.hooks import CardCheck, CertificationCheck, FraudChecks
 from settlement.schemes.policy import PolicyBook
 from settlement.schemes.records import load_institutions, load_person, load_persons
-from settlement.wire import Collection, CollectionVoid, IssueBatch, Pensioner, Person, yuan
+from settlement.wire import Collection, CollectionVoid, IssueBatch, Pensioner, PensionPayment, Person, yuan
 
 STATUS = {1: "normal", 2: "suspended", 3: "terminated", 4: "awaiting review"}
 LAPSED, DEATH = "certification_lapsed", "death_reported"
@@ -171,6 +171,23 @@ class Pensions:
             if row is None:
                 raise InvalidState(f"{person_id} is not a pensioner", person_id=person_id)
             return _pensioner(row)
+
+        return self.store.read(q)
+
+    def payments(self, person_id: str, limit: int = 10) -> list[PensionPayment]:
+        """The pensioner account's latest movements: months issued and collections not voided, newest first."""
+        def q(tx: Tx) -> list[PensionPayment]:
+            load_person(tx, person_id)
+            issued = [PensionPayment(kind="issued", key=k, at=at, amount=int(a), month=m) for k, at, a, m in tx.rows(
+                "SELECT key, issued_at, amount, month FROM pen_issues WHERE person_id = ? ORDER BY issued_at DESC"
+                " LIMIT ?", (person_id, limit))]
+            collected = [PensionPayment(kind="collected", key=k, at=at, amount=int(a), institution=i)
+                         for k, at, a, i in tx.rows(
+                             "SELECT c.key, c.collected_at, c.amount, c.institution FROM pen_collections c WHERE"
+                             " c.person_id = ? AND NOT EXISTS (SELECT 1 FROM pen_voids v WHERE v.collection_key ="
+                             " c.key AND v.status = 'voided') ORDER BY c.collected_at DESC LIMIT ?",
+                             (person_id, limit))]
+            return sorted(issued + collected, key=lambda p: (p.at, p.key), reverse=True)[:limit]
 
         return self.store.read(q)
 

@@ -103,6 +103,18 @@ def test_no_card_is_minus_2(bridge_counter):
     assert call(bridge_counter, "iReadCardBas", iType=3)["result"] == -2
 
 
+def test_a_blacklisted_card_is_answered_as_locked_before_its_pin(bridge_counter, centre):
+    """The national interface has no code of its own for a card on the blacklist: it is answered as a locked
+    card (-0x6A81), for a read and before a PIN is tried."""
+    centre.engine.cards.report_lost("B10238475", actor="hall", reason="lost")
+    bridge_counter.terminal.fetcher.step(force=True)
+    tries = sim_card(bridge_counter).pin.tries_left
+    for function, args in (("iReadCardBas", {}), ("iVerifyPIN", {"pPIN": "000000"})):
+        out = call(bridge_counter, function, iType=3, **args)
+        assert out["result"] == -0x6A81 and "挂失" in out["pOutInfo"], out
+    assert sim_card(bridge_counter).pin.tries_left == tries
+
+
 def test_a_counterfeit_card_is_minus_21(bridge_counter):
     from sim.issuer import Issuer
     from sim.personalize import issue_sample

@@ -159,6 +159,7 @@ async function readCard(perf) {
 }
 const SEX = { 1: "男", 2: "女", 9: "未说明" };
 function showHolder(card) {
+  if (!card || !S.kiosk || S.kiosk.card.card_no !== card.card_number) clearKiosk(); // another holder sees nothing
   S.card = card;
   $("#holder-empty").hidden = Boolean(card);
   $("#holder-data").hidden = !card;
@@ -245,6 +246,60 @@ async function identityCheck(ev) {
         : `核验未通过：${r.name}。${why}。社保中心记录号 ${r.check_id}。`;
     out.className = `result ${r.status === "verified" ? "good" : r.status === "provisional" ? "warn" : "bad"}`;
     out.hidden = false;
+  });
+  pin.value = "";
+}
+
+// ---- self-service (kiosk) ------------------------------------------------------------------------------------
+const CARD_STATUS = { active: "正常", reported_lost: "已挂失", cancelled: "已注销", replaced: "已补换", expired: "已过期" };
+function beijing(utc) {  // the centre's UTC stamps as Beijing time, "2024-03-01 10:00"
+  return new Date(new Date(utc).getTime() + 8 * 3600 * 1000).toISOString().slice(0, 16).replace("T", " ");
+}
+function clearKiosk() {
+  S.kiosk = null;
+  $("#kiosk-result").hidden = true;
+  for (const id of ["#kiosk-accounts", "#kiosk-accumulators", "#kiosk-settlements", "#kiosk-pension"]) $(id).replaceChildren();
+}
+function rows(target, list, cells) {
+  $(target).replaceChildren(...list.map((item) => {
+    const tr = document.createElement("tr");
+    for (const [text, cls] of cells(item)) tr.append(el("td", text, cls));
+    return tr;
+  }));
+}
+async function kiosk(ev) {
+  ev.preventDefault();
+  const pin = $("#kiosk-pin");
+  clearKiosk();
+  await run(ev.submitter, async () => {
+    const r = await api("POST", "/v1/kiosk/summary", { reader: S.reader, pin: pin.value });
+    S.kiosk = r;
+    const c = r.card;
+    $("#kiosk-card").textContent = `${r.name}，卡号 ${c.card_no}，卡片状态：${CARD_STATUS[c.status] || c.status}`
+      + (r.expiry_date ? `，有效期至 ${r.expiry_date}` : "") + "。";
+    $("#kiosk-card").className = `result ${c.status === "active" ? "good" : "bad"}`;
+    const lines = [["个人账户余额", `${yuan(r.personal_account)} 元`]];
+    if (r.pensioner) {
+      lines.push(["养老金账户余额", `${yuan(r.pensioner_account)} 元`], ["月养老金", `${yuan(r.pensioner.monthly_amount)} 元`]);
+    }
+    if (r.certification) {
+      lines.push(["资格认证", r.certification.certified ? `有效至 ${r.certification.valid_until}` : "已过期或未认证"]);
+    }
+    rows("#kiosk-accounts", lines, ([k, v]) => [[k], [v, "num"]]);
+    const a = r.accumulators;
+    rows("#kiosk-accumulators", [
+      ["门诊起付线已累计", a.outpatient.deductible_used], ["门诊统筹基金已支付", a.outpatient.hifp_paid],
+      ["住院起付线已累计", a.inpatient.deductible_used], ["住院统筹基金已支付", a.inpatient.hifp_paid],
+      ["大病保险已支付", a.hifmi_paid], ["医疗救助已支付", a.maf_paid],
+    ], ([k, v]) => [[k], [yuan(v), "num"]]);
+    rows("#kiosk-settlements", r.settlements, (x) => [
+      [beijing(x.setl_time)], [x.institution || "—"], [yuan(x.medfee_sumamt), "num"],
+      [yuan(x.fund_pay_sumamt), "num"], [yuan(x.acct_pay), "num"], [yuan(x.psn_cash_pay), "num"],
+      [x.status === "voided" ? "已冲正" : x.refunded ? `已退 ${yuan(x.refunded)}` : "已结算"]]);
+    rows("#kiosk-pension", r.pension_payments, (p) => [
+      [beijing(p.at)], [p.kind === "issued" ? "发放" : "领取"], [p.month || p.institution || "—"],
+      [yuan(p.amount), "num"]]);
+    $("#kiosk-result").hidden = false;
   });
   pin.value = "";
 }
@@ -483,6 +538,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#pension-status").addEventListener("click", pensionStatus);
   $("#certify-form").addEventListener("submit", certify);
   $("#collect-form").addEventListener("submit", collect);
+  $("#kiosk-form").addEventListener("submit", kiosk);
   $("#refresh-day").addEventListener("click", loadDay);
   $("#print").addEventListener("click", printReceipt);
   $("#paper").addEventListener("change", () => { if (S.receipt) showReceipt(S.receipt); });
