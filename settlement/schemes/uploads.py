@@ -11,6 +11,11 @@ over them (settlement/schemes/breakdown.py `line_shares`).
 
 This module knows no visit states: whoever calls it (the national platform interface) checks that the
 visit exists, belongs to the caller and is not settled.
+
+Uploads and notes commit without waiting for the disk (`store.run(..., durable=False)`): they are the HIS's
+own records, which it sends again when asked, and never money. A crash of the machine before the next
+durable commit (the visit's settlement, which syncs the same log) may lose them; the settlement then
+refuses (no fee lines, or a total that does not match the HIS's), and the HIS uploads again.
 """
 
 from __future__ import annotations
@@ -130,7 +135,7 @@ class Uploads:
                      for i, f in enumerate(new)])
             return [*have.values(), *new]
 
-        return self.store.run(unit)
+        return self.store.run(unit, durable=False)
 
     def fees(self, mdtrt_id: str, chrg_bchno: str | None = None) -> list[FeeDetail]:
         """The visit's fee details in upload order (of one charge batch, if given)."""
@@ -161,7 +166,7 @@ class Uploads:
         self.store.run(lambda tx: tx.execute(
             "INSERT INTO med_visit_notes (mdtrt_id, kind, body, noted_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (mdtrt_id, kind) DO UPDATE SET body = excluded.body, noted_at = excluded.noted_at",
-            (mdtrt_id, kind, text, self.clock.stamp())))
+            (mdtrt_id, kind, text, self.clock.stamp())), durable=False)
 
     def note(self, mdtrt_id: str, kind: str) -> dict[str, Any] | None:
         row = self.store.read(lambda tx: tx.one(

@@ -24,6 +24,12 @@ fund, hospital and cash accounts) are summed in Python through the whole transac
 `flush(tx, totals)` once, just before COMMIT. So a server store locks those rows for the commit alone
 and always last (after every row lock the transaction's requests took, in account-code order); a
 savepoint rolled back drops what was deferred inside it. `tx.deferred(flush)` shows what is pending.
+
+*Units that need not wait for the disk* (`store.run(fn, durable=False)`): for records a caller can send
+again, never money. Their commit may return before it is on disk (SQLite: synchronous=NORMAL for that
+commit; PostgreSQL: synchronous_commit off): it survives a crash of the process, but a crash of the machine
+may lose it until the next durable commit, which writes the same log after it and so makes it durable too.
+A batch that holds one durable request commits durably.
 """
 
 from __future__ import annotations
@@ -153,13 +159,14 @@ class Store(ABC):
         """The transaction this thread is inside, if any."""
         return getattr(self._local, "tx", None)
 
-    def run(self, fn: Callable[[Tx], T]) -> T:
-        """Run `fn(tx)` atomically; return its result once the commit is durable."""
+    def run(self, fn: Callable[[Tx], T], *, durable: bool = True) -> T:
+        """Run `fn(tx)` atomically; return its result once the commit is durable (with `durable=False`: once
+        committed, see the module docstring; inside a unit, as that unit)."""
         tx = self.current()
         if tx is not None:
             with tx.savepoint():
                 return fn(tx)
-        return self._run_top(fn)
+        return self._run_top(fn, durable)
 
     def run_batched(self, handler: Callable[[Tx, list[Any]], list[Any]], item: Any) -> Any:
         """Like `run(lambda tx: handler(tx, [item])[0])`, but the store may hand `handler` the items of
@@ -210,7 +217,7 @@ class Store(ABC):
         return self._read_top(fn)
 
     @abstractmethod
-    def _run_top(self, fn: Callable[[Tx], T]) -> T: ...
+    def _run_top(self, fn: Callable[[Tx], T], durable: bool = True) -> T: ...
 
     @abstractmethod
     def _top_transaction(self) -> Any: ...

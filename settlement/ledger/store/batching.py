@@ -59,7 +59,7 @@ class Request:
     """One caller's unit of work. A thread's request is woken through `done` (released when its outcome
     is final and durable); an asyncio caller's through `future`, set in its event loop."""
 
-    __slots__ = ("fn", "handler", "item", "done", "future", "result", "error")
+    __slots__ = ("fn", "handler", "item", "done", "future", "result", "error", "durable")
 
     def __init__(self, fn: Callable[[Tx], Any] | None, handler: Handler | None = None, item: Any = None,
                  future: asyncio.Future[Any] | None = None) -> None:
@@ -72,6 +72,7 @@ class Request:
             self.done.acquire()
         self.result: Any = None
         self.error: BaseException | None = None
+        self.durable = True
 
     def wait(self) -> Any:
         self.done.acquire()
@@ -148,6 +149,11 @@ class GroupCommitStore(Store):
 
     begin_sql: str = "BEGIN"
 
+    def _begin_batch(self, durable: bool) -> None:
+        """BEGIN the writer's transaction; `durable=False` when no request of the batch needs its commit on
+        disk before it is answered (a subclass relaxes the commit, see settlement.ledger.store.base)."""
+        self._control(self.begin_sql)
+
     def _retryable(self, e: BaseException) -> bool:
         """Whether an error means "run the whole batch again" (a subclass adds its deadlock errors)."""
         return isinstance(e, Retry)
@@ -164,11 +170,12 @@ class GroupCommitStore(Store):
         if self._closed:
             raise StoreUnavailable("store is closed")
 
-    def _run_top(self, fn: Callable[[Tx], T]) -> T:
+    def _run_top(self, fn: Callable[[Tx], T], durable: bool = True) -> T:
         self._check_open()
-        if not self.group_commit:
+        if not self.group_commit:  # the baseline mode: every unit durable
             return self._run_alone(Request(fn))  # type: ignore[no-any-return]
         req = Request(fn)
+        req.durable = durable
         self._queue.put(req)
         return req.wait()  # type: ignore[no-any-return]
 
@@ -288,7 +295,7 @@ class GroupCommitStore(Store):
         for attempt in range(self.retries + 1):
             for req in batch:
                 req.result = req.error = None
-            lost = self._attempt(list(groups.values()))
+            lost = self._attempt(list(groups.values()), any(r.durable for r in batch))
             if lost is None:
                 return True
             if not self._retryable(lost) or attempt == self.retries:
@@ -300,11 +307,11 @@ class GroupCommitStore(Store):
             req.result = None
         return False
 
-    def _attempt(self, groups: list[list[Request]]) -> BaseException | None:
+    def _attempt(self, groups: list[list[Request]], durable: bool = True) -> BaseException | None:
         """One try at a batch: None if it committed, else the error that lost the transaction (rolled back)."""
         try:
             tx = self._write_tx()
-            self._control(self.begin_sql)
+            self._begin_batch(durable)
         except Exception as e:
             return StoreUnavailable(f"cannot begin a transaction: {e}")
         tx._begin()

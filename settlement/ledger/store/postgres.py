@@ -20,7 +20,8 @@ settlement serve --workers N`) comes from the SQL, not from the single writer:
   * a deadlock or serialization failure (still possible between two batches that lock the rows of the
     same persons in other orders) rolls the whole batch back, releasing all its locks, and runs it
     again after a random pause, up to `retries` times (settlement.ledger.store.batching).
-Durability: a unit returns after COMMIT, i.e. after PostgreSQL flushed its WAL (synchronous_commit on).
+Durability: a unit returns after COMMIT, i.e. after PostgreSQL flushed its WAL (synchronous_commit on;
+off for a batch of units run with `durable=False` only: the next durable commit flushes the WAL past them).
 """
 
 from __future__ import annotations
@@ -136,6 +137,11 @@ class PostgresStore(GroupCommitStore):
     def _control(self, sql: str) -> None:
         assert self._wconn is not None
         self._wconn.execute(sql)
+
+    def _begin_batch(self, durable: bool) -> None:
+        self._control(self.begin_sql)
+        if not durable:
+            self._control("SET LOCAL synchronous_commit TO OFF")
 
     def _in_transaction(self) -> bool:
         conn = self._wconn

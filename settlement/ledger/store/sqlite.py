@@ -3,7 +3,8 @@
 Durability: journal_mode=WAL with synchronous=FULL fsyncs the WAL at every COMMIT, and no caller is
 answered before the COMMIT of its batch has returned, so an answered request is on disk and survives
 a process or machine crash. (synchronous=NORMAL would survive a process crash but could lose the
-last commits on power loss; group commit makes FULL affordable: one fsync per batch.)
+last commits on power loss; group commit makes FULL affordable: one fsync per batch.) A batch of units
+run with `durable=False` only commits with NORMAL; the next FULL commit syncs the log they are in.
 Reads use one read-only connection per thread and see committed data only.
 
 `group_commit=False` is the naive mode used as the benchmark's baseline: each unit is its own
@@ -110,6 +111,7 @@ class SqliteStore(GroupCommitStore):
         self._conn.execute(f"PRAGMA page_size = {int(page_size)}")  # only takes effect on a new file
         self.db.enable_wal()
         self._wtx = SqliteTx(self._conn)
+        self._sync = "FULL"  # the write connection's synchronous level (NORMAL for a batch not durable)
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._start_writer(group_commit=group_commit, max_batch=max_batch)
@@ -119,6 +121,13 @@ class SqliteStore(GroupCommitStore):
 
     def _control(self, sql: str) -> None:
         self._wtx.cur.execute(sql)
+
+    def _begin_batch(self, durable: bool) -> None:
+        level = "FULL" if durable else "NORMAL"  # set outside a transaction, as SQLite requires
+        if level != self._sync:
+            self._wtx.cur.execute(f"PRAGMA synchronous = {level}")
+            self._sync = level
+        self._control(self.begin_sql)
 
     def _in_transaction(self) -> bool:
         return self._conn.in_transaction

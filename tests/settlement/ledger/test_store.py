@@ -209,3 +209,42 @@ def test_sqlite_survives_reopen(tmp_path: Path) -> None:
         assert s.read(lambda tx: tx.value("SELECT qty FROM t_items")) == 2
     with pytest.raises(ValueError):
         SqliteStore(":memory:")
+
+
+def _commit_setting(tx: Tx) -> str:
+    """How the current transaction will commit: SQLite's synchronous level, PostgreSQL's synchronous_commit."""
+    if tx.dialect == "sqlite":
+        return {1: "relaxed", 2: "durable"}[tx.value("PRAGMA synchronous")]
+    row = tx.one("SELECT setting, source FROM pg_settings WHERE name = 'synchronous_commit'")
+    return "relaxed" if row == {"setting": "off", "source": "session"} else "durable"
+
+
+def test_units_that_need_not_wait_for_the_disk(items: Store) -> None:
+    """durable=False relaxes a batch's commit only when no request in it needs the disk; the setting does not
+    outlive the batch."""
+    assert items.run(_commit_setting, durable=False) == "relaxed"
+    assert items.run(_commit_setting) == "durable"
+    items.run(lambda tx: tx.execute("INSERT INTO t_items (name, qty) VALUES ('n', 1)"), durable=False)
+    assert count(items) == 1
+
+    started, go = threading.Event(), threading.Event()
+
+    def blocker(tx: Tx) -> None:  # holds the writer while the next two requests queue up
+        started.set()
+        go.wait(10)
+
+    seen: dict[str, str] = {}
+    first = threading.Thread(target=items.run, args=(blocker,))
+    first.start()
+    started.wait(10)
+    both = [threading.Thread(target=lambda: seen.__setitem__("relaxed?", items.run(_commit_setting, durable=False))),
+            threading.Thread(target=lambda: seen.__setitem__("durable", items.run(_commit_setting)))]
+    for t in both:
+        t.start()
+    while items.backlog() < 2:
+        threading.Event().wait(0.001)
+    go.set()
+    for t in (first, *both):
+        t.join(10)
+    assert seen == {"relaxed?": "durable", "durable": "durable"}  # one batch: committed durably
+    assert items.run(_commit_setting, durable=False) == "relaxed"
