@@ -155,18 +155,22 @@ def authenticate_then_read(stack: pcsc_stack.Pcscd, rounds: int) -> list[str]:
     from cardlib.readers.pcsc import PcscReader
     from hsm_client.client import HsmClient
     from hsm_mock import KeyStore, Lmk, LocalHsm
+    from hsm_mock.access import AccessPolicy
     from hsm_mock.server import ServerThread
     from sim.issuer import DEFAULT_ISSUER, install_into_hsm
     from sim.psam import SimPsam
     from sim.vicc import VirtualCardLink
     from terminal.security import HsmSecurity
 
-    store = KeyStore(Lmk.ephemeral())
+    lmk = Lmk.ephemeral()
+    store = KeyStore(lmk)
     hsm = LocalHsm(store)
     install_into_hsm(DEFAULT_ISSUER, hsm, lambda *x: store.load_components(x[0], "KEK", *x[1:]))
+    access = AccessPolicy.of(lmk, {"T0001": "terminal"})
     user, second = stack.readers
     lines: list[str] = []
-    with ServerThread(hsm) as server, HsmClient(*server.address, pool_size=1) as client:
+    with (ServerThread(hsm, access=access) as server,
+          HsmClient(*server.address, credential=access.credential("T0001"), pool_size=1) as client):
         links = [VirtualCardLink(issue_sample("li_si", ef06_requires_auth=True), stack.port),
                  VirtualCardLink(SimPsam(), stack.port + 1)]
         for link in links:

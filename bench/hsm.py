@@ -1,15 +1,20 @@
-"""Benchmark the mock HSM: MAC verifications per second in-process and over TCP (1 and 8 clients).
+"""Benchmark the mock HSM: MAC verifications per second in-process and over TCP (1 and 8 clients), and the
+cost of client authentication beside the same traffic without it.
 
 Targets: in-process >= 20,000/s; over TCP on loopback with 8 concurrent clients >= 5,000/s, per suite
-(3DES retail MAC, SM4 CBC-MAC) over a 32-byte message with a 4-byte MAC. The server runs in its own
-process (`multiprocessing`, ephemeral LMK, keys generated over the wire). Every TCP verification is
-one real request/response round trip: no batching, no pipelining.
+(3DES retail MAC, SM4 CBC-MAC) over a 32-byte message with a 4-byte MAC; and, issue 12, authentication
+(a session per connection, a tag on every frame) costs at most 10%: 8 clients against a server that
+authenticates them, alternating short rounds with the same traffic against a server that does not
+(`access=None`, which only a benchmark's baseline runs), in the same run; the ratio is the median of
+per-round ratios, so bursts of other work on a shared machine hit both alike.
 
-The clients: one client process; in it, 1 or 8 threads, each with its own `HsmClient` and
-connection. On a 2-core machine that leaves one core to the server and one to all clients; eight
-client processes would only add context switches on the same core (`--client-processes` measures that).
+The servers run in their own processes (`multiprocessing`, ephemeral LMK, keys generated over the wire by
+the console client), the clients are 1 or 8 threads in this process, each with its own `HsmClient`,
+credential (terminals T0001..T0008) and connection; every verification is one request/response round trip
+(no batching, no pipelining). On a 2-core machine that leaves one core to the servers and one to all
+clients; `--client-processes` runs the 1- and 8-client rows as processes instead.
 
-Run: .venv/bin/python bench/hsm.py [--seconds 2] [--client-processes]
+Run: .venv/bin/python bench/hsm.py [--seconds 2] [--rounds 40] [--client-processes]
 """
 
 from __future__ import annotations
@@ -17,37 +22,77 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import statistics
 import threading
 import time
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 
+from hsm_client.auth import Credential
 from hsm_client.client import HsmClient
+from hsm_mock.access import AccessPolicy
 from hsm_mock.commands import LocalHsm
 from hsm_mock.keystore import KeyStore, Lmk
 from hsm_mock.server import serve
 
 TARGET_LOCAL = 20_000
 TARGET_TCP_8 = 5_000
+TARGET_AUTH_RATIO = 0.90
 MESSAGE = bytes.fromhex("04DC010C1B") + bytes(range(27))  # CLA INS P1 P2 Lc + 27 data bytes
 SUITES = ("3DES", "SM4")
+TERMINALS = [f"T{i:04d}" for i in range(1, 9)]
+ROLES = {"console": "console", **{t: "terminal" for t in TERMINALS}}
 
 
-def _server_main(ready: Connection) -> None:
-    hsm = LocalHsm(KeyStore(Lmk.ephemeral()))
-    serve(hsm, "127.0.0.1", 0, on_ready=lambda host, port: ready.send(port))
+def _server_main(authenticate: bool, ready: Connection) -> None:
+    lmk = Lmk.ephemeral()
+    access = AccessPolicy.of(lmk, ROLES) if authenticate else None
+    creds = {c: access.credential(c) for c in ROLES} if access else {}
+    serve(LocalHsm(KeyStore(lmk)), "127.0.0.1", 0, on_ready=lambda host, port: ready.send((port, creds)),
+          access=access)
 
 
-def _loop(client: HsmClient, label: str, mac: bytes, seconds: float) -> int:
+class Server:
+    """A server process; `credential(id)` is None when it does not authenticate."""
+
+    def __init__(self, authenticate: bool) -> None:
+        ctx = mp.get_context("spawn")
+        recv, send = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_server_main, args=(authenticate, send), daemon=True)
+        self.proc.start()
+        if not recv.poll(30):
+            raise SystemExit("server did not start")
+        self.port, self.creds = recv.recv()
+
+    def credential(self, client: str) -> Credential | None:
+        return self.creds.get(client)
+
+    def client(self, who: str, **kw: object) -> HsmClient:
+        return HsmClient("127.0.0.1", self.port, credential=self.credential(who), **kw)  # type: ignore[arg-type]
+
+    def cpu(self) -> float:
+        """CPU seconds the server process has used (Linux /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.proc.terminate()  # SIGTERM: the server's own handler stops it
+        self.proc.join(10)
+
+
+def _loop(client: HsmClient, label: str, mac: bytes, seconds: float, step: int = 50) -> int:
     n, end = 0, time.perf_counter() + seconds
     while time.perf_counter() < end:
-        for _ in range(50):
+        for _ in range(step):
             client.verify_mac(label, MESSAGE, mac)
-        n += 50
+        n += step
     return n
 
 
-def _client_process(port: int, label: str, mac: bytes, seconds: float, start: float, out: Connection) -> None:
-    with HsmClient("127.0.0.1", port, pool_size=1) as client:
+def _client_process(port: int, cred: Credential | None, label: str, mac: bytes, seconds: float, start: float,
+                    out: Connection) -> None:
+    with HsmClient("127.0.0.1", port, credential=cred, pool_size=1) as client:
         client.ping()
         time.sleep(max(0.0, start - time.time()))
         out.send(_loop(client, label, mac, seconds))
@@ -65,37 +110,41 @@ def bench_local(suite: str, seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def bench_tcp_threads(port: int, label: str, mac: bytes, clients: int, seconds: float) -> float:
-    counts = [0] * clients
-    pool = [HsmClient("127.0.0.1", port, pool_size=1) for _ in range(clients)]
+def connected(server: Server, clients: int) -> list[HsmClient]:
+    pool = [server.client(TERMINALS[i], pool_size=1) for i in range(clients)]
     for c in pool:
-        c.ping()  # connect before timing
-    barrier = threading.Barrier(clients + 1)
+        c.ping()  # connect (and open the session) before timing
+    return pool
+
+
+def run_threads(pool: list[HsmClient], label: str, mac: bytes, seconds: float, step: int = 50,
+                count: bool = False):  # noqa: ANN201 - a rate, or (rate, requests) with count
+    counts = [0] * len(pool)
+    barrier = threading.Barrier(len(pool) + 1)
 
     def run(i: int) -> None:
         barrier.wait()
-        counts[i] = _loop(pool[i], label, mac, seconds)
+        counts[i] = _loop(pool[i], label, mac, seconds, step)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(pool))]
     for t in threads:
         t.start()
     barrier.wait()
     t0 = time.perf_counter()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - t0
-    for c in pool:
-        c.close()
-    return sum(counts) / elapsed
+    rate = sum(counts) / (time.perf_counter() - t0)
+    return (rate, sum(counts)) if count else rate
 
 
-def bench_tcp_processes(port: int, label: str, mac: bytes, clients: int, seconds: float) -> float:
+def bench_tcp_processes(server: Server, label: str, mac: bytes, clients: int, seconds: float) -> float:
     ctx = mp.get_context("spawn")
     start = time.time() + 1.5  # let every process import and connect first
     pipes, procs = [], []
-    for _ in range(clients):
+    for i in range(clients):
         recv, send = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_client_process, args=(port, label, mac, seconds, start, send))
+        args = (server.port, server.credential(TERMINALS[i]), label, mac, seconds, start, send)
+        p = ctx.Process(target=_client_process, args=args)
         p.start()
         pipes.append(recv)
         procs.append(p)
@@ -105,13 +154,65 @@ def bench_tcp_processes(port: int, label: str, mac: bytes, clients: int, seconds
     return total / seconds
 
 
+@dataclass
+class Side:
+    rates: list[float] = field(default_factory=list)  # verifications/s per round
+    requests: int = 0
+    server_cpu: float = 0.0  # seconds
+    client_cpu: float = 0.0
+
+    def cpu_us(self) -> float:
+        """CPU microseconds per verification, server and clients together."""
+        return (self.server_cpu + self.client_cpu) / self.requests * 1e6
+
+
+def side_by_side(servers: dict[bool, Server], label: str, macs: dict[bool, bytes], rounds: int,
+                 seconds: float = 0.25) -> tuple[Side, Side, float]:
+    """Alternating rounds of 8 clients without and with authentication: each side's rates and CPU per
+    verification, and the median of per-round rate ratios (on / off)."""
+    pools = {on: connected(server, 8) for on, server in servers.items()}
+    sides = {False: Side(), True: Side()}
+    for r in range(rounds):
+        for on in (False, True) if r % 2 == 0 else (True, False):
+            side, server = sides[on], servers[on]
+            s0, c0 = server.cpu(), time.process_time()
+            rate, n = run_threads(pools[on], label, macs[on], seconds, step=10, count=True)
+            side.server_cpu += server.cpu() - s0
+            side.client_cpu += time.process_time() - c0
+            side.rates.append(rate)
+            side.requests += n
+    for pool in pools.values():
+        for c in pool:
+            c.close()
+    ratio = statistics.median(a / b for a, b in zip(sides[True].rates, sides[False].rates, strict=True))
+    return sides[False], sides[True], ratio
+
+
+def opening_cost(plain: Server, auth: Server, n: int = 200) -> tuple[float, float]:
+    """Median time to connect and answer a ping on a fresh connection, without and with a session (ms)."""
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(n):
+        for on, server in ((False, plain), (True, auth)):
+            t0 = time.perf_counter()
+            with server.client(TERMINALS[0], pool_size=1) as c:
+                c.ping()
+            times[on].append(time.perf_counter() - t0)
+    return statistics.median(times[False]) * 1e3, statistics.median(times[True]) * 1e3
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=2.0, help="measuring time per figure")
+    ap.add_argument("--rounds", type=int, default=40, help="alternating 0.25 s rounds per suite, auth off/on")
     ap.add_argument("--client-processes", action="store_true", help="TCP clients as processes, not threads")
     a = ap.parse_args()
     print(f"mock HSM, MAC verification, {len(MESSAGE)}-byte message, 4-byte MAC; cpus={os.cpu_count()}; "
-          f"TCP clients as {'processes' if a.client_processes else 'threads in one process'}")
+          f"TCP clients as {'processes' if a.client_processes else 'threads in one process'}, authenticated; "
+          f"load average {loadavg()}")
     print(f"{'suite':6} {'where':11} {'clients':>7} {'verif/s':>9} {'target':>8}  result")
     ok = True
 
@@ -125,29 +226,44 @@ def main() -> int:
     for suite in SUITES:
         row(suite, "in-process", 1, bench_local(suite, a.seconds), TARGET_LOCAL)
 
-    ctx = mp.get_context("spawn")
-    recv, send = ctx.Pipe(duplex=False)
-    server = ctx.Process(target=_server_main, args=(send,), daemon=True)
-    server.start()
+    plain, auth = Server(False), Server(True)
     try:
-        if not recv.poll(30):
-            print("server did not start")
-            return 1
-        port = recv.recv()
-        with HsmClient("127.0.0.1", port) as admin:
-            for suite in SUITES:
-                label = f"bench.{suite.lower()}"
-                admin.generate_key(label, "MAK", suite)
-                mac = admin.generate_mac(label, MESSAGE)
-                for clients in (1, 8):
-                    if a.client_processes:
-                        rate = bench_tcp_processes(port, label, mac, clients, a.seconds)
-                    else:
-                        rate = bench_tcp_threads(port, label, mac, clients, a.seconds)
-                    row(suite, "tcp", clients, rate, TARGET_TCP_8 if clients == 8 else None)
+        macs: dict[str, dict[bool, bytes]] = {}
+        for suite in SUITES:
+            label = f"bench.{suite.lower()}"
+            macs[label] = {}
+            for on, server in ((False, plain), (True, auth)):
+                with server.client("console") as console, server.client(TERMINALS[0]) as terminal:
+                    console.generate_key(label, "MAK", suite)
+                    macs[label][on] = terminal.generate_mac(label, MESSAGE)
+            for clients in (1, 8):
+                if a.client_processes:
+                    rate = bench_tcp_processes(auth, label, macs[label][True], clients, a.seconds)
+                else:
+                    pool = connected(auth, clients)
+                    rate = run_threads(pool, label, macs[label][True], a.seconds)
+                    for c in pool:
+                        c.close()
+                row(suite, "tcp", clients, rate, TARGET_TCP_8 if clients == 8 else None)
+        print(f"\nauthentication on vs off, 8 clients, {a.rounds} alternating rounds of 0.25 s; target: on/off "
+              f">= {TARGET_AUTH_RATIO} in verifications/s (median of per-round ratios), and in verifications per "
+              "CPU second (server + clients, summed over the rounds: steadier on a shared machine)")
+        for suite in SUITES:
+            label = f"bench.{suite.lower()}"
+            off, on, ratio = side_by_side({False: plain, True: auth}, label, macs[label], a.rounds)
+            cpu_ratio = off.cpu_us() / on.cpu_us()
+            verdict = "PASS" if min(ratio, cpu_ratio) >= TARGET_AUTH_RATIO else "FAIL"
+            ok &= verdict == "PASS"
+            print(f"{suite:6} off {statistics.median(off.rates):>7,.0f}/s {off.cpu_us():6.1f} us CPU  "
+                  f"on {statistics.median(on.rates):>7,.0f}/s {on.cpu_us():6.1f} us CPU  "
+                  f"on/off {ratio:.3f}, by CPU {cpu_ratio:.3f}  {verdict}", flush=True)
+        t_off, t_on = opening_cost(plain, auth)
+        print(f"a fresh connection and one ping: {t_off:.3f} ms without a session, {t_on:.3f} ms with one "
+              "(paid once per pooled connection)")
     finally:
-        server.terminate()  # SIGTERM: the server's own handler stops it
-        server.join(10)
+        plain.stop()
+        auth.stop()
+    print(f"load average {loadavg()}")
     print("overall:", "PASS" if ok else "FAIL")
     return 0 if ok else 1
 

@@ -79,6 +79,7 @@ url = "{centre.service.url}"
 [hsm]
 host = "{hsm_host if hsm else ''}"
 port = {hsm_port}
+credential = "{centre.hsm_credential('T0001')}"
 [auth]
 tokens_sha256 = ["{hash_token(token)}"]
 """)

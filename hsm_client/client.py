@@ -1,8 +1,12 @@
 """`HsmClient`: the `HsmApi` over TCP, for the terminal and the settlement service (any HSM speaking the host
 protocol of `hsm_client.wire`; the mock HSM's server is one).
 
+- With a `credential` (`hsm_client.auth.Credential`, what `sscard hsm clients issue` writes), each
+  connection opens a session and every frame both ways carries a tag (`hsm_client.auth`); a reply whose
+  tag does not verify raises AuthenticationFailed. The HSM refuses a client without one (error 40).
 - A pool of up to `pool_size` connections, shared by threads; each call borrows one for one request and
-  its reply (no pipelining), so `pool_size` is also the number of requests in flight.
+  its reply (no pipelining), so `pool_size` is also the number of requests in flight. A connection left
+  idle longer than `max_idle` seconds is closed rather than reused (the HSM closes idle ones itself).
 - Every call has a deadline (`timeout`, for connecting, sending and receiving). On a timeout or a broken
   connection the connection is dropped; read-only and verification commands are retried on a fresh one
   (`retries` times), key-changing commands (generate, import, delete) are not, because the HSM may have
@@ -12,11 +16,14 @@ protocol of `hsm_client.wire`; the mock HSM's server is one).
 
 from __future__ import annotations
 
+import secrets
 import socket
 import threading
+import time
 from collections.abc import Sequence
 
 from hsm_client.api import DiversifiedKey, KeyInfo, KeyType, Suite
+from hsm_client.auth import NONCE_SIZE, Channel, Credential, client_channel, hello
 from hsm_client.errors import OK, FrameError, HsmUnavailable, error_for_code
 from hsm_client.wire import (
     BY_METHOD,
@@ -32,25 +39,39 @@ from hsm_client.wire import (
     reply_code,
 )
 
+# Error codes after which the HSM closes the connection.
+_CLOSED_AFTER = frozenset({"40", "43", "80"})
+
 
 class _Connection:
-    """One socket; sends a request and reads exactly its reply."""
+    """One socket (with its session, given a credential); sends a request and reads exactly its reply."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(self, host: str, port: int, timeout: float, credential: Credential | None) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buf = bytearray()
         self._counter = 0
+        self._channel: Channel | None = None
+        if credential is not None:
+            try:
+                nonce = secrets.token_bytes(NONCE_SIZE)
+                self.sock.sendall(frame(hello(credential, nonce)))
+                self._channel = client_channel(credential, nonce, self._read_frame())
+            except BaseException:
+                self.sock.close()
+                raise
+        self.last_used = time.monotonic()
 
     def close(self) -> None:
         self.sock.close()
 
     def is_stale(self) -> bool:
-        """True if the HSM closed this idle connection (EOF or error waiting to be read)."""
+        """True if this idle connection has anything to read: the HSM closed it, or it is out of step."""
         try:
             self.sock.setblocking(False)
             try:
-                return self.sock.recv(1, socket.MSG_PEEK) == b""
+                self.sock.recv(1, socket.MSG_PEEK)
+                return True
             finally:
                 self.sock.setblocking(True)
         except BlockingIOError:
@@ -61,11 +82,15 @@ class _Connection:
     def request(self, code: str, body: bytes, timeout: float) -> tuple[str, list[bytes]]:
         self._counter = (self._counter + 1) & 0xFFFFFFFF
         header = self._counter.to_bytes(HEADER_SIZE)
+        channel = self._channel
+        payload = header + code.encode("ascii") + body
         self.sock.settimeout(timeout)
-        self.sock.sendall(frame(header + code.encode("ascii") + body))
-        rheader, rcode, error, fields = parse_reply(self._read_frame())
+        self.sock.sendall(frame(payload if channel is None else channel.seal(payload)))
+        reply = self._read_frame()
+        rheader, rcode, error, fields = parse_reply(reply if channel is None else channel.open(reply))
         if rheader != header or rcode != reply_code(code):
             raise FrameError("reply does not match the request")
+        self.last_used = time.monotonic()
         return error, fields
 
     def _read_frame(self) -> bytes:
@@ -91,13 +116,17 @@ class HsmClient:
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         *,
+        credential: Credential | None = None,
         pool_size: int = 8,
         timeout: float = 5.0,
         retries: int = 1,
+        max_idle: float = 30.0,
     ) -> None:
         self.host, self.port = host, port
+        self.credential = credential
         self.timeout = timeout
         self.retries = retries
+        self.max_idle = max_idle
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(pool_size)
@@ -123,8 +152,8 @@ class HsmClient:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
-                return _Connection(self.host, self.port, self.timeout)
-            if not (check_stale and conn.is_stale()):
+                return _Connection(self.host, self.port, self.timeout, self.credential)
+            if time.monotonic() - conn.last_used <= self.max_idle and not (check_stale and conn.is_stale()):
                 return conn
             conn.close()
 
@@ -153,7 +182,14 @@ class HsmClient:
                         conn.close()
                     failure = exc
                     continue
-                self._release(conn)
+                except BaseException:  # refused at the opening, or a reply that does not verify
+                    if conn is not None:
+                        conn.close()
+                    raise
+                if error in _CLOSED_AFTER:
+                    conn.close()
+                else:
+                    self._release(conn)
                 if error != OK:
                     message = fields[0].decode("ascii", "replace") if fields else None
                     raise error_for_code(error, message)

@@ -64,6 +64,35 @@ class PinBlockError(HsmError):
     default_message = "PIN block format error"
 
 
+class AuthenticationFailed(HsmError):
+    """No credential, an unknown client, another client's key, or a frame whose tag does not verify (a
+    replayed, reordered or altered frame): the HSM answers once and closes the connection."""
+
+    code = "40"
+    default_message = "client authentication failed"
+
+
+class NotAuthorised(HsmError):
+    """The client's role may not run this command (the message names the role and the command)."""
+
+    code = "41"
+    default_message = "command not allowed for this client's role"
+
+
+class RateLimited(HsmError):
+    """The client ran this command faster than its limit allows (the message names the limit)."""
+
+    code = "42"
+    default_message = "rate limit exceeded"
+
+
+class ConnectionLimit(HsmError):
+    """The HSM has as many connections as it accepts (in total, or for this client); it closes this one."""
+
+    code = "43"
+    default_message = "too many connections"
+
+
 class UnknownCommand(HsmError):
     code = "68"
     default_message = "unknown command"
@@ -98,6 +127,10 @@ ERROR_CODES: dict[str, type[HsmError]] = {
         InvalidInput,
         LmkError,
         PinBlockError,
+        AuthenticationFailed,
+        NotAuthorised,
+        RateLimited,
+        ConnectionLimit,
         UnknownCommand,
         FrameError,
         HsmUnavailable,

@@ -13,6 +13,8 @@ field, a short ASCII message that never contains key, PIN or message material. A
 an error reply ("ZZ", "80"); one above MAX_PAYLOAD gets an error reply and the connection is closed.
 
 The commands, their fields and replies are tabled in hsm_mock/README.md; `COMMANDS` is the authority.
+On an authenticated connection (`hsm_client.auth`) an opening comes first and every payload after it ends
+with a 16-byte tag.
 """
 
 from __future__ import annotations
@@ -185,6 +187,11 @@ class FrameDecoder:
         self._buf = bytearray()
         self._max = max_payload
         self.error: FrameError | None = None
+
+    @property
+    def pending(self) -> bool:
+        """True while part of a frame is buffered."""
+        return bool(self._buf)
 
     def feed(self, data: bytes) -> list[bytes]:
         """The complete payloads now available (b"" for a zero-length frame). After an oversized length

@@ -1,6 +1,10 @@
-"""The audit trail: one entry per command with its name, key labels, result code, time and duration.
+"""The audit trail: one entry per command with its client, name, key labels, result code, time and duration.
 
 Entries never hold key, PIN, PIN-block, card-id or message material: `AuditEntry` has no field for it.
+The client is the authenticated client id the server sets for the commands it runs (`CLIENT`), "local"
+for calls in the HSM's own process. Besides commands: "auth" (a refused opening or frame tag), "connect"
+(a connection refused at a limit), "drop" (one closed at a timeout) and "alarm" (a client over a rate
+limit; labels "rate:<command>").
 They are kept in memory (the newest `maxlen`) and, with a path, in a SQLite table `audit`; the file is
 written in batches (every `batch` entries, on `entries()` and on `close()`), so a crash loses at most
 one batch.
@@ -12,10 +16,13 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
 from hsm_client.errors import OK, HsmError
+
+CLIENT: ContextVar[str] = ContextVar("hsm_audit_client", default="local")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +32,7 @@ class AuditEntry:
     labels: tuple[str, ...]  # key references the command named
     result: str  # two-character error code, "00" on success
     duration_us: int
+    client: str = "local"  # the authenticated client id, "" before authentication
 
 
 class AuditLog:
@@ -41,14 +49,20 @@ class AuditLog:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS audit (ts REAL NOT NULL, command TEXT NOT NULL,"
-                " labels TEXT NOT NULL, result TEXT NOT NULL, duration_us INTEGER NOT NULL)"
+                " labels TEXT NOT NULL, result TEXT NOT NULL, duration_us INTEGER NOT NULL,"
+                " client TEXT NOT NULL DEFAULT 'local')"
             )
+            if "client" not in {row[1] for row in self._db.execute("PRAGMA table_info(audit)")}:
+                self._db.execute("ALTER TABLE audit ADD COLUMN client TEXT NOT NULL DEFAULT 'local'")
             self._db.commit()
 
     def record(
-        self, command: str, labels: tuple[str, ...], result: str, start: float, duration_s: float
+        self, command: str, labels: tuple[str, ...], result: str, start: float, duration_s: float,
+        client: str | None = None,
     ) -> None:
-        entry = AuditEntry(start, command, labels, result, int(duration_s * 1e6))
+        """One entry; `client` defaults to the current `CLIENT`."""
+        entry = AuditEntry(start, command, labels, result, int(duration_s * 1e6),
+                           CLIENT.get() if client is None else client)
         self._mem.append(entry)
         if self._db is not None:
             with self._lock:
@@ -59,8 +73,9 @@ class AuditLog:
     def _flush(self) -> None:
         if self._db is None or not self._pending:
             return
-        rows = [(e.ts, e.command, ",".join(e.labels), e.result, e.duration_us) for e in self._pending]
-        self._db.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?)", rows)
+        rows = [(e.ts, e.command, ",".join(e.labels), e.result, e.duration_us, e.client) for e in self._pending]
+        self._db.executemany(
+            "INSERT INTO audit (ts, command, labels, result, duration_us, client) VALUES (?, ?, ?, ?, ?, ?)", rows)
         self._db.commit()
         self._pending.clear()
 
@@ -68,13 +83,16 @@ class AuditLog:
         with self._lock:
             self._flush()
 
-    def entries(self, command: str | None = None, label: str | None = None) -> list[AuditEntry]:
-        """The in-memory entries, oldest first, optionally only one command or one key label."""
+    def entries(
+        self, command: str | None = None, label: str | None = None, client: str | None = None
+    ) -> list[AuditEntry]:
+        """The in-memory entries, oldest first, optionally only one command, key label or client."""
         self.flush()
         return [
             e
             for e in list(self._mem)
             if (command is None or e.command == command) and (label is None or label in e.labels)
+            and (client is None or e.client == client)
         ]
 
     def close(self) -> None:

@@ -8,6 +8,7 @@
   the LMK: opening a store with another LMK fails with LmkError), or memory only (path None). The file
   is read when the store opens: one process owns it at a time (a running server sees key changes made
   through its host commands, not changes made by another process until it restarts).
+- The LMK also roots the HSM's client keys (`Lmk.client_key`, see `hsm_mock.access`): none is stored.
 - No method returns clear key bytes except `unwrap()`, which is for the HSM's own commands; `handle()`
   gives them a loaded key (cipher contexts) that lives in process memory until the key is deleted.
 """
@@ -48,13 +49,20 @@ _NONCE = 12
 
 
 class Lmk:
-    """The local master key; holds only an AES-GCM context and a check value, never prints the key."""
+    """The local master key; holds an AES-GCM context, the root of the client keys and a check value,
+    never prints the key."""
 
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise LmkError("the LMK must be 32 bytes (64 hex digits)")
         self._aead = AESGCM(key)
+        self._client_root = hmac.digest(key, b"sscard-hsm client keys", "sha256")
         self.check_value = hmac.digest(key, b"sscard-hsm lmk check", "sha256")[:8].hex()
+
+    def client_key(self, client_id: str, generation: int = 1) -> bytes:
+        """A client's 32-byte key: HMAC-SHA-256(HMAC-SHA-256(LMK, "sscard-hsm client keys"), "id|generation").
+        The HSM stores no client key; a new generation revokes the old key."""
+        return hmac.digest(self._client_root, f"{client_id}|{generation}".encode(), "sha256")
 
     def __repr__(self) -> str:
         return f"Lmk(check={self.check_value})"

@@ -20,6 +20,7 @@ from cardlib.errors import CardError, PinBlocked, PinWrong
 from cardlib.readers.base import DEFAULT_TIMEOUT, Reader
 from cardlib.security import SecurityModule
 from cardlib.trace import TraceWriter, TracingReader
+from sscard.options import HsmCredentialOption
 
 app = typer.Typer(help="Read and use a social security card.", no_args_is_help=True)
 console = Console()
@@ -96,8 +97,8 @@ def list_readers() -> None:
 
 
 @contextmanager
-def security_module(psam: str | None, hsm: str | None, hsm_prefix: str, hsm_timeout: float
-                    ) -> Iterator[SecurityModule | None]:
+def security_module(psam: str | None, hsm: str | None, hsm_prefix: str, hsm_timeout: float,
+                    hsm_credential: Path | None = None) -> Iterator[SecurityModule | None]:
     """The security module of --psam READER or --hsm HOST:PORT (at most one), closed afterwards."""
     if psam and hsm:
         raise typer.BadParameter("give --psam or --hsm, not both")
@@ -113,11 +114,10 @@ def security_module(psam: str | None, hsm: str | None, hsm_prefix: str, hsm_time
         finally:
             _close(r)
     elif hsm:
-        from hsm_client.client import HsmClient
-        from sscard.options import host_port
+        from sscard.options import hsm_client
         from terminal.security import HsmSecurity
 
-        client = HsmClient(*host_port(hsm, "--hsm"), timeout=hsm_timeout)
+        client = hsm_client(hsm, hsm_credential, hsm_timeout)
         try:
             yield HsmSecurity(client, hsm_prefix)
         finally:
@@ -140,12 +140,13 @@ def read(
                             help="The centre's HSM instead of a PSAM, e.g. 127.0.0.1:1500."),
     hsm_prefix: str = typer.Option("SSSE", help="Label prefix of the issuer's keys in the HSM."),
     hsm_timeout: float = typer.Option(2.0, min=0.1, help="Seconds per HSM command."),
+    hsm_credential: Path = HsmCredentialOption,
     timeout: float = TimeoutOption,
     trace: Path = TraceOption,
 ) -> None:
     """Read the holder's basic data (EF05 + EF06); no PIN needed. Odd items are read anyway and listed as
     warnings (on stderr, or under "warnings" with --json)."""
-    with (card_errors(), security_module(psam, hsm, hsm_prefix, hsm_timeout) as sm,
+    with (card_errors(), security_module(psam, hsm, hsm_prefix, hsm_timeout, hsm_credential) as sm,
           card_reader(reader, timeout, trace, "sscard card read") as r, slow_card_spinner()):
         info = SocialSecurityCard(r, security=sm).read_basic()
     if as_json:
@@ -173,13 +174,14 @@ def dump(
     hsm: str = typer.Option(None, "--hsm", metavar="HOST:PORT", help="The centre's HSM instead of a PSAM."),
     hsm_prefix: str = typer.Option("SSSE", help="Label prefix of the issuer's keys in the HSM."),
     hsm_timeout: float = typer.Option(2.0, min=0.1, help="Seconds per HSM command."),
+    hsm_credential: Path = HsmCredentialOption,
     timeout: float = TimeoutOption,
     trace: Path = TraceOption,
 ) -> None:
     """Every file and record the card lets this terminal read, raw and decoded (no PIN is asked for)."""
     from cardlib.dump import dump_card
 
-    with (card_errors(), security_module(psam, hsm, hsm_prefix, hsm_timeout) as sm,
+    with (card_errors(), security_module(psam, hsm, hsm_prefix, hsm_timeout, hsm_credential) as sm,
           card_reader(reader, timeout, trace, "sscard card dump") as r, slow_card_spinner()):
         result = dump_card(SocialSecurityCard(r), security=sm, probe=probe)
     if as_json:

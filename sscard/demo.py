@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="sscard-demo-"))
     centre = start_centre(workdir, terminals=(TERMINAL_ID, HIS_TERMINAL))
-    console.print(f"mock HSM on {centre.hsm_address[0]}:{centre.hsm_address[1]}, "
+    console.print(f"mock HSM on {centre.hsm_address[0]}:{centre.hsm_address[1]} (clients: "
+                  f"{', '.join(f'{c.id} ({c.roles[0]})' for c in centre.hsm_access.clients.values())}; "
+                  f"credentials in {workdir / 'hsm-credentials'}), "
                   f"settlement service on {centre.service.url} (SQLite in {workdir})")
     pcscd = None
     psam_link = None

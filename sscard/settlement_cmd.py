@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from sscard.options import HsmCredentialOption
+
 app = typer.Typer(help="The central settlement service.", no_args_is_help=True)
 
 
@@ -28,6 +30,7 @@ def serve(
     hsm: str = typer.Option(None, "--hsm", metavar="HOST:PORT", envvar="SSCARD_HSM",
                             help="The centre's HSM (host-command protocol): card_pin certifications are then "
                                  "checked online against the PIN references recorded at issuance."),
+    hsm_credential: Path = HsmCredentialOption,
     hsm_prefix: str = typer.Option("SSSE", help="Label prefix of the issuer's keys in the HSM (<prefix>-SM4-PVK...)."),
     hsm_timeout: float = typer.Option(2.0, min=0.1, help="Seconds per HSM command."),
     national_catalogue: Path = typer.Option(None, "--national-catalogue", exists=True, dir_okay=False,
@@ -59,10 +62,9 @@ def serve(
             raise typer.BadParameter(str(e), param_hint="--national-catalogue") from None
     verifier = None
     if hsm:
-        from hsm_client.client import HsmClient
-        from sscard.options import host_port
+        from sscard.options import hsm_client
 
-        verifier = HsmPinVerifier(HsmClient(*host_port(hsm, "--hsm"), timeout=hsm_timeout), hsm_prefix)
+        verifier = HsmPinVerifier(hsm_client(hsm, hsm_credential, hsm_timeout), hsm_prefix)
     if postgres is not None:
         from settlement.ledger.store.postgres import PostgresStore
 

@@ -18,6 +18,7 @@ from typing import Any
 import uvicorn
 
 from hsm_mock import KeyStore, Lmk, LocalHsm
+from hsm_mock.access import AccessPolicy
 from hsm_mock.server import ServerThread
 from settlement.api.auth import TerminalKey, hash_key
 from settlement.api.client import SettlementClient
@@ -39,6 +40,8 @@ from terminal.recovery import Forwarder
 INSTITUTION = "H11000301"
 INSTITUTION_NAME = "北京示例第三医院"
 TERMINAL_ID = "T0001"
+HSM_SETTLEMENT = "centre"  # the settlement service's HSM client id
+HSM_CONSOLE = "console"
 
 
 def listening_socket(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
@@ -95,6 +98,7 @@ class Centre:
     issuer: Issuer
     hsm: LocalHsm
     hsm_server: ServerThread
+    hsm_access: AccessPolicy
     store: SqliteStore
     engine: Engine
     service: UvicornThread
@@ -103,6 +107,10 @@ class Centre:
     @property
     def hsm_address(self) -> tuple[str, int]:
         return self.hsm_server.address
+
+    def hsm_credential(self, client: str) -> Path:
+        """The credential file of one of the HSM's clients (a terminal id, HSM_SETTLEMENT or HSM_CONSOLE)."""
+        return self.workdir / "hsm-credentials" / f"{client}.cred"
 
     def client(self, terminal_id: str = TERMINAL_ID, timeout: float = 5.0) -> SettlementClient:
         return SettlementClient(self.service.url, self.terminal_keys[terminal_id], timeout=timeout)
@@ -118,20 +126,29 @@ def start_centre(workdir: Path, *, issuer: Issuer = DEFAULT_ISSUER, terminals: t
                  port: int = 0) -> Centre:
     """The mock HSM (keys from `issuer`, by key ceremony) on TCP and the settlement service on SQLite, seeded
     with the sample holders and their PIN references; the service checks card_pin certifications online
-    with the same HSM (in-process)."""
+    with the same HSM (in-process). The HSM serves the `terminals` (role terminal), HSM_SETTLEMENT and
+    HSM_CONSOLE; their credential files are in workdir/hsm-credentials (`Centre.hsm_credential`)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    keystore = KeyStore(Lmk.ephemeral(), workdir / "hsm-keys.db")
+    lmk = Lmk.ephemeral()
+    keystore = KeyStore(lmk, workdir / "hsm-keys.db")
     hsm = LocalHsm(keystore)
     install_into_hsm(issuer, hsm, lambda label, suite, parts, kcv: keystore.load_components(label, "KEK", suite,
                                                                                               parts, kcv))
-    hsm_server = ServerThread(hsm).start()
+    access = AccessPolicy.of(lmk, {**dict.fromkeys(terminals, "terminal"), HSM_SETTLEMENT: "settlement",
+                                   HSM_CONSOLE: "console"})
+    (workdir / "hsm-credentials").mkdir(exist_ok=True)
+    for client in access.clients:  # a new LMK each start: the files of an earlier run are worthless
+        path = workdir / "hsm-credentials" / f"{client}.cred"
+        path.unlink(missing_ok=True)
+        access.credential(client).save(path)
+    hsm_server = ServerThread(hsm, access=access).start()
     store = SqliteStore(workdir / "settlement.db")
     engine = Engine(store, pin_verifier=HsmPinVerifier(hsm))
     seed(engine, hsm=hsm)  # with the HSM: each sample card's PIN reference, as issuance records it
     keys = {t: secrets.token_urlsafe(24) for t in terminals}
     ring = [TerminalKey(t, hash_key(k), INSTITUTION, False) for t, k in keys.items()]
     service = UvicornThread(create_settlement_app(engine, terminals=ring), port).start()
-    return Centre(workdir, issuer, hsm, hsm_server, store, engine, service, keys)
+    return Centre(workdir, issuer, hsm, hsm_server, access, store, engine, service, keys)
 
 
 @dataclass
@@ -175,7 +192,8 @@ def terminal_config(workdir: Path, user_card: str, psam: str, centre: Centre, to
         "readers": {"user_card": user_card, "psam": psam},
         "settlement": {"url": centre.service.url, "timeout": settlement_timeout},
         "centre": {"dialect": dialect},
-        "hsm": {"host": centre.hsm_address[0], "port": centre.hsm_address[1]},
+        "hsm": {"host": centre.hsm_address[0], "port": centre.hsm_address[1],
+                "credential": str(centre.hsm_credential(terminal_id))},
         "auth": {"tokens_sha256": [hash_token(token)]},
     } | (sections or {}))
 

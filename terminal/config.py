@@ -1,8 +1,8 @@
 """Terminal configuration: one TOML file per counter.
 
 ```toml
-Relative paths (journal, key_file, log file) are relative to the directory of this file, not to where
-the daemon was started.
+Relative paths (journal, key_file, log file, HSM credential) are relative to the directory of this file,
+not to where the daemon was started.
 
 [terminal]
 id = "T0001"                 # the terminal id the centre knows (bound to its API key)
@@ -40,6 +40,7 @@ backups = 5
 host = "127.0.0.1"                   # host = "" : no HSM
 port = 1500
 timeout = 2.0
+credential = "T0001-hsm.cred"        # this terminal's HSM credential (`sscard hsm clients issue T0001`)
 
 [auth]
 # SHA-256 of each front end's bearer token (`sscard terminal hash-token`); never the tokens themselves
@@ -149,6 +150,7 @@ class HsmSection(_Section):
     port: int = Field(1500, ge=1, le=65535)
     timeout: float = Field(2.0, gt=0)
     prefix: str = "SSSE"
+    credential: str = ""  # the terminal's client credential file; the HSM serves no client without one
 
 
 class LogSection(_Section):
@@ -224,6 +226,7 @@ class TerminalConfig(_Section):
         return self.model_copy(update={
             "terminal": self.terminal.model_copy(update={"journal": at(self.terminal.journal)}),
             "settlement": self.settlement.model_copy(update={"key_file": at(self.settlement.key_file)}),
+            "hsm": self.hsm.model_copy(update={"credential": at(self.hsm.credential)}),
             "log": self.log.model_copy(update={"file": at(self.log.file)}),
         })
 

@@ -66,6 +66,21 @@ class FallbackSecurity:
 
 def build_security(cfg: TerminalConfig) -> tuple[SecurityModule | None, str]:
     """(security module, PSAM terminal number or '')."""
+    hsm_sm: SecurityModule | None = None
+    if cfg.hsm.host:  # first: a missing credential must not leave the PSAM reader open
+        from hsm_client.auth import Credential, CredentialError
+        from hsm_client.client import HsmClient
+        from terminal.security import HsmSecurity
+
+        if not cfg.hsm.credential:
+            raise StartupError("[hsm] credential: the HSM serves only its clients; give this terminal's credential "
+                               f"file (`sscard hsm clients issue {cfg.terminal.id}` at the HSM)")
+        try:
+            credential = Credential.load(cfg.hsm.credential)
+        except CredentialError as e:
+            raise StartupError(f"[hsm] credential: {e}") from e
+        client = HsmClient(cfg.hsm.host, cfg.hsm.port, credential=credential, timeout=cfg.hsm.timeout)
+        hsm_sm = HsmSecurity(client, cfg.hsm.prefix, pin_suite=cfg.policy.pin_suite)
     psam_sm: SecurityModule | None = None
     terminal_number = ""
     if cfg.readers.psam:
@@ -76,13 +91,6 @@ def build_security(cfg: TerminalConfig) -> tuple[SecurityModule | None, str]:
             log.warning("PSAM in %s not usable: %s", cfg.readers.psam, e)
         regions = set(cfg.readers.psam_regions) if cfg.readers.psam_regions is not None else None
         psam_sm = PsamSecurity(psam, regions=regions, pin_suite=cfg.policy.pin_suite)
-    hsm_sm: SecurityModule | None = None
-    if cfg.hsm.host:
-        from hsm_client.client import HsmClient
-        from terminal.security import HsmSecurity
-
-        hsm_sm = HsmSecurity(HsmClient(cfg.hsm.host, cfg.hsm.port, timeout=cfg.hsm.timeout), cfg.hsm.prefix,
-                             pin_suite=cfg.policy.pin_suite)
     if psam_sm and hsm_sm:
         return FallbackSecurity(psam_sm, hsm_sm), terminal_number
     return psam_sm or hsm_sm, terminal_number
@@ -100,6 +108,9 @@ def build_terminal(cfg: TerminalConfig, *, centre: Centre | None = None,
     if security is None:
         try:
             security, number = build_security(cfg)
+        except StartupError:
+            journal.close()
+            raise
         except (CardError, ValueError) as e:
             journal.close()
             raise StartupError(f"PSAM reader: {e}") from e

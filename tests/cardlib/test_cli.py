@@ -79,27 +79,36 @@ def test_card_read_with_a_psam(v3_reader):
     assert json.loads(out.output[out.output.index("{"):])["name"] == "李四"
 
 
-def test_card_read_with_the_hsm_over_tcp(v3_reader):
+def test_card_read_with_the_hsm_over_tcp(v3_reader, tmp_path):
     from hsm_mock import KeyStore, Lmk, LocalHsm
+    from hsm_mock.access import AccessPolicy
     from hsm_mock.server import ServerThread
     from sim.issuer import DEFAULT_ISSUER, install_into_hsm
 
-    store = KeyStore(Lmk.ephemeral())
+    lmk = Lmk.ephemeral()
+    store = KeyStore(lmk)
     hsm = LocalHsm(store)
     install_into_hsm(DEFAULT_ISSUER, hsm, lambda *a: store.load_components(a[0], "KEK", *a[1:]))
-    with ServerThread(hsm) as server:
+    access = AccessPolicy.of(lmk, {"T0001": "terminal"})
+    access.credential("T0001").save(tmp_path / "T0001.cred")
+    env = {"SSCARD_HSM_CREDENTIAL": str(tmp_path / "T0001.cred")}
+    with ServerThread(hsm, access=access) as server:
         host, port = server.address
-        out = runner.invoke(app, ["card", "read", "--reader", v3_reader, "--hsm", f"{host}:{port}", "--national"])
+        out = runner.invoke(app, ["card", "read", "--reader", v3_reader, "--hsm", f"{host}:{port}", "--national"],
+                            env=env)
         assert out.exit_code == 0, out.output
         assert "|李四|" in out.output
         out = runner.invoke(app, ["card", "read", "--reader", v3_reader, "--hsm", f"{host}:{port}",
-                                  "--hsm-prefix", "OTHER"])
+                                  "--hsm-prefix", "OTHER"], env=env)
         assert out.exit_code == 2 and "SecurityModuleError" in out.output
+        out = runner.invoke(app, ["card", "read", "--reader", v3_reader, "--hsm", f"{host}:{port}"],
+                            env={"SSCARD_HSM_CREDENTIAL": ""})
+        assert out.exit_code == 2 and "--hsm-credential" in out.output
     hsm.close()
-    out = runner.invoke(app, ["card", "read", "--reader", v3_reader, "--hsm", "127.0.0.1:1"])
+    out = runner.invoke(app, ["card", "read", "--reader", v3_reader, "--hsm", "127.0.0.1:1"], env=env)
     assert out.exit_code == 2 and "SecurityModuleError" in out.output
     for bad in ("nohost", "h:x", ":15"):
-        out = runner.invoke(app, ["card", "read", "--reader", v3_reader, "--hsm", bad])
+        out = runner.invoke(app, ["card", "read", "--reader", v3_reader, "--hsm", bad], env=env)
         assert out.exit_code == 2 and "HOST:PORT" in out.output
     out = runner.invoke(app, ["card", "read", "--reader", v3_reader, "--hsm", "h:1", "--psam", "x"])
     assert out.exit_code == 2 and "not both" in out.output

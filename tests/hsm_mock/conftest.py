@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 
 import pytest
 
+from hsm_client.auth import NONCE_SIZE, Channel, Credential, client_channel, hello
 from hsm_client.client import HsmClient
+from hsm_client.wire import frame, parse_reply
+from hsm_mock.access import AccessPolicy
 from hsm_mock.commands import LocalHsm
 from hsm_mock.keystore import KeyStore, Lmk
 from hsm_mock.server import ServerThread
@@ -46,6 +51,13 @@ def lmk() -> Lmk:
 
 
 @pytest.fixture
+def access(lmk: Lmk) -> AccessPolicy:
+    """One client with every role ("all"), so protocol tests can reach every command; roles are tested in
+    tests/security/test_hsm_roles.py."""
+    return AccessPolicy.from_dict({"clients": {"all": {"roles": ["terminal", "settlement", "console"]}}}, lmk)
+
+
+@pytest.fixture
 def hsm(lmk: Lmk) -> Iterator[LocalHsm]:
     store = KeyStore(lmk)
     load_test_keys(store)
@@ -55,12 +67,72 @@ def hsm(lmk: Lmk) -> Iterator[LocalHsm]:
 
 
 @pytest.fixture
-def server(hsm: LocalHsm) -> Iterator[ServerThread]:
-    with ServerThread(hsm) as srv:
+def server(hsm: LocalHsm, access: AccessPolicy) -> Iterator[ServerThread]:
+    with ServerThread(hsm, access=access) as srv:
         yield srv
 
 
 @pytest.fixture
-def client(server: ServerThread) -> Iterator[HsmClient]:
-    with HsmClient(*server.address, timeout=5.0) as c:
+def client(server: ServerThread, access: AccessPolicy) -> Iterator[HsmClient]:
+    with HsmClient(*server.address, credential=access.credential("all"), timeout=5.0) as c:
         yield c
+
+
+# ---- raw sockets, for frames no polite client sends -------------------------------------------------------
+def raw_connect(address: tuple[str, int]) -> socket.socket:
+    sock = socket.create_connection(address, timeout=5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def read_payload(sock: socket.socket) -> bytes:
+    return recv_exact(sock, int.from_bytes(recv_exact(sock, 2)))
+
+
+class RawSession:
+    """A raw socket with an open session (`hsm_client.auth`): `roundtrip(payload)` seals a payload, sends it
+    and opens the reply; `sock` and `channel` for anything else."""
+
+    def __init__(self, address: tuple[str, int], credential: Credential | None) -> None:
+        self.sock = raw_connect(address)
+        self.channel: Channel | None = None
+        self.opening = b""  # the opening frame as sent (to replay it)
+        if credential is not None:
+            nonce = os.urandom(NONCE_SIZE)
+            self.opening = frame(hello(credential, nonce))
+            self.sock.sendall(self.opening)
+            self.channel = client_channel(credential, nonce, read_payload(self.sock))
+
+    def send(self, payload: bytes) -> bytes:
+        """Seal and send one payload; returns the frame as sent (to replay it)."""
+        sealed = payload if self.channel is None else self.channel.seal(payload)
+        data = len(sealed).to_bytes(2) + sealed
+        self.sock.sendall(data)
+        return data
+
+    def reply(self) -> tuple[bytes, str, str, list[bytes]]:
+        payload = read_payload(self.sock)
+        return parse_reply(payload if self.channel is None else self.channel.open(payload))
+
+    def roundtrip(self, payload: bytes) -> tuple[bytes, str, str, list[bytes]]:
+        self.send(payload)
+        return self.reply()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

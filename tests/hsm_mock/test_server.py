@@ -1,4 +1,5 @@
-"""The TCP server and client: one interface, concurrency with malformed frames, reconnection, timeouts."""
+"""The TCP server and client: one interface, concurrency with malformed frames, reconnection, timeouts.
+(Hostile clients without credentials, with the wrong roles or too many connections: tests/security/.)"""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from collections.abc import Iterator
 import pytest
 
 from hsm_client.api import HsmApi
+from hsm_client.auth import Credential
 from hsm_client.client import HsmClient
 from hsm_client.errors import HsmUnavailable, InvalidInput, KeyNotFound, VerificationFailed, WrongKeyType
-from hsm_client.wire import MAX_PAYLOAD, encode_request, parse_reply
+from hsm_client.wire import MAX_PAYLOAD, encode_request
+from hsm_mock.access import AccessPolicy
 from hsm_mock.commands import LocalHsm
 from hsm_mock.pinblock import encode_format0
 from hsm_mock.server import ServerThread
 from hsm_mock.suites import DES3
-from tests.hsm_mock.conftest import CARD_ID, TEST_KEYS
+from tests.hsm_mock.conftest import CARD_ID, TEST_KEYS, RawSession, raw_connect
 
 h = bytes.fromhex
 
@@ -84,63 +87,39 @@ def test_client_raises_the_same_errors(client: HsmClient) -> None:
     assert client.ping()  # the connection is still fine after errors
 
 
-# ---- raw socket helpers -----------------------------------------------------------------------------------
-def raw_connect(address: tuple[str, int]) -> socket.socket:
-    sock = socket.create_connection(address, timeout=5)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return data
-
-
-def roundtrip(sock: socket.socket, frame: bytes) -> tuple[bytes, str, str, list[bytes]]:
-    sock.sendall(frame)
-    n = int.from_bytes(recv_exact(sock, 2))
-    return parse_reply(recv_exact(sock, n))
-
-
-def framed(payload: bytes) -> bytes:
-    return len(payload).to_bytes(2) + payload
-
-
-def test_concurrent_clients_with_malformed_frames(hsm: LocalHsm, server: ServerThread) -> None:
+def test_concurrent_clients_with_malformed_frames(hsm: LocalHsm, server: ServerThread, access: AccessPolicy) -> None:
+    """Eight sessions at once, each mixing good requests with malformed ones (well tagged: the client is who
+    it says, its requests are wrong): each malformed one gets its error and the session goes on."""
     data = b"\x04\xdc\x01\x0c\x05hello"
     mac = hsm.generate_mac("mak.3des", data)
     bad_frames = [
-        (framed(b"HDR0QQ"), "QR", "68"),  # unknown command
-        (framed(b"HDR0MC\x00\x08mak"), "MD", "15"),  # truncated field
-        (framed(encode_request(b"HDR0", "MC", ["mak.3des", data])), "MD", "15"),  # missing fields
-        (framed(encode_request(b"HDR0", "MC", ["mak.3des", data, mac, b"", b"x"])), "MD", "15"),  # extra
-        (framed(b"HD"), "ZZ", "80"),  # shorter than a header
-        (b"\x00\x00", "ZZ", "80"),  # empty frame
-        (framed(encode_request(b"HDR0", "MA", ["mak.3des", data, b"", "x4"])), "MB", "15"),  # bad integer
+        (b"HDR0QQ", "QR", "68"),  # unknown command
+        (b"HDR0MC\x00\x08mak", "MD", "15"),  # truncated field
+        (encode_request(b"HDR0", "MC", ["mak.3des", data]), "MD", "15"),  # missing fields
+        (encode_request(b"HDR0", "MC", ["mak.3des", data, mac, b"", b"x"]), "MD", "15"),  # extra
+        (b"HD", "ZZ", "80"),  # shorter than a header
+        (b"", "ZZ", "80"),  # empty payload
+        (encode_request(b"HDR0", "MA", ["mak.3des", data, b"", "x4"]), "MB", "15"),  # bad integer
     ]
+    credential = access.credential("all")
     errors: list[str] = []
     counts = {"good": 0, "bad": 0}
     lock = threading.Lock()
 
     def worker(n: int) -> None:
         try:
-            with raw_connect(server.address) as sock:
+            with RawSession(server.address, credential) as session:
                 for i in range(60):
                     header = f"{n:02d}{i:02d}".encode()
                     if i % 4 == 3:
-                        frame, code, err = bad_frames[(n + i) % len(bad_frames)]
-                        _, rcode, rerr, fields = roundtrip(sock, frame)
+                        payload, code, err = bad_frames[(n + i) % len(bad_frames)]
+                        _, rcode, rerr, fields = session.roundtrip(payload)
                         ok = (rcode, rerr) == (code, err) and len(fields) == 1
                         kind = "bad"
                     else:
                         good = i % 2 == 0
                         req = encode_request(header, "MC", ["mak.3des", data, mac if good else bytes(4), b""])
-                        rheader, rcode, rerr, fields = roundtrip(sock, framed(req))
+                        rheader, rcode, rerr, fields = session.roundtrip(req)
                         ok = (rheader, rcode, rerr, fields) == (header, "MD", "00" if good else "01",
                                                                [] if good else fields)
                         kind = "good"
@@ -158,38 +137,37 @@ def test_concurrent_clients_with_malformed_frames(hsm: LocalHsm, server: ServerT
         t.join(timeout=30)
     assert not errors, errors[:5]
     assert counts == {"good": 8 * 45, "bad": 8 * 15}
-    with HsmClient(*server.address) as c:  # still up
+    with HsmClient(*server.address, credential=credential) as c:  # still up
         c.verify_mac("mak.3des", data, mac)
 
 
-def test_oversized_frame_gets_error_and_close(server: ServerThread) -> None:
-    with raw_connect(server.address) as sock:
+def test_oversized_frame_gets_error_and_close(server: ServerThread, access: AccessPolicy) -> None:
+    credential = access.credential("all")
+    with RawSession(server.address, credential) as session:
         # A good request and an oversized prefix in one write: the first is answered, then the error.
-        good = framed(encode_request(b"GOOD", "NC", []))
-        sock.sendall(good + (MAX_PAYLOAD + 1).to_bytes(2) + b"x" * 10)
-        n = int.from_bytes(recv_exact(sock, 2))
-        assert parse_reply(recv_exact(sock, n))[:3] == (b"GOOD", "ND", "00")
-        n = int.from_bytes(recv_exact(sock, 2))
-        assert parse_reply(recv_exact(sock, n))[1:3] == ("ZZ", "80")
-        assert sock.recv(10) == b""  # closed by the server
-    with raw_connect(server.address) as sock:
-        assert roundtrip(sock, good)[2] == "00"
+        good = session.channel.seal(encode_request(b"GOOD", "NC", []))
+        session.sock.sendall(len(good).to_bytes(2) + good + (MAX_PAYLOAD + 1).to_bytes(2) + b"x" * 10)
+        assert session.reply()[:3] == (b"GOOD", "ND", "00")
+        assert session.reply()[1:3] == ("ZZ", "80")
+        assert session.sock.recv(10) == b""  # closed by the server
+    with RawSession(server.address, credential) as session:
+        assert session.roundtrip(encode_request(b"GOOD", "NC", []))[2] == "00"
 
 
-def test_audit_records_bad_frames(hsm: LocalHsm, server: ServerThread) -> None:
-    with raw_connect(server.address) as sock:
-        roundtrip(sock, framed(b"HDR0QQ"))
-    assert [(e.command, e.result) for e in hsm.audit.entries()] == [("frame", "68")]
+def test_audit_records_bad_frames(hsm: LocalHsm, server: ServerThread, access: AccessPolicy) -> None:
+    with RawSession(server.address, access.credential("all")) as session:
+        session.roundtrip(b"HDR0QQ")
+    assert [(e.command, e.result, e.client) for e in hsm.audit.entries()] == [("frame", "68", "all")]
 
 
 # ---- client resilience ------------------------------------------------------------------------------------
-def test_client_reconnects_after_server_restart(hsm: LocalHsm) -> None:
-    srv = ServerThread(hsm).start()
+def test_client_reconnects_after_server_restart(hsm: LocalHsm, access: AccessPolicy) -> None:
+    srv = ServerThread(hsm, access=access).start()
     host, port = srv.address
-    client = HsmClient(host, port, timeout=2)
+    client = HsmClient(host, port, credential=access.credential("all"), timeout=2)
     assert client.ping()
     srv.stop()  # drops the pooled connection
-    srv = ServerThread(hsm, host, port).start()
+    srv = ServerThread(hsm, host, port, access=access).start()
     try:
         assert client.ping()  # retried on a fresh connection
         assert client.generate_key("after.restart", "MAK", "SM4").version == 1  # stale check, no retry
@@ -228,7 +206,7 @@ def silent_server() -> Iterator[tuple[tuple[str, int], list[int]]]:
 
 def test_client_timeout_and_retry_policy(silent_server: tuple[tuple[str, int], list[int]]) -> None:
     address, accepted = silent_server
-    client = HsmClient(*address, timeout=0.3, retries=1)
+    client = HsmClient(*address, credential=Credential("T0001", bytes(32)), timeout=0.3, retries=1)
     t0 = time.monotonic()
     with pytest.raises(HsmUnavailable):
         client.verify_mac("mak", b"x", bytes(4))
@@ -248,7 +226,7 @@ def test_client_without_server() -> None:
         HsmClient("127.0.0.1", port, timeout=0.5).ping()
 
 
-def test_random_garbage_streams_do_not_hurt_the_server(server: ServerThread) -> None:
+def test_random_garbage_streams_do_not_hurt_the_server(server: ServerThread, access: AccessPolicy) -> None:
     rng = random.Random(3)
     for _ in range(20):
         with raw_connect(server.address) as sock:
@@ -257,7 +235,7 @@ def test_random_garbage_streams_do_not_hurt_the_server(server: ServerThread) -> 
             sock.sendall(garbage)
             sock.shutdown(socket.SHUT_WR)
             replies = b""
-            while chunk := sock.recv(65536):  # the server answers what it can parse, then closes or waits
+            while chunk := sock.recv(65536):  # error 40 to a first frame that opens no session, and closed
                 replies += chunk
-    with HsmClient(*server.address) as c:
+    with HsmClient(*server.address, credential=access.credential("all")) as c:
         assert c.ping()

@@ -145,7 +145,8 @@ def test_a_day_of_the_daemon_logs_every_transaction_and_no_secret(tmp_path, cent
     # The daemon's process issues its own sample cards (each process has its own test issuer), so the PIN
     # blocks come from the centre's HSM (no PSAM) and cards are not authenticated (their keys are not the HSM's).
     conf = write_config(tmp_path / "counter", centre.service.url, psam="",
-                        hsm=f'host = "{centre.hsm_address[0]}"\nport = {centre.hsm_address[1]}',
+                        hsm=f'host = "{centre.hsm_address[0]}"\nport = {centre.hsm_address[1]}\n'
+                            f'credential = "{centre.hsm_credential("T0001")}"',
                         extra="[policy]\nrequire_card_auth = false")
     key = centre.terminal_keys["T0001"]
     (conf.parent / "terminal.key").write_text(key)
@@ -214,7 +215,8 @@ def test_health_reports_each_part(counter, centre):
         h = c.get("/health").json()
         assert h["components"]["centre"]["status"] == "down" and h["status"] == "degraded"
         assert h["components"]["reader:memory:zhang_san"] == {"status": "ok", "detail": "card B10238475"}
-    dead_hsm = start_counter(centre, hsm={"host": "127.0.0.1", "port": 1, "timeout": 0.5})
+    dead_hsm = start_counter(centre, hsm={"host": "127.0.0.1", "port": 1, "timeout": 0.5,
+                                          "credential": str(centre.hsm_credential("T0001"))})
     try:
         h = httpx.get(f"{dead_hsm.url}/health", timeout=15).json()
         security = h["components"]["security"]

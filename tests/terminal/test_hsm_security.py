@@ -11,6 +11,7 @@ from cardlib.card import SocialSecurityCard
 from cardlib.readers.memory import MemoryReader
 from hsm_client.client import HsmClient
 from hsm_mock import KeyStore, Lmk, LocalHsm
+from hsm_mock.access import AccessPolicy
 from hsm_mock.server import ServerThread
 from sim.issuer import Issuer, install_into_hsm
 from sim.personalize import issue_card, load_holder, sample_holders
@@ -24,9 +25,13 @@ def issuer() -> Issuer:
     return Issuer()
 
 
+LMK = Lmk.ephemeral()
+ACCESS = AccessPolicy.of(LMK, {"T0001": "terminal"})
+
+
 @pytest.fixture(scope="module")
 def local_hsm(issuer):
-    store = KeyStore(Lmk.ephemeral())
+    store = KeyStore(LMK)
     hsm = LocalHsm(store)
     labels = install_into_hsm(issuer, hsm, lambda *a: store.load_components(a[0], "KEK", *a[1:]))
     assert "SSSE-SM4-EAK" in labels and "SSSE-3DES-MAK_DF04" in labels
@@ -36,9 +41,9 @@ def local_hsm(issuer):
 
 @pytest.fixture(scope="module")
 def tcp_hsm(local_hsm):
-    server = ServerThread(local_hsm)
+    server = ServerThread(local_hsm, access=ACCESS)
     server.start()
-    client = HsmClient(*server.address, pool_size=2)
+    client = HsmClient(*server.address, credential=ACCESS.credential("T0001"), pool_size=2)
     yield client
     client.close()
     server.stop()

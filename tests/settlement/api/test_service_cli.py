@@ -70,12 +70,16 @@ def test_new_key_prints_an_entry_for_the_keys_file():
 
 def test_serve_with_an_hsm_checks_pin_blocks_online(tmp_path):
     from hsm_mock import KeyStore, Lmk, LocalHsm
+    from hsm_mock.access import AccessPolicy
     from hsm_mock.server import ServerThread
     from settlement.ledger.store.sqlite import SqliteStore
     from settlement.schemes.engine import Engine
     from settlement.wire import pin_pan
 
-    hsm = LocalHsm(KeyStore(Lmk.ephemeral()))
+    lmk = Lmk.ephemeral()
+    hsm = LocalHsm(KeyStore(lmk))
+    access = AccessPolicy.of(lmk, {"centre": "settlement"})
+    access.credential("centre").save(tmp_path / "centre.cred")
     hsm.generate_key("SSSE-SM4-PIK", "PIK", "SM4")
     hsm.generate_key("SSSE-SM4-PVK", "PVK", "SM4")
     pid, card, pan = "310115195707230033", "S31000077", pin_pan("310115195707230033")
@@ -86,10 +90,10 @@ def test_serve_with_an_hsm_checks_pin_blocks_online(tmp_path):
         eng.registry.set_pin_reference(pid, card, ref, actor="issuance")
     keys = tmp_path / "keys.toml"
     keys.write_text(f'[terminal.T1]\nkey_sha256 = "{hash_key("secret")}"\n')
-    server = ServerThread(hsm).start()
+    server = ServerThread(hsm, access=access).start()
     host, hsm_port = server.address
     proc, port = start_service(["--db", str(tmp_path / "s.db"), "--keys", str(keys), "--hsm", f"{host}:{hsm_port}",
-                                "--hsm-timeout", "1"])
+                                "--hsm-credential", str(tmp_path / "centre.cred"), "--hsm-timeout", "1"])
     try:
         url = wait_until_serving(proc, port)
 
@@ -112,12 +116,19 @@ def test_serve_with_an_hsm_checks_pin_blocks_online(tmp_path):
     assert b"111111" not in (proc.stdout.read() if proc.stdout else b"")
 
 
-def test_serve_refuses_a_malformed_hsm_address(tmp_path):
+def test_serve_refuses_a_malformed_hsm_address_or_credential(tmp_path):
     keys = tmp_path / "keys.toml"
     keys.write_text("")
-    result = CliRunner().invoke(app, ["serve", "--keys", str(keys), "--db", str(tmp_path / "s.db"),
-                                      "--hsm", "nohost"])
+    serve = ["serve", "--keys", str(keys), "--db", str(tmp_path / "s.db")]
+    result = CliRunner().invoke(app, [*serve, "--hsm", "nohost"])
     assert result.exit_code != 0 and "HOST:PORT" in result.output
+    result = CliRunner().invoke(app, [*serve, "--hsm", "127.0.0.1:1500"], env={"SSCARD_HSM_CREDENTIAL": ""})
+    assert result.exit_code != 0 and "--hsm-credential" in result.output
+    (tmp_path / "bad.cred").write_text('client = "centre"\nkey = "00"\n')
+    result = CliRunner().invoke(app, [*serve, "--hsm", "127.0.0.1:1500", "--hsm-credential",
+                                      str(tmp_path / "bad.cred")])
+    assert result.exit_code != 0 and "must be 32 bytes" in result.output
+    assert not (tmp_path / "s.db").exists()
 
 
 def test_serve_speaks_the_national_platform_interface_with_its_catalogue(tmp_path):
