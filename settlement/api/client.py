@@ -13,6 +13,7 @@ returns the first result if it was applied) or to void it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -66,6 +67,11 @@ def error_from(status: int, body: Any) -> SettlementError:
     return SettlementError(f"settlement service answered HTTP {status}", status=status)
 
 
+@functools.cache
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(model)
+
+
 def _seg(value: str) -> str:
     """One path segment, percent-encoded (ids come from cards and front ends: never trust them in a URL)."""
     return quote(str(value), safe="")
@@ -112,7 +118,7 @@ class SettlementClient:
             except ValueError:
                 body = None
             raise error_from(r.status_code, body)
-        return TypeAdapter(model).validate_python(r.json())
+        return _adapter(model).validate_json(r.content)
 
     @staticmethod
     def _body(**fields: Any) -> dict[str, Any]:

@@ -21,7 +21,6 @@ The same app serves the national medical security platform's transaction interfa
 
 
 import datetime as dt
-import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any
@@ -313,8 +312,7 @@ def create_app(
                        limit: Annotated[int, Query(ge=1, le=cards.MAX_DELTA)] = cards.MAX_DELTA) -> Response:
         """The card blacklist's changes after version `since` (entries `[card_no, card_id, status, application]`;
         see the schema). Terminals fetch it on start and on an interval, and keep it for offline use."""
-        delta = engine.cards.blacklist(since, limit)
-        return Response(json.dumps(delta.model_dump(), separators=(",", ":")), media_type="application/json")
+        return Response(engine.cards.blacklist_json(since, limit), media_type="application/json")
 
     @v1.get("/cards/{card_no}", tags=["cards"], operation_id="get_card")
     def get_card(card_no: str, t: Term) -> Card:

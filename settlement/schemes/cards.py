@@ -39,6 +39,7 @@ number to the same person with its identification code completes the record (eve
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -94,7 +95,9 @@ def schema(dialect: str) -> list[str]:
             version BIGINT NOT NULL,
             changed_at TEXT NOT NULL
         )""",
-        "CREATE INDEX IF NOT EXISTS card_blacklist_version ON card_blacklist (version)",
+        "DROP INDEX IF EXISTS card_blacklist_version",  # the first layout's; the delta index below covers a delta
+        "CREATE INDEX IF NOT EXISTS card_blacklist_delta ON card_blacklist (version, card_no, card_id, status,"
+        " application)",
         """CREATE TABLE IF NOT EXISTS card_blacklist_head (
             id INTEGER PRIMARY KEY CHECK (id = 1),
             epoch TEXT NOT NULL,
@@ -407,25 +410,45 @@ class Cards:
     # -- the blacklist -------------------------------------------------------------------------------------
     def blacklist(self, since: int = 0, limit: int = MAX_DELTA) -> BlacklistDelta:
         """The changes to the blacklist after version `since` (see the module docstring); at most `limit`."""
+        def q(tx: Tx) -> BlacklistDelta:
+            page, args, head = self._page(tx, since, limit)
+            rows = tx.rows(f"SELECT card_no, COALESCE(card_id, ''), status, application FROM card_blacklist {page}",
+                           args)
+            return BlacklistDelta.model_construct(**head, entries=rows)
+
+        return self.store.read(q)
+
+    def blacklist_json(self, since: int = 0, limit: int = MAX_DELTA) -> str:
+        """`blacklist()` as the JSON text of a BlacklistDelta, its entries written by the store itself (100,000
+        entries take a few tens of ms this way, several times less than through Python objects)."""
+        def q(tx: Tx) -> str:
+            page, args, head = self._page(tx, since, limit)
+            columns = "card_no, COALESCE(card_id, '') AS card_id, status, application, version"
+            agg = ("json_group_array(json_array(card_no, card_id, status, application))" if tx.dialect == "sqlite"
+                   else "COALESCE(json_agg(json_build_array(card_no, card_id, status, application) ORDER BY version),"
+                        " '[]')::text")  # SQLite 3.40 keeps the page's order; PostgreSQL is told it
+            entries = tx.value(f"SELECT {agg} FROM (SELECT {columns} FROM card_blacklist {page}) page", args)
+            return json.dumps(head, separators=(",", ":"))[:-1] + f',"entries":{entries}}}'
+
+        return self.store.read(q)
+
+    @staticmethod
+    def _page(tx: Tx, since: int, limit: int) -> tuple[str, tuple[int, int], dict[str, Any]]:
+        """The page of changes after `since`: its SQL (after FROM), arguments, and the delta's head fields."""
         if type(since) is not int or since < 0:
             raise InvalidRequest("since must be a version number >= 0", field="since")
         if type(limit) is not int or not 1 <= limit <= MAX_DELTA:
             raise InvalidRequest(f"limit must be 1 to {MAX_DELTA}", field="limit")
-
-        def q(tx: Tx) -> BlacklistDelta:
-            epoch, head = tx.rows("SELECT epoch, version FROM card_blacklist_head WHERE id = 1")[0]
-            reset = since > head
-            start = 0 if reset else since
-            only_listed = "" if start else " AND (status <> 'active' OR application <> '')"
-            rows = tx.rows("SELECT card_no, card_id, status, application, version FROM card_blacklist"
-                           f" WHERE version > ?{only_listed} ORDER BY version LIMIT ?", (start, limit + 1))
-            more = len(rows) > limit
-            rows = rows[:limit]
-            version = int(rows[-1][4]) if more else int(head)
-            return BlacklistDelta.model_construct(epoch=epoch, since=since, version=version, more=more, reset=reset,
-                                  entries=[(n, i or "", s, a) for n, i, s, a, _ in rows])
-
-        return self.store.read(q)
+        epoch, head = tx.rows("SELECT epoch, version FROM card_blacklist_head WHERE id = 1")[0]
+        reset = since > head
+        start = 0 if reset else since  # from 0, a card that left the list is no news
+        where = "WHERE version > ?" + ("" if start else " AND (status <> 'active' OR application <> '')")
+        more = tx.value(f"SELECT COUNT(*) FROM (SELECT 1 FROM card_blacklist {where} ORDER BY version LIMIT ?) n",
+                        (start, limit + 1)) > limit
+        version = tx.value(f"SELECT MAX(version) FROM (SELECT version FROM card_blacklist {where} ORDER BY version"
+                           " LIMIT ?) v", (start, limit)) if more else head
+        return (f"{where} ORDER BY version LIMIT ?", (start, limit),
+                {"epoch": epoch, "since": since, "version": int(version), "more": more, "reset": reset})
 
     def _list(self, tx: Tx, card: Card) -> None:
         """Write the card's blacklist state under the next version (a card never listed and still active with

@@ -12,6 +12,7 @@ from settlement import errors
 from settlement.ledger.store.sqlite import SqliteStore
 from settlement.schemes.cards import check_card, load_cards, refusal
 from settlement.schemes.engine import Engine
+from settlement.wire import BlacklistDelta
 from tests.settlement.flows_helpers import Clock, make_engine
 
 ID1 = "110100D156000005B1A0C3D4E5F60701"
@@ -201,6 +202,9 @@ def test_blacklist_versions_deltas_and_pages(eng):
     assert rest.entries == [("N0000001", ID1, "active", "")] and rest.more
     last = eng.cards.blacklist(since=rest.version)
     assert last.entries == [("C0000001", "", "reported_lost", "")] and not last.more and last.version == 4
+    for since, limit in ((0, 10), (0, 1), (1, 1), (2, 5), (4, 5), (99, 10)):  # the service's JSON says the same
+        assert BlacklistDelta.model_validate_json(eng.cards.blacklist_json(since, limit)) == \
+            BlacklistDelta.model_validate(eng.cards.blacklist(since, limit).model_dump())
     ahead = eng.cards.blacklist(since=99)  # a terminal ahead of this centre (another database): start again
     assert ahead.reset and len(ahead.entries) == 2 and ahead.epoch == full.epoch
     for bad in [{"since": -1}, {"limit": 0}, {"limit": 10**9}]:
