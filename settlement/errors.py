@@ -64,6 +64,13 @@ StoreUnavailable = _error(
     503,
     "The store could not commit; nothing was posted, retry with the same key.",
 )
+Overloaded = _error(
+    "Overloaded",
+    "OVERLOADED",
+    503,
+    "The service has more requests waiting than it can answer in time; nothing was done: retry with the same key "
+    "after the seconds the Retry-After header says.",
+)
 
 
 class InvariantViolation(AssertionError):

@@ -176,14 +176,19 @@ class Accumulators(BaseModel):
 
     @classmethod
     def from_counters(cls, year: int, counters: Mapping[str, int]) -> Accumulators:
-        def care(name: str) -> CareTotals:
-            return CareTotals(**{c: counters.get(f"{name}.{c}", 0) for c in CARE_COUNTERS})
-
-        return cls(
+        if not counters:  # most persons, most of the year: nothing counted yet
+            return cls(year=year)
+        g = counters.get
+        return cls(  # written out: a settlement batch builds one per visit
             year=year,
-            outpatient=care("outpatient"),
-            inpatient=care("inpatient"),
-            **{c: counters.get(c, 0) for c in YEAR_COUNTERS},
+            outpatient=CareTotals(deductible_used=g("outpatient.deductible_used", 0),
+                                  inscp_cum=g("outpatient.inscp_cum", 0), hifp_paid=g("outpatient.hifp_paid", 0),
+                                  hifob_paid=g("outpatient.hifob_paid", 0)),
+            inpatient=CareTotals(deductible_used=g("inpatient.deductible_used", 0),
+                                 inscp_cum=g("inpatient.inscp_cum", 0), hifp_paid=g("inpatient.hifp_paid", 0),
+                                 hifob_paid=g("inpatient.hifob_paid", 0)),
+            admissions=g("admissions", 0), hifmi_base_cum=g("hifmi_base_cum", 0), hifmi_paid=g("hifmi_paid", 0),
+            maf_paid=g("maf_paid", 0),
         )
 
     def counters(self) -> dict[str, int]:

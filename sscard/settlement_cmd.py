@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from sscard.options import HsmCredentialOption
 
 app = typer.Typer(help="The central settlement service.", no_args_is_help=True)
+
+
+WORKER_OPTIONS = "SSCARD_SERVE_WORKER"  # the options a worker process builds its app from (JSON)
 
 
 @app.command()
@@ -24,6 +30,9 @@ def serve(
     port: int = typer.Option(8700, envvar="SSCARD_PORT", help="TCP port."),
     fd: int = typer.Option(None, "--fd", help="Serve on this inherited listening socket instead of binding "
                                               "--host/--port (socket activation; tests)."),
+    workers: int = typer.Option(1, "--workers", min=1, envvar="SSCARD_WORKERS",
+                                help="Service processes sharing the socket and the store (PostgreSQL: several "
+                                     "processes settle in parallel; each has its own batching writer)."),
     policies: Path = typer.Option(None, "--policies", file_okay=False, envvar="SSCARD_POLICIES",
                                   help="Directory of policy TOML files."),
     biometric_threshold: float = typer.Option(0.80, min=0.0, max=1.0, help="Biometric match score to pass."),
@@ -37,55 +46,128 @@ def serve(
                                             envvar="SSCARD_NATIONAL_CATALOGUE",
                                             help="Medical list of the national platform interface (TOML, see "
                                                  "settlement/api/national_catalogue.toml)."),
-    log_level: str = typer.Option("info", help="uvicorn log level."),
+    max_backlog: int = typer.Option(2000, "--max-backlog", min=1, envvar="SSCARD_MAX_BACKLOG",
+                                    help="Write requests waiting for the store (per process) beyond which new ones "
+                                         "are refused at once: 503 OVERLOADED with Retry-After."),
+    access_log: bool = typer.Option(False, "--access-log/--no-access-log", envvar="SSCARD_ACCESS_LOG",
+                                    help="uvicorn's line per request (off: it costs throughput at a region's peak)."),
+    log_file: str = typer.Option("", "--log-file", envvar="SSCARD_LOG_FILE",
+                                 help="JSON-lines log file (rotated); default: JSON lines on stderr."),
+    log_level: str = typer.Option("info", help="Log level."),
 ) -> None:
     """Serve the settlement HTTP API (OpenAPI at /docs and /openapi.json) and the national platform
     interface (POST /fsi/api/rsfComIfsService/callService). Each option can also come from the environment
-    variable its help names (a systemd EnvironmentFile, a container's environment)."""
+    variable its help names (a systemd EnvironmentFile, a container's environment). Logs are JSON lines."""
     import uvicorn
 
+    from terminal.logs import setup as setup_logs
+
+    if (db is None) == (postgres is None):
+        raise typer.BadParameter("give exactly one of --db PATH or --postgres DSN")
+    options = {"db": str(db) if db else None, "postgres": postgres, "keys": str(keys),
+               "policies": str(policies) if policies else None, "biometric_threshold": biometric_threshold,
+               "hsm": hsm, "hsm_credential": str(hsm_credential) if hsm_credential else None,
+               "hsm_prefix": hsm_prefix, "hsm_timeout": hsm_timeout,
+               "national_catalogue": str(national_catalogue) if national_catalogue else None,
+               "max_backlog": max_backlog, "log_file": log_file, "log_level": log_level}
+    setup_logs(log_file, log_level)
+    config = {"log_level": log_level, "access_log": access_log, "log_config": None, "http": "httptools",
+              "loop": "uvloop", "timeout_keep_alive": 30}
+    sock = socket.socket(fileno=fd) if fd is not None else None
+    if workers == 1:
+        store, verifier, app_ = _build(options)
+        try:
+            server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, **config))
+            server.run(sockets=[sock] if sock is not None else None)
+        finally:
+            if verifier is not None:
+                verifier.hsm.close()
+            store.close()
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    store, verifier, _ = _build(options)  # the tables and accounts exist before the workers start
+    store.close()
+    if verifier is not None:
+        verifier.hsm.close()
+    os.environ[WORKER_OPTIONS] = json.dumps(options)
+    cfg = uvicorn.Config("sscard.settlement_cmd:worker_app", factory=True, workers=workers, host=host, port=port,
+                         **config)
+    if sock is None:
+        sock = cfg.bind_socket()
+    Multiprocess(cfg, sockets=[sock]).run()
+
+
+def _build(options: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(store, PIN verifier or None, app) from the options of `serve`."""
     from settlement.api.auth import load_terminal_keys
     from settlement.api.service import create_app
     from settlement.schemes.engine import Settings
     from settlement.schemes.policy import PolicyBook
     from sscard.hsm_pin import HsmPinVerifier
 
-    if (db is None) == (postgres is None):
-        raise typer.BadParameter("give exactly one of --db PATH or --postgres DSN")
     catalogue = None
-    if national_catalogue is not None:
+    if options["national_catalogue"] is not None:
         from settlement.api.national_data import load_catalogue
 
         try:
-            catalogue = load_catalogue(national_catalogue)
+            catalogue = load_catalogue(options["national_catalogue"])
         except ValueError as e:  # TOMLDecodeError too
             raise typer.BadParameter(str(e), param_hint="--national-catalogue") from None
     verifier = None
-    if hsm:
+    if options["hsm"]:
         from sscard.options import hsm_client
 
-        verifier = HsmPinVerifier(hsm_client(hsm, hsm_credential, hsm_timeout), hsm_prefix)
-    if postgres is not None:
+        credential = options["hsm_credential"]
+        verifier = HsmPinVerifier(hsm_client(options["hsm"], Path(credential) if credential else None,
+                                             options["hsm_timeout"]), options["hsm_prefix"])
+    store: Any
+    if options["postgres"] is not None:
         from settlement.ledger.store.postgres import PostgresStore
 
-        store = PostgresStore(postgres)
+        store = PostgresStore(options["postgres"])
     else:
         from settlement.ledger.store.sqlite import SqliteStore
 
-        store = SqliteStore(db)
+        store = SqliteStore(options["db"])
     try:
-        book = PolicyBook.load(policies) if policies else None
-        app_ = create_app(store, terminals=load_terminal_keys(keys), policies=book,
-                          settings=Settings(biometric_threshold=biometric_threshold), pin_verifier=verifier,
-                          national_catalogue=catalogue)
-        if fd is None:
-            uvicorn.run(app_, host=host, port=port, log_level=log_level)
-        else:
-            uvicorn.Server(uvicorn.Config(app_, log_level=log_level)).run(sockets=[socket.socket(fileno=fd)])
-    finally:
+        book = PolicyBook.load(options["policies"]) if options["policies"] else None
+        app_ = create_app(store, terminals=load_terminal_keys(options["keys"]), policies=book,
+                          settings=Settings(biometric_threshold=options["biometric_threshold"]),
+                          pin_verifier=verifier, national_catalogue=catalogue,
+                          max_backlog=options["max_backlog"])
+    except BaseException:
         if verifier is not None:
             verifier.hsm.close()
         store.close()
+        raise
+    return store, verifier, app_
+
+
+def worker_app() -> Any:
+    """The app of one worker process of `serve --workers N` (uvicorn's factory): built from the options the
+    parent left in the environment; its store is closed when the worker stops."""
+    from contextlib import asynccontextmanager
+
+    from terminal.logs import setup as setup_logs
+
+    options = json.loads(os.environ[WORKER_OPTIONS])
+    setup_logs(options["log_file"], options["log_level"])
+    store, verifier, app_ = _build(options)
+    inner = app_.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: Any) -> Any:
+        try:
+            async with inner(a) as state:
+                yield state
+        finally:
+            if verifier is not None:
+                verifier.hsm.close()
+            store.close()
+
+    app_.router.lifespan_context = lifespan
+    return app_
 
 
 @app.command("new-key")

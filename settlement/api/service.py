@@ -9,6 +9,14 @@ result back (`replayed: true`). Errors are `{code, message, details}` with the H
 code (settlement/errors.py); malformed bodies are 422 INVALID_REQUEST, or INVALID_AMOUNT when only
 amounts are wrong. The OpenAPI schema is at /openapi.json.
 
+Money-moving requests (visit registrations, settlements, refunds, pension collections) are async endpoints
+that hand their job straight to the store's writer (`Store.submit`: no thread-pool hop), which decides
+concurrent requests together (settlement/schemes/medical.py); a lean ASGI path (settlement/api/lean.py)
+answers them without FastAPI's per-request machinery, through the same endpoint functions; when more than
+`max_backlog` requests are
+already waiting for the writer, a request is refused at once with 503 OVERLOADED and a Retry-After header
+instead of queueing without bound (any 503 carries Retry-After).
+
 Online PIN check: `create_app(..., pin_verifier=sscard.hsm_pin.HsmPinVerifier(hsm))` lets card_pin certifications be
 verified against the PIN references recorded at issuance (settlement/schemes/identity.py); `hsm` is any
 hsm_mock `HsmApi` (the TCP `HsmClient` in production: `sscard settlement serve --hsm HOST:PORT`); the adapter
@@ -30,11 +38,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
+from starlette.middleware import Middleware
 
 from settlement.api.auth import KeyRing, TerminalKey
+from settlement.api.lean import LeanPath
 from settlement.api.national import National
 from settlement.api.national_data import Item
-from settlement.errors import Forbidden, InvalidState, SettlementError, Unauthorized, UnknownTransaction
+from settlement.errors import Forbidden, InvalidState, Overloaded, SettlementError, Unauthorized, UnknownTransaction
 from settlement.ledger import Store, make_key, utc_now
 from settlement.schemes import cards, chart
 from settlement.schemes.engine import Engine, Settings
@@ -90,8 +100,21 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorBody, "description": d}
     for s, d in [(401, "missing or unknown terminal key"), (403, "not allowed, not certified, suspended"),
                  (404, "unknown person, visit, region, policy or key"), (409, "conflict with the current state"),
-                 (422, "invalid request or amount"), (503, "store unavailable: retry with the same key")]
+                 (422, "invalid request or amount"),
+                 (503, "store unavailable or overloaded: retry with the same key after Retry-After seconds")]
 }
+
+
+def refusal(e: SettlementError) -> JSONResponse:
+    """A typed refusal as the service answers it: its status, `{code, message, details}`, and Retry-After
+    on a 503 (the store could not commit, or the service is overloaded)."""
+    headers = {"Retry-After": str(e.details.get("retry_after", 1))} if e.http_status == 503 else None
+    return JSONResponse(jsonable_encoder(e.to_dict()), status_code=e.http_status, headers=headers)
+
+
+def _lean_refusal(e: SettlementError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    r = refusal(e)
+    return r.status_code, r.body, [(k, v) for k, v in r.raw_headers if k not in (b"content-type", b"content-length")]
 
 
 def card_fields(req: CardIn) -> dict[str, Any]:
@@ -107,11 +130,13 @@ def create_app(
     clock: Callable[[], dt.datetime] = utc_now,
     pin_verifier: PinVerifier | None = None,
     national_catalogue: dict[str, Item] | None = None,
+    max_backlog: int = 2000,
 ) -> FastAPI:
     """The service app over `store` (or an existing Engine, wired with its own PIN verifier), accepting the
     given terminals' keys; `pin_verifier` turns on the online PIN check of card_pin certifications;
     `national_catalogue` is the medical list of the national interface (`load_catalogue`; default: the
-    illustrative one)."""
+    illustrative one); `max_backlog`: write requests waiting for the store beyond which new ones are shed
+    (503 OVERLOADED)."""
     if isinstance(store, Engine):
         if pin_verifier is not None:
             raise ValueError("an existing Engine brings its own PIN verifier: pass it to Engine(...)")
@@ -120,6 +145,7 @@ def create_app(
         engine = Engine(store, policies=policies, settings=settings, clock=clock, pin_verifier=pin_verifier)
     keys = KeyRing(terminals)
     app = FastAPI(
+        telemetry={"tracing": False, "metrics": False, "logs": False},  # none exported: no per-request lookups
         title="sscard settlement service",
         version="1.0",
         summary="Medical settlement, pensions and certification for social security card terminals.",
@@ -127,13 +153,13 @@ def create_app(
     )
     app.state.engine = engine
 
-    def terminal(key: Annotated[str | None, Depends(_key_scheme)]) -> TerminalKey:
+    async def terminal(key: Annotated[str | None, Depends(_key_scheme)]) -> TerminalKey:
         found = keys.find(key)
         if found is None:
             raise Unauthorized(f"missing or unknown {KEY_HEADER} header")
         return found
 
-    def operator(t: Annotated[TerminalKey, Depends(terminal)]) -> TerminalKey:
+    async def operator(t: Annotated[TerminalKey, Depends(terminal)]) -> TerminalKey:
         if not t.operator:
             raise Forbidden(f"terminal {t.terminal_id} is not an operator terminal", terminal_id=t.terminal_id)
         return t
@@ -150,12 +176,24 @@ def create_app(
         if not t.operator and not key.startswith(f"{t.terminal_id}:"):
             raise Forbidden(f"terminal {t.terminal_id} may only look up its own keys", key=key)
 
+    def acting_for(t: TerminalKey) -> str | None:
+        """The institution a terminal's request acts for (None: an operator, or a terminal of no institution)."""
+        return None if t.operator else t.institution
+
+    async def write(job: tuple[Callable[..., Any], Any]) -> Any:
+        """Hand a money-moving job to the store's writer, unless too many are waiting already."""
+        waiting = engine.store.backlog()
+        if waiting >= max_backlog:
+            raise Overloaded(f"{waiting} requests are waiting for the store; retry with the same key shortly",
+                             retry_after=1)
+        return await engine.store.submit(*job)
+
     @app.exception_handler(SettlementError)
-    def _settlement_error(_: Request, e: SettlementError) -> JSONResponse:
-        return JSONResponse(jsonable_encoder(e.to_dict()), status_code=e.http_status)
+    async def _settlement_error(_: Request, e: SettlementError) -> JSONResponse:
+        return refusal(e)
 
     @app.exception_handler(RequestValidationError)
-    def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
         errors = [{"field": ".".join(str(p) for p in err["loc"] if p != "body"), "problem": err["msg"]}
                   for err in e.errors()]
         amounts = all(any(str(p) in AMOUNT_FIELDS for p in err["loc"]) for err in e.errors())
@@ -167,7 +205,7 @@ def create_app(
         return JSONResponse(jsonable_encoder(body), status_code=422)
 
     @app.exception_handler(Exception)
-    def _internal(_: Request, e: Exception) -> JSONResponse:
+    async def _internal(_: Request, e: Exception) -> JSONResponse:
         log.exception("internal error")
         body = ErrorBody(code="INTERNAL_ERROR", message="internal error in the settlement service; nothing "
                          "was posted unless a repeat of the request says so")
@@ -182,12 +220,12 @@ def create_app(
 
     # -- medical -----------------------------------------------------------------------------------------
     @v1.post("/medical/visits", tags=["medical"], operation_id="register_visit")
-    def register_visit(req: RegisterRequest, t: Term) -> Visit:
+    async def register_visit(req: RegisterRequest, t: Term) -> Visit:
         """Register a visit or admission (2201 / 2303). Idempotent on terminal_serial."""
         at_own(t, req.institution)
-        return engine.medical.register(make_key(t.terminal_id, req.terminal_serial), req.person_id,
-                                       req.institution, req.care, begntime=req.begntime, card_no=req.card_no,
-                                       card_id=req.card_id)
+        return await write(engine.medical.register_job(
+            make_key(t.terminal_id, req.terminal_serial), req.person_id, req.institution, req.care,
+            begntime=req.begntime, card_no=req.card_no, card_id=req.card_id))
 
     @v1.get("/medical/visits/{mdtrt_id}", tags=["medical"], operation_id="get_visit")
     def get_visit(mdtrt_id: str, t: Term) -> Visit:
@@ -200,19 +238,18 @@ def create_app(
         return engine.medical.presettle(req.mdtrt_id, [ln.line() for ln in req.lines], use_account=req.use_account)
 
     @v1.post("/medical/settle", tags=["medical"], operation_id="settle")
-    def settle(req: SettleRequest, t: Term) -> Settlement:
+    async def settle(req: SettleRequest, t: Term) -> Settlement:
         """Settle (2207): post the split. A repeat of the serial returns the first result."""
-        at_own(t, engine.medical.visit(req.mdtrt_id).institution)
-        return engine.medical.settle(make_key(t.terminal_id, req.terminal_serial), req.mdtrt_id,
-                                     [ln.line() for ln in req.lines], use_account=req.use_account,
-                                     card_id=req.card_id, card_no=req.card_no)
+        return await write(engine.medical.settle_job(
+            make_key(t.terminal_id, req.terminal_serial), req.mdtrt_id, [ln.line() for ln in req.lines],
+            use_account=req.use_account, at_institution=acting_for(t), card_id=req.card_id, card_no=req.card_no))
 
     @v1.post("/medical/refund", tags=["medical"], operation_id="refund")
-    def refund(req: RefundRequest, t: Term) -> Refund:
+    async def refund(req: RefundRequest, t: Term) -> Refund:
         """Refund all or part of a settlement; bounded by what is not yet refunded."""
-        at_own(t, engine.medical.settlement(req.setl_id).institution or "")
-        return engine.medical.refund(make_key(t.terminal_id, req.terminal_serial), req.setl_id, req.amount,
-                                     card_id=req.card_id, card_no=req.card_no)
+        return await write(engine.medical.refund_job(
+            make_key(t.terminal_id, req.terminal_serial), req.setl_id, req.amount, at_institution=acting_for(t),
+            card_id=req.card_id, card_no=req.card_no))
 
     @v1.post("/medical/void", tags=["medical"], operation_id="void")
     def void(req: VoidRequest, t: Term) -> Void:
@@ -362,12 +399,12 @@ def create_app(
 
     # -- pensions ------------------------------------------------------------------------------------------
     @v1.post("/pension/collect", tags=["pension"], operation_id="collect_pension")
-    def collect_pension(req: CollectRequest, t: Term) -> Collection:
+    async def collect_pension(req: CollectRequest, t: Term) -> Collection:
         """Pay pension out at a counter (also in another region); needs a valid certification."""
         at_own(t, req.institution)
-        return engine.pensions.collect(make_key(t.terminal_id, req.terminal_serial), req.person_id, req.amount,
-                                       req.institution, actor=t.terminal_id, card_id=req.card_id,
-                                       card_no=req.card_no)
+        return await write(engine.pensions.collect_job(
+            make_key(t.terminal_id, req.terminal_serial), req.person_id, req.amount, req.institution,
+            actor=t.terminal_id, card_id=req.card_id, card_no=req.card_no))
 
     @v1.post("/pension/void", tags=["pension"], operation_id="void_collection")
     def void_collection(req: CollectionVoidRequest, t: Term) -> CollectionVoid:
@@ -412,6 +449,10 @@ def create_app(
         return engine.fraud.scan()
 
     app.include_router(v1)
+    lean = {"/v1/medical/visits": (RegisterRequest, register_visit), "/v1/medical/settle": (SettleRequest, settle),
+            "/v1/medical/refund": (RefundRequest, refund), "/v1/pension/collect": (CollectRequest, collect_pension)}
+    app.user_middleware.append(Middleware(LeanPath, routes=lean, keys=keys, key_header=KEY_HEADER,
+                                          error=_lean_refusal))  # innermost: the app's other middleware first
     national = National(engine, keys, catalogue=national_catalogue)
     app.state.national = national
     app.include_router(national.router())

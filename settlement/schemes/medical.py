@@ -36,6 +36,8 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
+from pydantic_core import to_json
+
 from settlement.errors import (
     AlreadyReversed,
     DeathReported,
@@ -557,7 +559,7 @@ class Medical:
                 mine[c] = mine.get(c, 0) + v
                 deltas[(pid, year, c)] = deltas.get((pid, year, c), 0) + v
             rows.append((it.key, it.mdtrt_id, pid, inst.code, year, row["care"], stamp,
-                         json.dumps({"bill": b.medfee_sumamt, "parts": parts, "counters": counted})))
+                         to_json({"bill": b.medfee_sumamt, "parts": parts, "counters": counted}).decode()))
             uses.append((pid, inst.code, it.key))
             if person.region != inst.region:
                 between.add((inst.region, person.region))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,8 +20,8 @@ from sscard.stack import listening_socket
 def start_service(args: list[str]) -> tuple[subprocess.Popen, int]:
     """`sscard settlement serve ARGS` on a listening socket the OS assigned, handed over by fd."""
     with listening_socket() as sock:
-        cmd = [sys.executable, "-c", "from sscard.settlement_cmd import app; app()", "serve", *args,
-               "--fd", str(sock.fileno()), "--log-level", "warning"]
+        cmd = [sys.executable, "-c", "from sscard.settlement_cmd import app; app()", "serve", "--log-level",
+               "warning", *args, "--fd", str(sock.fileno())]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=[sock.fileno()])
         return proc, sock.getsockname()[1]
 
@@ -175,3 +176,34 @@ def test_serve_speaks_the_national_platform_interface_with_its_catalogue(tmp_pat
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def test_serve_with_several_workers_shares_the_socket_and_the_store(tmp_path):
+    """`--workers 2`: two processes answer on one socket, each with its own store writer; JSON log lines, no
+    access log; SIGTERM stops them all."""
+    keys = tmp_path / "keys.toml"
+    keys.write_text(f'[terminal.T1]\nkey_sha256 = "{hash_key("secret")}"\n')
+    proc, port = start_service(["--db", str(tmp_path / "s.db"), "--keys", str(keys), "--workers", "2",
+                                "--log-level", "info"])
+    try:
+        url = wait_until_serving(proc, port)
+        for _ in range(20):
+            r = httpx.get(f"{url}/v1/persons/X", headers={"X-Terminal-Key": "secret"}, timeout=5)
+            assert (r.status_code, r.json()["code"]) == (404, "UNKNOWN_PERSON")
+        children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == proc.pid]
+        assert len(children) >= 2
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    assert lines and all("level" in x and "message" in x for x in lines)  # structured
+    assert "GET /v1/persons/X" not in out  # no access log by default
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None

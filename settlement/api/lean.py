@@ -1,0 +1,104 @@
+"""The lean path for the money-moving requests a region's terminals make all day (visit registration, settlement,
+refund, pension collection): a pure-ASGI layer inside the app's middleware that answers them without FastAPI's
+routing, dependency solving and response re-validation, which cost several times what the engine does per
+settlement (bench/README.md, "Settlement service").
+
+For these routes it reads the body, finds the terminal by its key, validates the body with the route's own
+request model (pydantic, in Rust), awaits the route's own endpoint function (so the scoping, the engine call and
+the store's batching are the FastAPI route's, not a copy) and sends the answer serialised once. Anything it does
+not handle as the happy path or a typed refusal (no or unknown key, an invalid body, a body too large) goes,
+with its body, to the FastAPI app, which answers exactly as it would have: the API and its OpenAPI schema are
+unchanged. Other requests pass straight through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from settlement.api.auth import KeyRing, TerminalKey
+from settlement.errors import SettlementError
+
+Endpoint = Callable[[Any, TerminalKey], Awaitable[BaseModel]]
+ErrorAnswer = Callable[[SettlementError], tuple[int, bytes, list[tuple[bytes, bytes]]]]
+_JSON = [(b"content-type", b"application/json")]
+
+
+class LeanPath:
+    """ASGI middleware: `routes` maps a POST path to (request model, endpoint); `error` renders a refusal as the
+    app's exception handler does (status, body, extra headers)."""
+
+    def __init__(self, app: ASGIApp, *, routes: dict[str, tuple[type[BaseModel], Endpoint]], keys: KeyRing,
+                 key_header: str, error: ErrorAnswer, max_body: int = 64 * 1024) -> None:
+        self.app, self.routes, self.keys, self.error = app, routes, keys, error
+        self.key_header = key_header.lower().encode()
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        body, more = await self._body(receive)
+        terminal = self.keys.find(self._key(scope)) if not more else None
+        req = None
+        if terminal is not None:
+            try:
+                req = route[0].model_validate_json(body)
+            except ValidationError:
+                req = None
+        if req is None:  # FastAPI answers everything but the lean path's happy path and typed refusals
+            await self.app(scope, _replay(body, more, receive), send)
+            return
+        try:
+            answer = await route[1](req, terminal)
+        except SettlementError as e:
+            status, data, headers = self.error(e)
+            await _send(send, status, data, headers)
+            return
+        await _send(send, 200, answer.model_dump_json().encode(), [])
+
+    def _key(self, scope: Scope) -> str | None:
+        for name, value in scope["headers"]:
+            if name == self.key_header:
+                return value.decode("latin-1")
+        return None
+
+    async def _body(self, receive: Receive) -> tuple[bytes, bool]:
+        """The request body, and whether it went on past `max_body` (then only what was read)."""
+        parts = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(parts), True
+            chunk = message.get("body", b"")
+            parts.append(chunk)
+            size += len(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts), False
+            if size > self.max_body:
+                return b"".join(parts), True
+
+
+def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
+    """A `receive` that gives the app the body already read, then the rest of the request."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        return await receive()
+
+    return again
+
+
+async def _send(send: Send, status: int, data: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*_JSON, (b"content-length", str(len(data)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": data})
