@@ -183,15 +183,17 @@ class Counter:
 
 def terminal_config(workdir: Path, user_card: str, psam: str, centre: Centre, token: str,
                     terminal_id: str = TERMINAL_ID, sections: dict[str, dict[str, Any]] | None = None,
-                    settlement_timeout: float = 5.0, dialect: str = "native", **terminal: Any) -> TerminalConfig:
-    """A counter's configuration on `workdir`; `sections` adds or replaces whole sections (e.g. cors)."""
+                    settlement_timeout: float = 5.0, dialect: str = "native", upstream: dict[str, Any] | None = None,
+                    **terminal: Any) -> TerminalConfig:
+    """A counter's configuration on `workdir`; `sections` adds or replaces whole sections (e.g. cors);
+    `upstream` adds to the [centre] section beside its dialect."""
     return TerminalConfig.model_validate({
         "terminal": {"id": terminal_id, "institution": INSTITUTION, "institution_name": INSTITUTION_NAME,
                      "institution_level": "3", "region": "110000",
                      "journal": str(workdir / f"{terminal_id}-journal.db"), **terminal},
         "readers": {"user_card": user_card, "psam": psam},
         "settlement": {"url": centre.service.url, "timeout": settlement_timeout},
-        "centre": {"dialect": dialect},
+        "centre": {"dialect": dialect, **(upstream or {})},
         "hsm": {"host": centre.hsm_address[0], "port": centre.hsm_address[1],
                 "credential": str(centre.hsm_credential(terminal_id))},
         "auth": {"tokens_sha256": [hash_token(token)]},
@@ -200,14 +202,14 @@ def terminal_config(workdir: Path, user_card: str, psam: str, centre: Centre, to
 
 def start_counter(centre: Centre, user_card: str = "memory:zhang_san", psam: str = "memory:psam", *,
                   terminal_id: str = TERMINAL_ID, settlement_timeout: float = 5.0, dialect: str = "native",
-                  **sections: dict[str, Any]) -> Counter:
+                  upstream: dict[str, Any] | None = None, **sections: dict[str, Any]) -> Counter:
     """A terminal daemon served on a free port: PSAM first, the centre's HSM as fallback, talking to the
-    centre in `dialect` ("native" or "national"). Keyword arguments are configuration sections
-    (`cors={"allow_origins": [...]}`)."""
+    centre in `dialect` ("native" or "national"; `upstream` adds to its [centre] section). Keyword arguments
+    are configuration sections (`cors={"allow_origins": [...]}`)."""
     sim_readers.register()
     token = secrets.token_urlsafe(24)
     cfg = terminal_config(centre.workdir, user_card, psam, centre, token, terminal_id, sections,
-                          settlement_timeout, dialect)
+                          settlement_timeout, dialect, upstream)
     t = build_terminal(cfg, centre=open_centre(cfg, key=centre.terminal_keys[terminal_id]))
     for s in t.sessions.values():
         s.watch()

@@ -19,6 +19,8 @@ upstream maps that serial to the same idempotency key at the centre).
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -41,6 +43,7 @@ from settlement.wire import (
     Visit,
     Void,
 )
+from terminal.journal import counting
 
 if TYPE_CHECKING:
     from terminal.config import TerminalConfig
@@ -68,7 +71,9 @@ class Outcome:
 class Centre(Protocol):
     """The calls a terminal makes. Money-moving calls take the terminal's `serial`; a repeat with the same
     serial returns the first outcome. `*_outcome` raise `UnknownTransaction` when the centre never applied
-    the key."""
+    the key. Settling and voiding name the visit as the terminal knows it (`visit`, from its registration
+    here) and a void the visit and person of what it undoes: the national platform's messages carry them,
+    and it has no query by visit id."""
 
     dialect: str
 
@@ -76,11 +81,13 @@ class Centre(Protocol):
     def register_visit(self, *, serial: str, person_id: str, institution: str, care: str,
                        card_no: str | None = None, card_id: str | None = None) -> Visit: ...
     def visit(self, mdtrt_id: str) -> Visit: ...
-    def presettle(self, *, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True) -> PreSettlement: ...
+    def presettle(self, *, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True,
+                  visit: Visit | None = None) -> PreSettlement: ...
     def settle(self, *, serial: str, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True,
-               card_no: str | None = None, card_id: str | None = None) -> Settlement: ...
+               card_no: str | None = None, card_id: str | None = None, visit: Visit | None = None) -> Settlement: ...
     def refund(self, *, serial: str, setl_id: str, amount: int | None = None) -> Refund: ...
-    def void(self, *, serial: str, setl_id: str) -> Void: ...
+    def void(self, *, serial: str, setl_id: str, mdtrt_id: str | None = None, person_id: str | None = None,
+             visit: Visit | None = None) -> Void: ...
     def settlement_outcome(self, setl_id: str) -> Outcome: ...
 
     # identity and pensions
@@ -120,18 +127,20 @@ class NativeCentre:
     def visit(self, mdtrt_id: str) -> Visit:
         return self.client.visit(mdtrt_id)
 
-    def presettle(self, *, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True) -> PreSettlement:
+    def presettle(self, *, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True,
+                  visit: Visit | None = None) -> PreSettlement:
         return self.client.presettle(mdtrt_id=mdtrt_id, lines=lines, use_account=use_account)
 
     def settle(self, *, serial: str, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True,
-               card_no: str | None = None, card_id: str | None = None) -> Settlement:
+               card_no: str | None = None, card_id: str | None = None, visit: Visit | None = None) -> Settlement:
         return self.client.settle(serial=serial, mdtrt_id=mdtrt_id, lines=lines, use_account=use_account,
                                   card_no=card_no, card_id=card_id)
 
     def refund(self, *, serial: str, setl_id: str, amount: int | None = None) -> Refund:
         return self.client.refund(serial=serial, setl_id=setl_id, amount=amount)
 
-    def void(self, *, serial: str, setl_id: str) -> Void:
+    def void(self, *, serial: str, setl_id: str, mdtrt_id: str | None = None, person_id: str | None = None,
+             visit: Visit | None = None) -> Void:
         return self.client.void(serial=serial, setl_id=setl_id)
 
     def settlement_outcome(self, setl_id: str) -> Outcome:
@@ -184,6 +193,16 @@ class NativeCentre:
 
     def close(self) -> None:
         self.client.close()
+
+
+def serials_for(cfg: TerminalConfig) -> Callable[[int], int]:
+    """How the journal numbers requests for this upstream: the national platform's are msgid tails
+    (yyyyMMddHHmmss + sequence), so the centre's idempotency key is the journal's key."""
+    if cfg.centre.dialect == "national":
+        from terminal.national import msgid_serial
+
+        return lambda last: msgid_serial(last, dt.datetime.now(dt.UTC))
+    return counting
 
 
 def open_centre(cfg: TerminalConfig, key: str | None = None) -> Centre:

@@ -28,7 +28,18 @@ key_env = "SSCARD_TERMINAL_KEY"      # the terminal's API key comes from this va
 timeout = 5.0
 
 [centre]
-dialect = "native"                   # "native": sscard's API (see terminal/centre.py)
+dialect = "native"                   # "native": sscard's API; "national": the national medical security
+                                     # platform's interface at the same URL (terminal/centre.py, national.py)
+others = "native"                    # national: what the platform has no transaction for (refunds, pensions,
+                                     # certification, cards) goes to the native API; "none": refused
+path = "/fsi/api/rsfComIfsService/callService"   # national: the platform's transaction endpoint
+opter = "counter"                    # national: the envelope's operator (经办人) and its name
+opter_name = "收费员"
+dept_code = "MZ"                     # national: the department, 科别 and doctor a counter registers visits
+dept_name = "门诊"                   # and bills fee lines with (2201/2401/2204)
+caty = "A03"
+doctor = "counter"
+doctor_name = "收费员"
 
 [log]
 file = "var/T0001.log"               # JSON lines, rotated; "" = standard error (journald under systemd)
@@ -142,7 +153,16 @@ class SettlementSection(_Section):
 
 
 class CentreSection(_Section):
-    dialect: Literal["native"] = "native"
+    dialect: Literal["native", "national"] = "native"
+    others: Literal["native", "none"] = "native"
+    path: str = "/fsi/api/rsfComIfsService/callService"
+    opter: str = Field("counter", min_length=1, max_length=30)
+    opter_name: str = Field("收费员", min_length=1, max_length=50)
+    dept_code: str = Field("MZ", min_length=1, max_length=30)
+    dept_name: str = Field("门诊", min_length=1, max_length=100)
+    caty: str = Field("A03", min_length=1, max_length=6)
+    doctor: str = Field("counter", min_length=1, max_length=30)
+    doctor_name: str = Field("收费员", min_length=1, max_length=50)
 
 
 class HsmSection(_Section):

@@ -23,7 +23,7 @@ from cardlib.readers import open_reader
 from cardlib.security import SecurityModule
 from terminal import logs
 from terminal.blacklist import Blacklist, BlacklistFetcher
-from terminal.centre import Centre, open_centre
+from terminal.centre import Centre, open_centre, serials_for
 from terminal.config import TerminalConfig
 from terminal.flows import CrashPoints, Terminal
 from terminal.journal import Journal
@@ -98,7 +98,7 @@ def build_security(cfg: TerminalConfig) -> tuple[SecurityModule | None, str]:
 
 def build_terminal(cfg: TerminalConfig, *, centre: Centre | None = None,
                    security: SecurityModule | None = None, terminal_number: str | None = None) -> Terminal:
-    journal = Journal(cfg.terminal.journal, cfg.terminal.id)
+    journal = Journal(cfg.terminal.journal, cfg.terminal.id, serials_for(cfg))
     try:
         sessions = {name: ReaderSession(name, open_reader(name, timeout=cfg.readers.timeout))
                     for name in cfg.readers.user_cards}

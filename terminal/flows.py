@@ -40,7 +40,7 @@ from cardlib.card import BasicInfo
 from cardlib.errors import CardBlocked, CardError, CardRemoved
 from cardlib.security import SecurityModule
 from settlement.errors import AlreadyReversed, ServiceUnreachable, SettlementError
-from settlement.wire import FeeLineIn, pin_pan
+from settlement.wire import FeeLineIn, Visit, pin_pan
 from terminal import metrics
 from terminal.blacklist import Blacklist, BlacklistFetcher, Listed
 from terminal.centre import Centre
@@ -269,11 +269,14 @@ class Terminal:
         if void.state != PENDING:
             return void
         serial, original_key = void.request["terminal_serial"], void.original_key or ""
+        original = self.journal.get(original_key)
         try:
-            if self.journal.get(original_key).kind == "pension_collect":
+            if original.kind == "pension_collect":
                 result = self.centre.void_collection(serial=serial, collection_key=original_key)
             else:
-                result = self.centre.void(serial=serial, setl_id=original_key)
+                mdtrt_id = original.request.get("mdtrt_id")
+                result = self.centre.void(serial=serial, setl_id=original_key, mdtrt_id=mdtrt_id,
+                                          person_id=original.person_id, visit=self._registered(mdtrt_id))
         except ServiceUnreachable as e:
             self.journal.note_attempt(void.key, {"code": e.code, "message": e.message})
             return self.journal.get(void.key)
@@ -352,10 +355,15 @@ class Terminal:
                                reverse_on_unknown=False)
         return {"key": entry.key, **visit.model_dump(mode="json"), "name": info.name, "card_no": info.card_number}
 
+    def _registered(self, mdtrt_id: str | None) -> Visit | None:
+        """The visit as the centre answered its registration at this terminal (None if registered elsewhere)."""
+        answer = self.journal.visit(mdtrt_id) if mdtrt_id else None
+        return Visit.model_validate(answer) if answer else None
+
     def presettle(self, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool) -> dict[str, Any]:
         try:
-            return self.centre.presettle(mdtrt_id=mdtrt_id, lines=lines, use_account=use_account).model_dump(
-                mode="json")
+            return self.centre.presettle(mdtrt_id=mdtrt_id, lines=lines, use_account=use_account,
+                                         visit=self._registered(mdtrt_id)).model_dump(mode="json")
         except SettlementError as e:
             raise from_settlement_error(e) from e
 
@@ -364,12 +372,11 @@ class Terminal:
         """Settle a registered visit; the journal entry (confirmed, with the card record's outcome)."""
         s = self.session(reader)
         with s.claim("settle"):
-            registered = self.journal.visit(mdtrt_id)  # registered here: no need to ask the centre
-            try:
-                person_id = registered["person_id"] if registered else self.centre.visit(mdtrt_id).person_id
+            try:  # registered here: no need to ask the centre
+                visit = self._registered(mdtrt_id) or self.centre.visit(mdtrt_id)
             except SettlementError as e:
                 raise from_settlement_error(e) from e
-            info = self._card(s, pin, authenticate=True, holder=person_id, mdtrt_id=mdtrt_id)
+            info = self._card(s, pin, authenticate=True, holder=visit.person_id, mdtrt_id=mdtrt_id)
             total = sum(x.det_item_fee_sumamt for x in lines)
             entry = self._begin(
                 "settle", {"mdtrt_id": mdtrt_id, "lines": [x.model_dump() for x in lines], "use_account": use_account,
@@ -378,7 +385,7 @@ class Terminal:
             self.crashpoint("settle.journaled")
             result = self._send(entry, s, lambda serial: self.centre.settle(
                 serial=serial, mdtrt_id=mdtrt_id, lines=lines, use_account=use_account, card_no=info.card_number,
-                card_id=info.card_id), reverse_on_unknown=True)
+                card_id=info.card_id, visit=visit), reverse_on_unknown=True)
             metrics.transactions.labels("settle", "confirmed").inc()
             self.write_card_record(s, entry, "settle", result.breakdown.model_dump())
         return self.journal.get(entry.key)

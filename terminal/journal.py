@@ -24,7 +24,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,12 +119,19 @@ def _row(r: sqlite3.Row) -> Entry:
     return Entry(**d)
 
 
-class Journal:
-    """The journal of one terminal. Thread-safe; each method is one durable transaction."""
+def counting(last: int) -> int:
+    """Serials 1, 2, 3... (the native API takes any serial)."""
+    return last + 1
 
-    def __init__(self, path: str | Path, terminal_id: str) -> None:
+
+class Journal:
+    """The journal of one terminal. Thread-safe; each method is one durable transaction. `serials` gives the
+    next serial from the last one (its form is the upstream's: `terminal.centre.serials_for`)."""
+
+    def __init__(self, path: str | Path, terminal_id: str, serials: Callable[[int], int] = counting) -> None:
         self.path = str(path)
         self.terminal_id = terminal_id
+        self.next_serial = serials
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -179,7 +186,7 @@ class Journal:
         now = _now()
         with self._tx() as db:
             (last,) = db.execute("SELECT COALESCE(MAX(serial), 0) FROM journal").fetchone()
-            serial = last + 1
+            serial = self.next_serial(last)
             key = f"{self.terminal_id}:{serial}"
             body = {**request, "terminal_serial": str(serial)}
             db.execute(

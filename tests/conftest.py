@@ -109,8 +109,18 @@ def slots(pcscd: pcsc_stack.Pcscd) -> Iterator[tuple[Slot, Slot]]:
     s1.link.remove()
 
 
+DIALECTS = ["native", "national"]
+"""The upstreams a counter may talk to (terminal/centre.py): flow, reversal and recovery tests run on each."""
+
+
 @pytest.fixture
-def counter_on_pcsc(slots: tuple[Slot, Slot], tmp_path):
+def dialect() -> str:
+    """The counter's upstream: "native" unless a test parametrizes it (with DIALECTS)."""
+    return "native"
+
+
+@pytest.fixture
+def counter_on_pcsc(slots: tuple[Slot, Slot], tmp_path, dialect: str):
     """A terminal daemon on the pcscd slots (user card in slot 0, a PSAM put in slot 1) and the centre:
     (centre, counter, slot 0). Afterwards both slots hold their session cards again, inserted, unfaulted."""
     from sim.psam import SimPsam
@@ -120,7 +130,7 @@ def counter_on_pcsc(slots: tuple[Slot, Slot], tmp_path):
     card0, card1 = s0.card, s1.card
     s1.replace(SimPsam(terminal_number="110100000042"))  # type: ignore[arg-type]
     centre = start_centre(tmp_path / "centre")
-    counter = start_counter(centre, s0.reader, s1.reader)
+    counter = start_counter(centre, s0.reader, s1.reader, dialect=dialect)
     yield centre, counter, s0
     counter.stop()
     centre.stop()

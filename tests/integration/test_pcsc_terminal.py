@@ -7,13 +7,18 @@ import json
 import threading
 
 import httpx
+import pytest
 
 from sim.faults import Fault
 from sim.personalize import issue_sample
+from tests.conftest import DIALECTS
 from tests.terminal.conftest import LINES, agree
 
 
-def test_hospital_visit_with_refund_through_pcscd(counter_on_pcsc):
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_hospital_visit_with_refund_through_pcscd(counter_on_pcsc, dialect):
+    """A stay and an outpatient visit, on either upstream (the national platform's: 1101, 2401, 2301, 2303,
+    2402, 2304; the refund is the native API's)."""
     centre, counter, s0 = counter_on_pcsc
     with httpx.Client(base_url=counter.url, headers=counter.headers(), timeout=20) as api:
         (reader,) = api.get("/v1/readers").json()

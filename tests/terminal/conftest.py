@@ -1,8 +1,8 @@
 """Fixtures: the centre (HSM + settlement service on SQLite) and terminal daemons, all on loopback.
 
-A counter talks to the centre in one of the upstream dialects (`terminal.centre`): `dialect` is "native"
-unless a test parametrizes it; the flow, reversal and recovery modules run every test in each of DIALECTS
-(`pytestmark = pytest.mark.parametrize("dialect", DIALECTS)`).
+A counter talks to the centre in one of the upstream dialects (`terminal.centre`): the `dialect` fixture
+(tests/conftest.py) is "native" unless a test parametrizes it; the flow, reversal and recovery modules run
+every test in each of DIALECTS (`pytestmark = pytest.mark.parametrize("dialect", DIALECTS)`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import pytest
 from settlement.errors import UnknownTransaction
 from sscard.stack import Centre, Counter, start_centre, start_counter
 from terminal.journal import CONFIRMED, FAILED, PENDING, REVERSED, Journal
+from tests.conftest import DIALECTS  # noqa: F401 - the flow modules take it from here
 
-DIALECTS = ["native"]
-
+# fee lines with their catalogue codes (settlement/api/national_catalogue.toml: 01 甲类, 02 乙类, 03 丙类), which the
+# national platform classes items by; the native API takes the class the line gives
 LINES = [
-    {"chrgitm_lv": "A", "det_item_fee_sumamt": 120_00},
-    {"chrgitm_lv": "B", "det_item_fee_sumamt": 80_00},
-    {"chrgitm_lv": "C", "det_item_fee_sumamt": 15_00},
+    {"med_list_codg": "DEMO-XY-0001", "chrgitm_lv": "A", "det_item_fee_sumamt": 120_00},
+    {"med_list_codg": "DEMO-XY-0002", "chrgitm_lv": "B", "det_item_fee_sumamt": 80_00},
+    {"med_list_codg": "DEMO-ZY-0001", "chrgitm_lv": "C", "det_item_fee_sumamt": 15_00},
 ]
 
 
@@ -33,11 +34,6 @@ def centre(tmp_path: Path) -> Iterator[Centre]:
     c = start_centre(tmp_path / "centre")
     yield c
     c.stop()
-
-
-@pytest.fixture
-def dialect() -> str:
-    return "native"
 
 
 @pytest.fixture
