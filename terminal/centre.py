@@ -7,14 +7,15 @@
 - `national` (`terminal.national.NationalCentre`): the national medical security platform's transaction
   interface (envelope with `infno`, `msgid`, `sign_no`..., yuan with two decimals at the edge). It covers
   what the platform has transactions for (sign-in, person lookup, visits, fees, settlement and its
-  cancellation); what it has none for (pension certification and collection, identity certification) goes
+  cancellation); what it has none for (refunds, lookups by id, pensions, identity certification, cards) goes
   to the native API of the same centre alongside (`[centre] others = "native"`), or is refused with
   `NOT_AVAILABLE_IN_DIALECT` (`others = "none"`).
 
 Either way the flows see the same values (`settlement.wire` models, amounts in fen) and the same typed
 errors (`settlement.errors`): a refusal raises the error of its code (nothing was applied), no answer raises
-`ServiceUnreachable` (the outcome is unknown: the flows reverse or resend with the same serial, and the
-upstream maps that serial to the same idempotency key at the centre).
+`ServiceUnreachable` (the outcome is unknown: the flows reverse or resend with the same serial). The journal
+numbers requests in the upstream's form (`serials_for`), so a request's key at the centre is its key in
+the journal in either dialect.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from settlement.api.client import SettlementClient, error_from
-from settlement.errors import InvalidRequest, ServiceUnreachable, SettlementError, UnknownTransaction
+from settlement.errors import InvalidRequest, ServiceUnreachable, SettlementError, Unauthorized, UnknownTransaction
 from settlement.wire import (
     Breakdown,
     FeeLineIn,
@@ -73,7 +73,8 @@ if TYPE_CHECKING:
 PATH = "/fsi/api/rsfComIfsService/callService"
 CST = dt.timezone(dt.timedelta(hours=8), "CST")
 ENGINE_CODE = re.compile(r"（([A-Z][A-Z_]+): ")
-SIGN_NO = "(sign_no)"
+SIGN_NO = "(sign_no)"  # the field a refused sign_no's message names
+KEY_REFUSED = "X-Terminal-Key"  # named by the message refusing the terminal's key
 MED_TYPE = {"outpatient": "11", "inpatient": "21"}
 SETTLE = {"outpatient": "2207", "inpatient": "2304"}
 PRESETTLE = {"outpatient": "2206", "inpatient": "2303"}
@@ -211,13 +212,15 @@ class NationalCentre:
             raise refusal(infno, str(reply.get("err_msg") or ""))
         return reply.get("output") or {}
 
+    def _sign_in_input(self) -> dict[str, Any]:
+        return {"signIn": {"opter_no": self.opter, "mac": "00-00-00-00-00-00", "ip": "127.0.0.1"}}
+
     def sign_in(self, renew: bool = False) -> str:
         """9001: the sign_no every later message carries."""
         with self._sign_lock:
             if self.sign_no and not renew:
                 return self.sign_no
-            out = self._post("9001", {"signIn": {"opter_no": self.opter, "mac": "00-00-00-00-00-00",
-                                                 "ip": "127.0.0.1"}}, None, "")
+            out = self._post("9001", self._sign_in_input(), None, "")
             if out["infcode"] != 0:
                 raise refusal("9001", str(out.get("err_msg") or ""))
             try:
@@ -256,7 +259,7 @@ class NationalCentre:
         if ref is not None:
             return ref
         if visit is None:
-            visit = self._native("look a visit up by its id").visit(mdtrt_id)
+            visit = self._native("looking a visit up by its id").visit(mdtrt_id)
         psn_no, insutype, insuplc = self._person("02", visit.person_id)
         ref = VisitRef(psn_no, insutype, insuplc, visit.care)
         self._remember(mdtrt_id, ref)
@@ -294,7 +297,7 @@ class NationalCentre:
                      status="registered")
 
     def visit(self, mdtrt_id: str) -> Visit:
-        return self._native("look a visit up by its id").visit(mdtrt_id)
+        return self._native("looking a visit up by its id").visit(mdtrt_id)
 
     # ---- fees and settlement ------------------------------------------------------------------------------------
     def _upload(self, ref: VisitRef, mdtrt_id: str, lines: list[FeeLineIn], batch: str) -> dict[str, int]:
@@ -396,7 +399,7 @@ class NationalCentre:
                 raise
             out = self.call(CANCEL["inpatient"], data, serial=serial, insuplc=ref.insuplc)
         info = _node(out, "setlinfo")
-        back = {p: -fen_of(info.get(p) or 0, p) for p in ("medfee_sumamt", "hifp_pay", "hifob_pay", "hifmi_pay",
+        back = {p: -fen_of(info.get(p), p) for p in ("medfee_sumamt", "hifp_pay", "hifob_pay", "hifmi_pay",
                                                           "maf_pay", "fund_pay_sumamt", "acct_pay", "psn_cash_pay")}
         arrived = back["medfee_sumamt"] != 0
         return Void(void_key=str(info.get("setl_id") or ""), setl_id=setl_id,
@@ -406,12 +409,12 @@ class NationalCentre:
     # ---- what the platform has no transaction for ----------------------------------------------------------
     def _native(self, what: str) -> NativeCentre:
         if self.native is None:
-            raise NotInDialect(f"the national platform interface has no transaction to {what} "
+            raise NotInDialect(f"the national platform interface has no transaction for {what} "
                                "([centre] others = \"native\" sends it to the native API)", operation=what)
         return self.native
 
     def refund(self, *, serial: str, setl_id: str, amount: int | None = None) -> Refund:
-        return self._native("refund (it cancels whole settlements only: 2208)").refund(
+        return self._native("refunds (it cancels whole settlements only: 2208)").refund(
             serial=serial, setl_id=setl_id, amount=amount)
 
     def settlement_outcome(self, setl_id: str) -> Outcome:
@@ -420,41 +423,25 @@ class NationalCentre:
                                      key=setl_id)
         return self.native.settlement_outcome(setl_id)
 
-    def certify(self, **kw: Any):
-        return self._native("certify a person").certify(**kw)
+    def __getattr__(self, name: str) -> Any:
+        """Every other `Centre` call (pensions, certification, cards...) has no transaction on the platform: the
+        native API's, or NOT_AVAILABLE_IN_DIALECT."""
+        if name.startswith("_") or not callable(getattr(NativeCentre, name, None)):
+            raise AttributeError(name)
+        if self.__dict__.get("native") is not None:
+            return getattr(self.native, name)
 
-    def certification_status(self, person_id: str):
-        return self._native("look a certification up").certification_status(person_id)
+        def refused(*_args: Any, **_kw: Any) -> Any:
+            self._native(name)
 
-    def pensioner(self, person_id: str):
-        return self._native("look a pensioner up").pensioner(person_id)
-
-    def collect_pension(self, **kw: Any):
-        return self._native("pay a pension out").collect_pension(**kw)
-
-    def void_collection(self, **kw: Any):
-        return self._native("void a pension collection").void_collection(**kw)
-
-    def collection_outcome(self, key: str) -> Outcome:
-        return self._native("look a pension collection up").collection_outcome(key)
-
-    def card_blacklist(self, since: int = 0):
-        return self._native("send the card blacklist").card_blacklist(since)
-
-    def report_card_application(self, card_no: str, card_id: str | None, application: str | None):
-        return self._native("record a blocked card application").report_card_application(card_no, card_id,
-                                                                                           application)
-
-    def card(self, card_no: str):
-        return self._native("look a card's status up").card(card_no)
+        return refused
 
     def health(self) -> dict[str, str]:
         """The native API's health, or else a sign-in under one fixed msgid (the platform answers it again
         with the same sign_no, so a probe records nothing new)."""
         if self.native is not None:
             return self.native.health()
-        reply = self._post("9001", {"signIn": {"opter_no": self.opter, "mac": "00-00-00-00-00-00",
-                                               "ip": "127.0.0.1"}}, self._probe, "")
+        reply = self._post("9001", self._sign_in_input(), self._probe, "")
         if reply["infcode"] != 0:
             raise refusal("9001", str(reply.get("err_msg") or ""))
         return {"status": "ok"}
@@ -469,6 +456,8 @@ class NationalCentre:
 # ---- answers ---------------------------------------------------------------------------------------------------
 def refusal(infno: str, err_msg: str) -> SettlementError:
     """An infcode -1 as a typed error: the engine's code when the message names one."""
+    if KEY_REFUSED in err_msg:
+        return Unauthorized(err_msg, infno=infno)
     m = ENGINE_CODE.search(err_msg)
     if m:
         err = error_from(400, {"code": m.group(1), "message": err_msg, "details": {"infno": infno}})
@@ -480,7 +469,7 @@ def refusal(infno: str, err_msg: str) -> SettlementError:
 def breakdown_of(info: dict[str, Any]) -> Breakdown:
     """setlinfo's amounts (yuan) as a Breakdown in fen; identities checked."""
     try:
-        b = Breakdown(**{f: fen_of(info.get(f) or 0, f) for f in MONEY})
+        b = Breakdown(**{f: fen_of(info.get(f), f) for f in MONEY})
         b.check()
     except (AssertionError, ValueError) as e:
         raise MalformedAnswer(f"the platform's settlement does not add up: {e}") from None

@@ -58,6 +58,7 @@ def test_an_amount_that_is_not_whole_fen_is_refused_not_rounded(value):
 def test_refusals_become_the_typed_errors_they_name():
     assert isinstance(refusal("2208", "已撤销（ALREADY_REVERSED: T0001:1 was already voided）"), AlreadyReversed)
     assert isinstance(refusal("2207", "结算信息不存在（UNKNOWN_TRANSACTION: nope）"), UnknownTransaction)
+    assert refusal("1101", "终端密钥缺失或无效（请求头 X-Terminal-Key）").code == "UNAUTHORIZED"
     plain = refusal("2204", "feedetail第1条：医疗目录编码(med_list_codg) 'X' 不在医保目录中")
     assert isinstance(plain, NationalRefusal) and plain.code == "INVALID_REQUEST" and "med_list_codg" in plain.message
 
