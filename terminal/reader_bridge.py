@@ -53,7 +53,9 @@ Errors are data (`reader_codes.toml`): -1 card type, -2 no card, -4 no answer, -
 (also: the reader is busy with another flow), -13 unknown function, -14 bad arguments, -15 data the
 national string cannot carry, -20 bad card identification code, -21 internal authentication failed, -25
 internal authentication disagrees with the HSM, -33 PIN length, -41/-42 pKey not hex / wrong length,
--51/-52 PIN, -2201 no PSAM, -2203 PSAM without the card's keys, and -SW for any other card status word.
+-51/-52 PIN, -2201 no PSAM, -2203 PSAM without the card's keys, and -SW for any other card status word. A
+card on the counter's blacklist (terminal/blacklist.py, checked on every read, before any PIN) answers
+-27265 (-0x6A81), as a card whose application is blocked does.
 
 The two-step format (the 9 fields of step 1, pKey as two hex blocks each followed by `|`, the HSM computing
 both the expected internal-authentication answer and the external cryptogram) is our reading of field

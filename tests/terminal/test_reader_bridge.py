@@ -109,7 +109,8 @@ def test_a_blacklisted_card_is_answered_as_locked_before_its_pin(bridge_counter,
     centre.engine.cards.report_lost("B10238475", actor="hall", reason="lost")
     bridge_counter.terminal.fetcher.step(force=True)
     tries = sim_card(bridge_counter).pin.tries_left
-    for function, args in (("iReadCardBas", {}), ("iVerifyPIN", {"pPIN": "000000"})):
+    for function, args in (("iReadCardBas", {}), ("iVerifyPIN", {"pPIN": "000000"}),
+                           ("iChangePIN", {"pOldPIN": "123456", "pNewPIN": "654321"})):
         out = call(bridge_counter, function, iType=3, **args)
         assert out["result"] == -0x6A81 and "挂失" in out["pOutInfo"], out
     assert sim_card(bridge_counter).pin.tries_left == tries
