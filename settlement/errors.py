@@ -142,3 +142,15 @@ CardNotPersons = _error(
 NoCardOfRecord = _error(
     "NoCardOfRecord", "NO_CARD_OF_RECORD", 409, "The person has no card at the centre (issue one first)."
 )
+NoLedger = _error(
+    "NoLedger",
+    "NO_LEDGER",
+    404,
+    "There is no ledger where the command looked (a mistyped path or DSN?); a new one is only made when asked.",
+)
+NoData = _error(
+    "NoData",
+    "NO_DATA",
+    404,
+    "The business day has no journal lines and no centre postings: nothing was reconciled (wrong day or ledger?).",
+)

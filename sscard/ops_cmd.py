@@ -38,6 +38,8 @@ POSTGRES = typer.Option(None, "--postgres", help="PostgreSQL DSN, instead of --d
 POLICIES = typer.Option(None, "--policies", file_okay=False, exists=True,
                         help="Directory of extra policy TOML files (loaded with the shipped ones), for repairs.")
 ACTOR = typer.Option(None, "--actor", help="Who is running this (audited); default: the login name.")
+ENCODING = typer.Option("utf-8", "--encoding", help="Text encoding of the journal and statement files: utf-8, gbk or "
+                                                     "gb18030.")
 
 
 def register(app: typer.Typer) -> None:
@@ -65,21 +67,13 @@ def _book(extra: Path | None) -> PolicyBook:
 
 @contextmanager
 def _engine(db: Path | None, postgres: str | None, policies: PolicyBook,
-            clock: Callable[[], dt.datetime] | None = None) -> Iterator[Engine]:
+            clock: Callable[[], dt.datetime] | None = None, *, init: bool = False) -> Iterator[Engine]:
+    """An engine over the existing ledger the options name (a new one only with `init`)."""
     from settlement.ledger import utc_now
     from settlement.schemes.engine import Engine
+    from sscard.stores import open_ledger
 
-    if (db is None) == (postgres is None):
-        raise typer.BadParameter("give exactly one of --db PATH or --postgres DSN")
-    store: Store
-    if postgres is not None:
-        from settlement.ledger.store.postgres import PostgresStore
-
-        store = PostgresStore(postgres)
-    else:
-        from settlement.ledger.store.sqlite import SqliteStore
-
-        store = SqliteStore(db)  # type: ignore[arg-type]
+    store: Store = open_ledger(db, postgres, init=init)
     try:
         yield Engine(store, policies=policies, clock=clock or utc_now)
     finally:
@@ -91,10 +85,27 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=console, transient=False)
 
 
+_HINTS = {
+    "UNKNOWN_TERMINAL": "register the centre's terminals with --terminals KEYS_FILE (the settlement service's "
+                        "terminal keys file; once is enough, they are remembered)",
+}
+
+
 def _fail(e: Exception) -> typer.Exit:
     code = getattr(e, "code", type(e).__name__)
-    console.print(f"[red]error[/red] {code}: {getattr(e, 'message', str(e))}")
+    hint = _HINTS.get(code)
+    console.print(f"[red]error[/red] {code}: {getattr(e, 'message', str(e))}" + (f"; {hint}" if hint else ""))
     return typer.Exit(2)
+
+
+def _check_day(day: str) -> str:
+    from settlement.errors import InvalidRequest
+    from settlement.wire import check_day
+
+    try:
+        return check_day(day)
+    except ValueError as e:
+        raise InvalidRequest(str(e), field="business_day") from None
 
 
 def _yuan(fen: int) -> str:
@@ -118,13 +129,19 @@ def reconcile(
     repair: bool = typer.Option(False, "--repair", help="Replay and void what repair can fix (audited)."),
     close: bool = typer.Option(False, "--close", help="Close the day if it is clean."),
     report_dir: Path = typer.Option(None, "--report-dir", file_okay=False, help="Write CSV and JSON reports here."),
+    encoding: str = ENCODING,
     actor: str = ACTOR,
 ) -> None:
     """Reconcile a business day: terminal journals and statements against the ledger."""
-    from settlement.errors import SettlementError
+    from settlement.errors import NoData, SettlementError
+    from settlement.reconcile.encoding import check_encoding
     from settlement.reconcile.reconciler import Reconciler
 
     who = _actor(actor)
+    try:
+        day, encoding = _check_day(day), check_encoding(encoding)
+    except SettlementError as e:
+        raise _fail(e) from None
     with _engine(db, postgres, _book(policies)) as eng:
         recon = Reconciler(eng)
         try:
@@ -136,11 +153,12 @@ def reconcile(
                     recon.register_terminals((k.terminal_id, k.institution) for k in keys)
                 if journal:
                     task = prog.add_task("importing journals", total=None)
-                    res = recon.import_journal(journal, actor=who, progress=lambda n: prog.advance(task, n))
+                    res = recon.import_journal(journal, actor=who, progress=lambda n: prog.advance(task, n),
+                                               encoding=encoding)
                     prog.update(task, total=res.lines, completed=res.lines)
                 if statement:
                     task = prog.add_task("importing statements", total=None)
-                    n = recon.import_statement(statement, actor=who)
+                    n = recon.import_statement(statement, actor=who, encoding=encoding)
                     prog.update(task, total=n, completed=n)
                 task = prog.add_task("copying the ledger", total=None)
                 copied = recon.sync(progress=lambda n: prog.advance(task, n))
@@ -154,6 +172,9 @@ def reconcile(
                 prog.update(task, total=1, completed=1)
             if repair:
                 _repairs(result.actions)
+            if report.empty:
+                raise NoData(f"business day {day} has no journal lines, no centre postings and no statement lines: "
+                             "nothing was reconciled (is it the right --day and ledger?)", business_day=day)
             if close and report.clean:
                 report = recon.close_day(day, actor=who)
         except SettlementError as e:
@@ -298,7 +319,7 @@ def generate(
         raise typer.BadParameter(f"--day must look like 2024-03-01, got {day!r}") from None
     out.mkdir(parents=True, exist_ok=True)
     pop = load.population(seed, persons_per_region=persons)
-    with _engine(db, postgres, load.policy_book(), load.DayClock(when)) as eng:
+    with _engine(db, postgres, load.policy_book(), load.DayClock(when), init=True) as eng:
         recon = Reconciler(eng)
         try:
             with _progress() as prog:

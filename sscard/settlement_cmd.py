@@ -54,6 +54,9 @@ def serve(
     log_file: str = typer.Option("", "--log-file", envvar="SSCARD_LOG_FILE",
                                  help="JSON-lines log file (rotated); default: JSON lines on stderr."),
     log_level: str = typer.Option("info", help="Log level."),
+    init: bool = typer.Option(False, "--init", help="Create the ledger if it does not exist (an SQLite file; on "
+                                                   "PostgreSQL the tables are made in the existing database at "
+                                                   "every start)."),
 ) -> None:
     """Serve the settlement HTTP API (OpenAPI at /docs and /openapi.json) and the national platform
     interface (POST /fsi/api/rsfComIfsService/callService). Each option can also come from the environment
@@ -69,7 +72,7 @@ def serve(
                "hsm": hsm, "hsm_credential": str(hsm_credential) if hsm_credential else None,
                "hsm_prefix": hsm_prefix, "hsm_timeout": hsm_timeout,
                "national_catalogue": str(national_catalogue) if national_catalogue else None,
-               "max_backlog": max_backlog, "log_file": log_file, "log_level": log_level}
+               "max_backlog": max_backlog, "log_file": log_file, "log_level": log_level, "init": init}
     setup_logs(log_file, log_level)
     config = {"log_level": log_level, "access_log": access_log, "log_config": None, "http": "httptools",
               "loop": "uvloop", "timeout_keep_alive": 30}
@@ -105,6 +108,7 @@ def _build(options: dict[str, Any]) -> tuple[Any, Any, Any]:
     from settlement.schemes.engine import Settings
     from settlement.schemes.policy import PolicyBook
     from sscard.hsm_pin import HsmPinVerifier
+    from sscard.stores import open_ledger
 
     catalogue = None
     if options["national_catalogue"] is not None:
@@ -121,15 +125,9 @@ def _build(options: dict[str, Any]) -> tuple[Any, Any, Any]:
         credential = options["hsm_credential"]
         verifier = HsmPinVerifier(hsm_client(options["hsm"], Path(credential) if credential else None,
                                              options["hsm_timeout"]), options["hsm_prefix"])
-    store: Any
-    if options["postgres"] is not None:
-        from settlement.ledger.store.postgres import PostgresStore
-
-        store = PostgresStore(options["postgres"])
-    else:
-        from settlement.ledger.store.sqlite import SqliteStore
-
-        store = SqliteStore(options["db"])
+    # a database the DBA created (createdb) is the deliberate step on PostgreSQL; a SQLite file needs --init
+    store = open_ledger(options["db"], options["postgres"], init=options["init"] or options["postgres"] is not None,
+                        can_init=True)
     try:
         book = PolicyBook.load(options["policies"]) if options["policies"] else None
         app_ = create_app(store, terminals=load_terminal_keys(options["keys"]), policies=book,

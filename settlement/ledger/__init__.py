@@ -13,9 +13,10 @@ from settlement.ledger.model import MAX_AMOUNT, Account, AccountKind, Draft, Pos
 from settlement.ledger.money import Fen, apply_ratio, fen, ratio
 from settlement.ledger.store.base import Store, Tx
 from settlement.ledger.store.batching import Retry
+from settlement.ledger.store.open import open_store
 
 __all__ = [
     "CST", "MAX_AMOUNT", "Account", "AccountKind", "Clock", "Draft", "Fen", "Ledger", "OneByOne", "PostReq", "Posting",
-    "Retry", "Store", "Transfer", "Tx", "apply_ratio", "fen", "make_key", "marks", "ratio", "request_hash", "utc_now",
-    "write_rows",
+    "Retry", "Store", "Transfer", "Tx", "apply_ratio", "fen", "make_key", "marks", "open_store", "ratio",
+    "request_hash", "utc_now", "write_rows",
 ]

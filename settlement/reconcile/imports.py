@@ -173,7 +173,8 @@ def _bad_request(tx: Tx, window: dict[tuple[str, str], list[tuple[Any, ...]]], n
     return None
 
 
-def import_statement(store: Store, at: str, paths: Sequence[str | Path], *, actor: str) -> int:
+def import_statement(store: Store, at: str, paths: Sequence[str | Path], *, actor: str,
+                     encoding: str = "utf-8") -> int:
     """Import statement files in one unit; each (value date, account) found replaces earlier lines."""
     if not paths:
         raise InvalidRequest("give at least one statement file")
@@ -186,7 +187,7 @@ def import_statement(store: Store, at: str, paths: Sequence[str | Path], *, acto
         n = 0
         for p in paths:
             name = Path(p).name
-            for row, line in iter_statement(p):
+            for row, line in iter_statement(p, encoding=encoding):
                 acct = line.account
                 if acct not in accounts:
                     accounts[acct] = tx.value("SELECT 1 FROM ledger_accounts WHERE code = ?", (acct,)) is not None

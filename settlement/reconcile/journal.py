@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from settlement.errors import InvalidJournalRow, SettlementError, UnknownTerminal
+from settlement.reconcile.encoding import DEFAULT, hint, undecodable
 from settlement.wire import (
     AMOUNTS,
     CSV_HEADER,
@@ -44,16 +45,28 @@ def _bad_row(name: str, row: int, e: LineError) -> InvalidJournalRow:
     return InvalidJournalRow(f"{name} row {row}: {e.field}: {e.message}", file=name, row=row, field=e.field)
 
 
-def _open(src: str | Path | IO[str]) -> tuple[IO[str], str, bool]:
+def _open(src: str | Path | IO[str], encoding: str = DEFAULT) -> tuple[IO[str], str, bool]:
     if isinstance(src, (str, Path)):
         try:
-            return open(src, encoding="utf-8", newline=""), Path(src).name, True  # noqa: SIM115
+            return open(src, encoding=encoding, newline=""), Path(src).name, True  # noqa: SIM115
         except OSError as e:
             raise InvalidJournalRow(f"cannot read journal file {src}: {e.strerror}", file=str(src), row=0) from None
     return src, getattr(src, "name", "journal"), False
 
 
-def _csv_records(f: IO[str], name: str) -> Iterator[tuple[int, list[str]]]:
+def _undecodable(src: str | Path | IO[str], name: str, encoding: str, row: int, *,
+                 header: bool = True) -> InvalidJournalRow:
+    """The error for a file that does not decode: the row is found again from the file's bytes (`row`, where
+    reading stopped, is only a guess: text is decoded ahead in blocks)."""
+    what = f"not {encoding.upper()} text"
+    if isinstance(src, (str, Path)):
+        row, what = undecodable(src, encoding, header=header)
+    return InvalidJournalRow(f"{name} row {row}: {what}; {hint(encoding)}", file=name, row=row, field="(encoding)",
+                             encoding=encoding)
+
+
+def _csv_records(f: IO[str], name: str, src: str | Path | IO[str] | None = None, encoding: str = DEFAULT
+                 ) -> Iterator[tuple[int, list[str]]]:
     """(record number, values) of each CSV record of `f` after its header; 1 = first data record, and a
     blank line counts (values [])."""
     reader = csv.reader(f, strict=True)
@@ -63,27 +76,32 @@ def _csv_records(f: IO[str], name: str) -> Iterator[tuple[int, list[str]]]:
             values = next(reader)
         except StopIteration:
             return
-        except (csv.Error, UnicodeDecodeError) as e:
+        except UnicodeDecodeError:
+            raise _undecodable(f if src is None else src, name, encoding, n + 1) from None
+        except csv.Error as e:
             raise InvalidJournalRow(f"{name} row {n + 1}: unreadable CSV: {e}", file=name, row=n + 1) from None
         n += 1
         yield n, values
 
 
-def _csv_header(f: IO[str], name: str) -> None:
+def _csv_header(f: IO[str], name: str, src: str | Path | IO[str] | None = None, encoding: str = DEFAULT) -> None:
     try:
         header = next(csv.reader(f, strict=True), None)
-    except (csv.Error, UnicodeDecodeError) as e:
+    except UnicodeDecodeError:
+        raise _undecodable(f if src is None else src, name, encoding, 0) from None
+    except csv.Error as e:
         raise InvalidJournalRow(f"{name}: not a CSV journal: {e}", file=name, row=0) from None
     if header is None or [h.strip().lstrip("\ufeff") for h in header] != list(FIELDS):
         raise InvalidJournalRow(f"{name}: line 1 must be the header {CSV_HEADER}", file=name, row=0)
 
 
-def iter_csv_rows(src: str | Path | IO[str], *, check_request: bool = True) -> Iterator[Row]:
+def iter_csv_rows(src: str | Path | IO[str], *, check_request: bool = True, encoding: str = DEFAULT
+                  ) -> Iterator[Row]:
     """Validated DB rows of a CSV journal file, in file order."""
-    f, name, close = _open(src)
+    f, name, close = _open(src, encoding)
     try:
-        _csv_header(f, name)
-        for n, values in _csv_records(f, name):
+        _csv_header(f, name, src, encoding)
+        for n, values in _csv_records(f, name, src, encoding):
             if not values:
                 continue
             try:
@@ -173,13 +191,13 @@ starting with a visible one, no quotes): lines that match need only the checks t
 
 
 def iter_csv_import(src: str | Path | IO[str], terminals: Terminals, *, check_request: bool = True,
-                    file_index: int = 0, size: int = 20_000) -> Iterator[Chunk]:
+                    file_index: int = 0, size: int = 20_000, encoding: str = DEFAULT) -> Iterator[Chunk]:
     """`chunks()` of a CSV journal file, validated exactly as `iter_csv_rows` does (same checks, same
     errors) but faster. A plain line (its first 17 fields match `_HEAD`, the request is the rest of the line,
     quoted or not, with no line break inside) is split by the regex and checked inline against the caches of
     values already validated; any other record is read by csv.reader from this line on (so a field running
     over several lines reads as csv reads it) and validated by `_row_from_csv`, which names the bad field."""
-    f, name, close = _open(src)
+    f, name, close = _open(src, encoding)
     days, originals = valid_days, ORIGINALS
     head, fromiso = _HEAD.match, dt.datetime.fromisoformat
     limit = csv.field_size_limit()
@@ -191,18 +209,18 @@ def iter_csv_import(src: str | Path | IO[str], terminals: Terminals, *, check_re
     groups = chunk.groups
     lines = n = 0
     try:
-        _csv_header(f, name)
+        _csv_header(f, name, src, encoding)
         it = iter(f)
         while True:
             try:
                 line = next(it)
             except StopIteration:
                 break
-            except UnicodeDecodeError as err:
+            except UnicodeDecodeError:
                 if lines:
                     chunk.lines = lines
                     yield chunk
-                raise InvalidJournalRow(f"{name} row {n + 1}: unreadable CSV: {err}", file=name, row=n + 1) from None
+                raise _undecodable(src, name, encoding, n + 1) from None
             n += 1
             m = head(line)
             if m is not None and len(line) <= limit:
@@ -267,7 +285,9 @@ def iter_csv_import(src: str | Path | IO[str], terminals: Terminals, *, check_re
             try:
                 try:
                     v = next(csv.reader(itertools.chain((line,), it), strict=True))
-                except (csv.Error, UnicodeDecodeError) as err:
+                except UnicodeDecodeError:
+                    raise _undecodable(src, name, encoding, n) from None
+                except csv.Error as err:
                     raise InvalidJournalRow(f"{name} row {n}: unreadable CSV: {err}", file=name, row=n) from None
                 if not v:
                     continue
@@ -296,14 +316,14 @@ def iter_csv_import(src: str | Path | IO[str], terminals: Terminals, *, check_re
             f.close()
 
 
-def iter_jsonl_rows(src: str | Path | IO[str]) -> Iterator[Row]:
+def iter_jsonl_rows(src: str | Path | IO[str], *, encoding: str = DEFAULT) -> Iterator[Row]:
     """Validated DB rows of a JSON-lines journal file, in file order."""
-    return (row for _, row in iter_jsonl_numbered(src))
+    return (row for _, row in iter_jsonl_numbered(src, encoding=encoding))
 
 
-def iter_jsonl_numbered(src: str | Path | IO[str]) -> Iterator[tuple[int, Row]]:
+def iter_jsonl_numbered(src: str | Path | IO[str], *, encoding: str = DEFAULT) -> Iterator[tuple[int, Row]]:
     """(file row, validated DB row) of each line of a JSON-lines journal file, in file order."""
-    f, name, close = _open(src)
+    f, name, close = _open(src, encoding)
     try:
         n = 0
         try:
@@ -319,31 +339,33 @@ def iter_jsonl_numbered(src: str | Path | IO[str]) -> Iterator[tuple[int, Row]]:
                     yield n, row_from_json(obj)
                 except LineError as e:
                     raise _bad_row(name, n, e) from None
-        except UnicodeDecodeError as e:
-            raise InvalidJournalRow(f"{name} row {n + 1}: not UTF-8: {e}", file=name, row=n + 1) from None
+        except UnicodeDecodeError:
+            raise _undecodable(src, name, encoding, n + 1, header=False) from None
     finally:
         if close:
             f.close()
 
 
-def iter_import(path: str | Path, terminals: Terminals, *, check_request: bool = True, file_index: int = 0
-                ) -> Iterator[Chunk]:
+def iter_import(path: str | Path, terminals: Terminals, *, check_request: bool = True, file_index: int = 0,
+                encoding: str = DEFAULT) -> Iterator[Chunk]:
     """The import's chunks of a journal file: `.jsonl`/`.ndjson` as JSON lines, anything else as CSV."""
     if str(path).endswith((".jsonl", ".ndjson")):
-        return chunks(iter_jsonl_numbered(path), Path(path).name, terminals, file_index=file_index)
-    return iter_csv_import(path, terminals, check_request=check_request, file_index=file_index)
+        return chunks(iter_jsonl_numbered(path, encoding=encoding), Path(path).name, terminals,
+                      file_index=file_index)
+    return iter_csv_import(path, terminals, check_request=check_request, file_index=file_index, encoding=encoding)
 
 
-def iter_rows(path: str | Path, *, check_request: bool = True) -> Iterator[Row]:
+def iter_rows(path: str | Path, *, check_request: bool = True, encoding: str = DEFAULT) -> Iterator[Row]:
     """Validated DB rows of a journal file: `.jsonl`/`.ndjson` as JSON lines, anything else as CSV."""
     if str(path).endswith((".jsonl", ".ndjson")):
-        return iter_jsonl_rows(path)
-    return iter_csv_rows(path, check_request=check_request)
+        return iter_jsonl_rows(path, encoding=encoding)
+    return iter_csv_rows(path, check_request=check_request, encoding=encoding)
 
 
-def read_journal(src: str | Path | IO[str], *, jsonl: bool | None = None) -> list[JournalLine]:
+def read_journal(src: str | Path | IO[str], *, jsonl: bool | None = None, encoding: str = DEFAULT
+                 ) -> list[JournalLine]:
     """All lines of a journal file (layout by extension unless `jsonl` is given)."""
     if jsonl is None:
         jsonl = str(getattr(src, "name", src)).endswith((".jsonl", ".ndjson"))
-    rows = iter_jsonl_rows(src) if jsonl else iter_csv_rows(src)
+    rows = iter_jsonl_rows(src, encoding=encoding) if jsonl else iter_csv_rows(src, encoding=encoding)
     return [JournalLine.from_row(r) for r in rows]

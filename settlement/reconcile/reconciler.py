@@ -42,12 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from settlement.errors import DayClosed, InvalidJournalRow, InvalidRequest, InvalidState
+from settlement.errors import DayClosed, InvalidJournalRow, InvalidRequest, InvalidState, NoData
 from settlement.ledger import Tx
 from settlement.ledger.store.sqlite import SqliteStore
 from settlement.reconcile import imports
 from settlement.reconcile import sql as q
 from settlement.reconcile.compare import compare_in
+from settlement.reconcile.encoding import check_encoding
 from settlement.reconcile.imports import ImportResult
 from settlement.reconcile.imports import audit as _audit
 from settlement.reconcile.imports import check_open as _check_open
@@ -188,8 +189,9 @@ class Reconciler:
 
     # -- imports ----------------------------------------------------------------------------------------------
     def import_journal(self, paths: Sequence[str | Path], *, actor: str,
-                       progress: Callable[[int], None] | None = None) -> ImportResult:
-        """Import journal files (CSV, or JSON lines by extension) in one unit: all rows or none.
+                       progress: Callable[[int], None] | None = None, encoding: str = "utf-8") -> ImportResult:
+        """Import journal files (CSV, or JSON lines by extension) in one unit: all rows or none. `encoding` is
+        the files' text encoding (settlement/reconcile/encoding.py: UTF-8, GBK or GB 18030).
 
         Each (business day, terminal) found in the files replaces what was imported for it before.
         `progress(n)` is called as rows are stored (from the thread storing them). On SQLite the ledger is
@@ -197,10 +199,11 @@ class Reconciler:
         if not paths:
             raise InvalidRequest("give at least one journal file")
         in_python = self.store.dialect != "sqlite"  # SQLite checks the request JSON in bulk, in SQL
+        encoding = check_encoding(encoding)
 
         def chunks(terminals: Terminals) -> Iterator[Chunk]:
             for i, p in enumerate(paths):
-                yield from iter_import(p, terminals, check_request=in_python, file_index=i)
+                yield from iter_import(p, terminals, check_request=in_python, file_index=i, encoding=encoding)
 
         if self.scratch is None:
             return imports.import_rows(self.store, self.engine.stamp(), chunks, actor=actor,
@@ -229,9 +232,10 @@ class Reconciler:
                                    actor=actor, sources=[source],
                                    run=self.scratch.write_journal if self.scratch is not None else None)
 
-    def import_statement(self, paths: Sequence[str | Path], *, actor: str) -> int:
+    def import_statement(self, paths: Sequence[str | Path], *, actor: str, encoding: str = "utf-8") -> int:
         """Import bank or fund statement files (reconcile/statement.py) in one unit; returns the lines read."""
-        return imports.import_statement(self.store, self.engine.stamp(), paths, actor=actor)
+        return imports.import_statement(self.store, self.engine.stamp(), paths, actor=actor,
+                                        encoding=check_encoding(encoding))
 
     def sync(self, progress: Callable[[int], None] | None = None) -> int:
         """Copy ledger postings not yet copied into the reconciliation tables; returns how many.
@@ -310,11 +314,14 @@ class Reconciler:
         self.store.run(unit)
 
     def close_day(self, day: str, *, actor: str, force: bool = False, note: str = "") -> Report:
-        """Reconcile once more and close the day; refuses (INVALID_STATE) while differences are open,
-        unless `force` (the count is audited)."""
+        """Reconcile once more and close the day; refuses (INVALID_STATE) while differences are open, and
+        (NO_DATA) a day without any data, unless `force` (the count is audited)."""
         if not actor:
             raise InvalidRequest("closing a day needs an actor")
         report = self.reconcile(day, actor=actor)
+        if report.empty and not force:
+            raise NoData(f"business day {report.business_day} has no data: nothing to close",
+                         business_day=report.business_day)
         if not report.clean and not force:
             n = len(report.open_differences) + len(report.open_statement_differences)
             raise InvalidState(f"business day {report.business_day} still has {n} open differences: repair or "

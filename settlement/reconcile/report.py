@@ -182,6 +182,12 @@ class Report:
         """True when nothing is left to explain (accepted differences do not count)."""
         return not self.open_differences and not self.open_statement_differences
 
+    @property
+    def empty(self) -> bool:
+        """True when the day has no data at all (no journal line, no centre posting, no statement line): "no
+        data" is not "clean" (a wrong day, or the wrong ledger)."""
+        return not self.journal_lines and not self.centre_postings and not self.statement_totals
+
     def counts(self) -> dict[str, int]:
         """Open differences by class (every class listed, 0 when none)."""
         out = dict.fromkeys(CLASSES + STATEMENT_CLASSES, 0)

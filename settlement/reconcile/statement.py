@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from settlement.errors import InvalidStatementRow
+from settlement.reconcile.encoding import DEFAULT, hint, undecodable
 from settlement.wire import check_day, yuan
 
 FIELDS = ("value_date", "account", "reference", "debit", "credit", "description")
@@ -88,11 +89,11 @@ def parse_values(values: list[str]) -> StatementLine:
     return StatementLine(day, account, ref, debit, credit, desc)
 
 
-def iter_statement(src: str | Path | IO[str]) -> Iterator[tuple[int, StatementLine]]:
+def iter_statement(src: str | Path | IO[str], *, encoding: str = DEFAULT) -> Iterator[tuple[int, StatementLine]]:
     """(row number, line) for every data row of a statement CSV; InvalidStatementRow on any mistake."""
     if isinstance(src, (str, Path)):
         try:
-            f = open(src, encoding="utf-8", newline="")  # noqa: SIM115
+            f = open(src, encoding=encoding, newline="")  # noqa: SIM115
         except OSError as e:
             raise InvalidStatementRow(f"cannot read statement file {src}: {e.strerror}", file=str(src), row=0) from None
         name, close = Path(src).name, True
@@ -114,15 +115,20 @@ def iter_statement(src: str | Path | IO[str]) -> Iterator[tuple[int, StatementLi
                 except _Bad as e:
                     raise InvalidStatementRow(f"{name} row {n}: {e.field}: {e.message}", file=name, row=n,
                                               field=e.field) from None
-        except (csv.Error, UnicodeDecodeError) as e:
+        except UnicodeDecodeError:
+            row, what = (undecodable(src, encoding, header=True) if isinstance(src, (str, Path))
+                         else (n + 1, f"not {encoding.upper()} text"))
+            raise InvalidStatementRow(f"{name} row {row}: {what}; {hint(encoding)}", file=name, row=row,
+                                      field="(encoding)", encoding=encoding) from None
+        except csv.Error as e:
             raise InvalidStatementRow(f"{name} row {n + 1}: unreadable CSV: {e}", file=name, row=n + 1) from None
     finally:
         if close:
             f.close()
 
 
-def read_statement(src: str | Path | IO[str]) -> list[StatementLine]:
-    return [line for _, line in iter_statement(src)]
+def read_statement(src: str | Path | IO[str], *, encoding: str = DEFAULT) -> list[StatementLine]:
+    return [line for _, line in iter_statement(src, encoding=encoding)]
 
 
 def write_statement(lines: Iterable[StatementLine], dest: str | Path | IO[str]) -> int:

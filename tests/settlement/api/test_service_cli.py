@@ -45,7 +45,7 @@ def wait_until_serving(proc: subprocess.Popen, port: int) -> str:
 def test_serve_answers_with_auth(tmp_path):
     keys = tmp_path / "keys.toml"
     keys.write_text(f'[terminal.T1]\nkey_sha256 = "{hash_key("secret")}"\n')
-    proc, port = start_service(["--db", str(tmp_path / "s.db"), "--keys", str(keys)])
+    proc, port = start_service(["--db", str(tmp_path / "s.db"), "--init", "--keys", str(keys)])
     try:
         url = wait_until_serving(proc, port)
         assert httpx.get(f"{url}/v1/persons/X", timeout=2).json()["code"] == "UNAUTHORIZED"
@@ -183,7 +183,7 @@ def test_serve_with_several_workers_shares_the_socket_and_the_store(tmp_path):
     access log; SIGTERM stops them all."""
     keys = tmp_path / "keys.toml"
     keys.write_text(f'[terminal.T1]\nkey_sha256 = "{hash_key("secret")}"\n')
-    proc, port = start_service(["--db", str(tmp_path / "s.db"), "--keys", str(keys), "--workers", "2",
+    proc, port = start_service(["--db", str(tmp_path / "s.db"), "--init", "--keys", str(keys), "--workers", "2",
                                 "--log-level", "info"])
     try:
         url = wait_until_serving(proc, port)

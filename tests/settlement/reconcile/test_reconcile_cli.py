@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
+from settlement.ledger import Ledger
+from settlement.ledger.store.sqlite import SqliteStore
 from sscard import ops_cmd
 from tests.settlement.reconcile.test_reconcile import DAY
 
@@ -55,6 +57,8 @@ def test_generate_reconcile_repair_clear(tmp_path):
 
 def test_bad_input_exits_2_and_names_the_row(tmp_path):
     db = tmp_path / "x.db"
+    with SqliteStore(db) as store:  # an (empty) ledger: a missing one is refused (tests/security/)
+        Ledger(store)
     bad = tmp_path / "journal.csv"
     bad.write_text("terminal_id,business_day\nT1,2024-03-01\n")
     code, text = invoke("reconcile", "--day", "2024-03-01", "--db", db, "--journal", bad)
