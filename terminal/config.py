@@ -170,7 +170,7 @@ class HsmSection(_Section):
     port: int = Field(1500, ge=1, le=65535)
     timeout: float = Field(2.0, gt=0)
     prefix: str = "SSSE"
-    credential: str = ""  # the terminal's client credential file; the HSM serves no client without one
+    credential: str = ""  # this terminal's own credential file (issued to its id): required with a host
 
 
 class LogSection(_Section):

@@ -79,6 +79,10 @@ def build_security(cfg: TerminalConfig) -> tuple[SecurityModule | None, str]:
             credential = Credential.load(cfg.hsm.credential)
         except CredentialError as e:
             raise StartupError(f"[hsm] credential: {e}") from e
+        if credential.client != cfg.terminal.id:  # another counter's file: its limits and audit are not ours
+            raise StartupError(f"[hsm] credential: {cfg.hsm.credential} is the credential of client "
+                               f"{credential.client}, not of this terminal {cfg.terminal.id} (`sscard hsm clients "
+                               f"issue {cfg.terminal.id}` at the HSM)")
         client = HsmClient(cfg.hsm.host, cfg.hsm.port, credential=credential, timeout=cfg.hsm.timeout)
         hsm_sm = HsmSecurity(client, cfg.hsm.prefix, pin_suite=cfg.policy.pin_suite)
     psam_sm: SecurityModule | None = None

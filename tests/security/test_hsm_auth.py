@@ -1,14 +1,15 @@
 """The HSM serves only its clients (issue 12, finding 4: "any local process can generate a new PVK version,
 delete a key with all its versions, compute cryptograms or session MACs for any card").
 
-A client without a credential, with an unknown id, with another client's id or a guessed key, or replaying,
-reordering or altering frames is refused with error 40 before any command runs, the connection is closed,
-the refusal is audited, and the key store is unchanged. A client also refuses a reply that does not
+A client without a credential, with an unknown id, with another client's id, a guessed or revoked key, or
+replaying, reordering or altering frames is refused with error 40 before any command runs, the connection is
+closed, the refusal is audited, and the key store is unchanged. A client also refuses a reply that does not
 verify (a forged "PIN verified"). No key appears in a log, the audit trail or an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import socket
@@ -23,9 +24,10 @@ from hsm_client.errors import AuthenticationFailed, HsmError, RateLimited, Verif
 from hsm_client.wire import HEADER_SIZE, encode_request, parse_reply
 from hsm_mock.access import AccessPolicy
 from hsm_mock.commands import LocalHsm
+from hsm_mock.keystore import Lmk
 from hsm_mock.server import ServerThread
 from tests.hsm_mock.conftest import RawSession, raw_connect, read_payload, recv_exact
-from tests.security.conftest import CARD_ID, PAN, ForgedSession, key_versions
+from tests.security.conftest import CARD_ID, PAN, FakeClock, ForgedSession, key_versions
 
 # The finding's attacks, as a process on the same host sent them: plain host commands.
 ATTACKS = [
@@ -131,7 +133,9 @@ def forging_proxy(server: ServerThread) -> Iterator[tuple[str, int]]:
                 dst.sendall(size + bytes(payload))
         except OSError:
             pass
-        finally:
+        finally:  # shutdown, not only close: it wakes the other direction's thread blocked reading dst
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_RDWR)
             dst.close()
 
     def accept() -> None:
@@ -194,3 +198,17 @@ def test_no_key_or_pin_in_logs_audit_or_errors(hsm: LocalHsm, server: ServerThre
     for cred in creds:
         assert cred.key.hex() not in text.lower()
     assert "123456" not in text and PAN not in text
+
+
+def test_a_revoked_credential_is_refused(hsm: LocalHsm, lmk: Lmk, access: AccessPolicy, clock: FakeClock) -> None:
+    """Raising a client's generation in the client list revokes the credential issued before it."""
+    old = access.credential("T0001")
+    revoked = AccessPolicy.from_dict({"clients": {"T0001": {"role": "terminal", "generation": 2}}}, lmk)
+    new = revoked.credential("T0001")
+    assert new.key != old.key
+    with ServerThread(hsm, access=revoked, clock=clock) as server:
+        with HsmClient(*server.address, credential=old, timeout=5) as client, \
+                pytest.raises(AuthenticationFailed, match="does not verify"):
+            client.ping()
+        with HsmClient(*server.address, credential=new, timeout=5) as client:
+            assert client.ping()

@@ -16,8 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hsm_client.auth import Credential
 from sscard.stack import listening_socket, start_counter
 from terminal.config import hash_token, load_config
+from terminal.daemon import StartupError, build_security
 from tests.terminal.conftest import LINES, busy
 
 TOKEN = "operator-test-token-0123456789"
@@ -282,3 +284,22 @@ def test_an_unknown_centre_dialect_is_refused_naming_the_field(tmp_path):
         load_config(conf)
     conf = write_config(tmp_path, "http://127.0.0.1:1", extra='[centre]\ndialect = "native"')
     assert load_config(conf).centre.dialect == "native"
+
+
+def test_the_hsm_credential_is_checked_at_start(tmp_path):
+    """A counter that uses the HSM starts only with its own credential: none, an unreadable file or another
+    terminal's file is one clear line naming `[hsm] credential` (the HSM would refuse the first two; the
+    third would run under another counter's rate limits and audit)."""
+    Credential("T0002", bytes(range(32))).save(tmp_path / "T0002.cred")
+    Credential("T0001", bytes(range(32))).save(tmp_path / "T0001.cred")
+    for credential, says in [("", "give this terminal's credential file (`sscard hsm clients issue T0001`"),
+                             ("missing.cred", "cannot read the HSM credential"),
+                             ("T0002.cred", "is the credential of client T0002, not of this terminal T0001")]:
+        hsm = f'host = "127.0.0.1"\nport = 1\ncredential = "{credential}"'
+        cfg = load_config(write_config(tmp_path, "http://127.0.0.1:1", hsm=hsm, psam=""))
+        with pytest.raises(StartupError, match=re.escape(says)) as err:
+            build_security(cfg)
+        assert "[hsm] credential" in str(err.value)
+    hsm = 'host = "127.0.0.1"\nport = 1\ncredential = "T0001.cred"'
+    security, _ = build_security(load_config(write_config(tmp_path, "http://127.0.0.1:1", hsm=hsm, psam="")))
+    assert security is not None
