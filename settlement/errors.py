@@ -148,6 +148,19 @@ NoLedger = _error(
     404,
     "There is no ledger where the command looked (a mistyped path or DSN?); a new one is only made when asked.",
 )
+IncompleteJournal = _error(
+    "IncompleteJournal",
+    "INCOMPLETE_JOURNAL",
+    422,
+    "A terminal journal has no complete trailer, or its trailer disagrees with the file (cut short or changed): "
+    "repairs are refused on it.",
+)
+RepairThreshold = _error(
+    "RepairThreshold",
+    "REPAIR_THRESHOLD",
+    409,
+    "A repair would void more than the allowed share of a terminal's day; nothing was changed.",
+)
 NoData = _error(
     "NoData",
     "NO_DATA",

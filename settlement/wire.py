@@ -47,12 +47,24 @@ Fields:
 
 A line is validated when it is built or read (`JournalLine`, `row_from_csv`, `row_from_json`); the file
 readers of `settlement.reconcile.journal` add the file and row to the error.
+
+**Trailer**: an export ends with one trailer line saying what it holds, so that a file cut short (at a line
+boundary too) or edited is told from a whole one: `rows` (data lines between the header and the trailer),
+`last_serial` (the key of the last data line, "" when none) and `sha256` (of the text before the trailer
+line, header included, as UTF-8: converting the file to GBK keeps it valid). CSV:
+
+    #trailer,rows=3,last_serial=T0001:000003,sha256=<64 hex digits>
+
+JSON lines: `{"trailer": {"rows": 3, "last_serial": "T0001:000003", "sha256": "<64 hex digits>"}}`. Readers
+skip it; reconciliation repairs only journals whose trailer is complete and agrees with the file
+(`settlement.reconcile.journal.check_trailer`).
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 import json
 import re
@@ -1057,30 +1069,66 @@ class JournalLine:
 
 
 # -- writing --------------------------------------------------------------------------------------------
-def write_journal_csv(lines: Iterable[JournalLine], dest: str | Path | IO[str]) -> int:
-    """Write lines as a CSV journal; returns the number of lines."""
+TRAILER_TAG = "#trailer"
+"""How a trailer line starts (a CSV record whose first field no terminal id can be; the JSON key of the JSON-lines
+trailer is `trailer`)."""
+
+
+@dataclass(frozen=True)
+class Trailer:
+    """What a journal file says it holds (see the module docstring)."""
+
+    rows: int
+    last_serial: str
+    sha256: str
+
+    def csv_line(self) -> str:
+        return f"{TRAILER_TAG},rows={self.rows},last_serial={self.last_serial},sha256={self.sha256}\n"
+
+    def jsonl_line(self) -> str:
+        return json.dumps({"trailer": {"rows": self.rows, "last_serial": self.last_serial, "sha256": self.sha256}},
+                          separators=(",", ":")) + "\n"
+
+
+class _Summing:
+    """A text sink that passes writes on and sums them (SHA-256 of their UTF-8), for the trailer."""
+
+    def __init__(self, dest: IO[str]) -> None:
+        self.dest, self.hash = dest, hashlib.sha256()
+
+    def write(self, text: str) -> int:
+        self.hash.update(text.encode("utf-8"))
+        return self.dest.write(text)
+
+
+def _write_journal(lines: Iterable[JournalLine], dest: str | Path | IO[str], jsonl: bool) -> int:
     if isinstance(dest, (str, Path)):
         with open(dest, "w", encoding="utf-8", newline="") as f:
-            return write_journal_csv(lines, f)
-    w = csv.writer(dest, lineterminator="\n")
-    w.writerow(FIELDS)
-    n = 0
+            return _write_journal(lines, f, jsonl)
+    out = _Summing(dest)
+    w = csv.writer(out, lineterminator="\n")
+    if not jsonl:
+        w.writerow(FIELDS)
+    n, last = 0, ""
     for ln in lines:
-        w.writerow(ln.csv_values())
-        n += 1
+        if jsonl:
+            out.write(json.dumps(ln.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n")
+        else:
+            w.writerow(ln.csv_values())
+        n, last = n + 1, ln.key
+    trailer = Trailer(n, last, out.hash.hexdigest())
+    dest.write(trailer.jsonl_line() if jsonl else trailer.csv_line())
     return n
+
+
+def write_journal_csv(lines: Iterable[JournalLine], dest: str | Path | IO[str]) -> int:
+    """Write lines as a CSV journal, its trailer last; returns the number of lines."""
+    return _write_journal(lines, dest, jsonl=False)
 
 
 def write_journal_jsonl(lines: Iterable[JournalLine], dest: str | Path | IO[str]) -> int:
-    """Write lines as a JSON-lines journal; returns the number of lines."""
-    if isinstance(dest, (str, Path)):
-        with open(dest, "w", encoding="utf-8", newline="") as f:
-            return write_journal_jsonl(lines, f)
-    n = 0
-    for ln in lines:
-        dest.write(json.dumps(ln.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n")
-        n += 1
-    return n
+    """Write lines as a JSON-lines journal, its trailer last; returns the number of lines."""
+    return _write_journal(lines, dest, jsonl=True)
 
 
 def journal_csv_text(lines: Iterable[JournalLine]) -> str:

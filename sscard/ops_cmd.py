@@ -3,10 +3,16 @@
     sscard load generate --db day.db --out day/ --discrepancy missing_at_centre=2
     sscard reconcile --day 2026-03-02 --db day.db --journal day/journal.csv --statement day/statement.csv \\
         --policies day/policies --report-dir day/reports [--repair] [--close]
+    sscard reconcile --day 2026-03-02 --db day.db --repair --apply [--threshold 0.2] [--force-threshold REASON]
+    sscard reconcile --day 2026-03-02 --db day.db --accept T0001:000042 --note "HIS corrected the bill" --apply
+    sscard reconcile --day 2026-03-02 --db day.db --close --force --note "bank confirms; see ticket 88" --apply
     sscard clear --period 2026-03 --db day.db --report-dir day/reports
 
-`reconcile` exits 0 when the day is clean, 1 when differences remain, 2 on bad input (the message names
-the file and row). Call `register(app)` to add the commands to a Typer app.
+Whatever changes money or the day's record is planned and shown first (rich tables: each settlement to replay
+or void, its posting key and amount, the sums, each terminal's share of its day) and applied only with
+`--apply`. `reconcile` exits 0 when the day is clean, 1 when differences remain (a plan not applied leaves
+them), 2 on bad input or a refusal (the message names the file and row, or the typed error:
+INCOMPLETE_JOURNAL, REPAIR_THRESHOLD...). Call `register(app)` to add the commands to a Typer app.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from settlement.reconcile.plan import DEFAULT_THRESHOLD
 
 if TYPE_CHECKING:
     from settlement.ledger import Store
@@ -126,20 +134,40 @@ def reconcile(
     terminals: Path = typer.Option(None, "--terminals", exists=True, dir_okay=False,
                                    help="Terminal keys file (settlement/api/auth.py) to register terminals from."),
     policies: Path = POLICIES,
-    repair: bool = typer.Option(False, "--repair", help="Replay and void what repair can fix (audited)."),
-    close: bool = typer.Option(False, "--close", help="Close the day if it is clean."),
+    repair: bool = typer.Option(False, "--repair", help="Plan the replays and voids repair can do (shown; "
+                                                        "applied only with --apply)."),
+    accept: list[str] = typer.Option(None, "--accept", metavar="KEY",
+                                     help="Accept the difference on KEY (or statement reference) with --note; "
+                                          "repeatable; applied only with --apply."),
+    close: bool = typer.Option(False, "--close", help="Close the day if it is clean (with --force: even with "
+                                                      "open differences, given --note and --apply)."),
+    force: bool = typer.Option(False, "--force", help="With --close: close with open differences (audited)."),
+    note: str = typer.Option(None, "--note", help="Why (audited): needed by --accept and --force."),
+    apply: bool = typer.Option(False, "--apply", help="Apply the plan shown (repairs, acceptances, a forced "
+                                                      "close); without it nothing changes."),
+    threshold: float = typer.Option(DEFAULT_THRESHOLD, "--threshold", min=0.0, max=1.0,
+                                    help="Largest share of a terminal's day (by count or amount) a repair may void "
+                                         "(more than one settlement)."),
+    force_threshold: str = typer.Option(None, "--force-threshold", metavar="REASON",
+                                        help="Apply a repair over --threshold; the reason is audited."),
     report_dir: Path = typer.Option(None, "--report-dir", file_okay=False, help="Write CSV and JSON reports here."),
     encoding: str = ENCODING,
     actor: str = ACTOR,
 ) -> None:
-    """Reconcile a business day: terminal journals and statements against the ledger."""
-    from settlement.errors import NoData, SettlementError
+    """Reconcile a business day: terminal journals and statements against the ledger. What changes money
+    (--repair, --accept, --close --force) is planned and shown first, and applied with --apply."""
+    from settlement.errors import InvalidRequest, NoData, SettlementError
     from settlement.reconcile.encoding import check_encoding
     from settlement.reconcile.reconciler import Reconciler
 
     who = _actor(actor)
     try:
         day, encoding = _check_day(day), check_encoding(encoding)
+        if (accept or force) and not (note and note.strip()):
+            raise InvalidRequest("--accept and --force need --note saying why (it is audited)",
+                                 field="note")
+        if force and not close:
+            raise InvalidRequest("--force goes with --close", field="force")
     except SettlementError as e:
         raise _fail(e) from None
     with _engine(db, postgres, _book(policies)) as eng:
@@ -164,33 +192,101 @@ def reconcile(
                 copied = recon.sync(progress=lambda n: prog.advance(task, n))
                 prog.update(task, total=copied, completed=copied)
                 task = prog.add_task("comparing", total=None)
-                if repair:
-                    result = recon.repair(day, actor=who)
-                    report = result.after
-                else:
-                    report = recon.reconcile(day, actor=who)
+                report = recon.reconcile(day, actor=who)
                 prog.update(task, total=1, completed=1)
-            if repair:
-                _repairs(result.actions)
             if report.empty:
                 raise NoData(f"business day {day} has no journal lines, no centre postings and no statement lines: "
                              "nothing was reconciled (is it the right --day and ledger?)", business_day=day)
-            if close and report.clean:
-                report = recon.close_day(day, actor=who)
+            planned = False
+            if accept:
+                report = _accept(recon, report, accept, note, who, apply)
+                planned = planned or not apply
+            if repair:
+                plan = recon.plan_repair(day, actor=who, threshold=threshold)
+                _plan(plan)
+                if apply and plan.items:
+                    result = recon.apply_repair(plan, actor=who, force_reason=force_threshold)
+                    _repairs(result.actions)
+                    report = result.after
+                else:
+                    report = plan.before
+                    planned = planned or bool(plan.items)
+            if close and (report.clean or (force and apply)):
+                report = recon.close_day(day, actor=who, force=force, note=note or "")
+            elif close and force:
+                console.print(f"[yellow]plan[/yellow]: close business day {day} with "
+                              f"{len(report.open_differences) + len(report.open_statement_differences)} open "
+                              "differences (forced, audited with the note)")
+                planned = True
+            elif close:
+                console.print(f"day not closed: {len(report.open_differences) + len(report.open_statement_differences)}"
+                              " open differences (repair or --accept them, or --close --force --note ... --apply)")
         except SettlementError as e:
             raise _fail(e) from None
     _summary(report)
+    if planned:
+        console.print("[bold yellow]plan only: nothing was changed[/bold yellow]; run the same command with --apply "
+                      "to apply it")
     if report_dir is not None:
         for p in report.write(report_dir):
             console.print(f"wrote {p}")
     raise typer.Exit(0 if report.clean else 1)
 
 
-def _repairs(actions: list) -> None:  # type: ignore[type-arg]
-    if not actions:
+def _accept(recon, report: Report, keys: list[str], note: str, who: str, apply: bool) -> Report:  # type: ignore[no-untyped-def]
+    """Show the differences to accept; accept them with `apply`."""
+    from settlement.errors import InvalidRequest
+
+    diffs = {d.key: d.message for d in report.open_differences}
+    diffs.update({s.reference: s.message for s in report.open_statement_differences})
+    unknown = [k for k in keys if k not in diffs]
+    if unknown:
+        raise InvalidRequest(f"no open difference on {', '.join(unknown)} for {report.business_day}", keys=unknown)
+    t = Table(title=f"Accept ({'applying' if apply else 'plan'}): {note}")
+    t.add_column("key")
+    t.add_column("difference", overflow="fold")
+    for k in keys:
+        t.add_row(k, diffs[k])
+    console.print(t)
+    if not apply:
+        return report
+    for k in keys:
+        recon.accept(report.business_day, k, actor=who, note=note)
+    return recon.reconcile(report.business_day, actor=who)
+
+
+def _plan(plan) -> None:  # type: ignore[no-untyped-def]
+    """The repair plan: each repair and its money, the sums, and each terminal's share of its day."""
+    if not plan.items:
         console.print("repair: nothing to repair")
         return
-    t = Table(title="Repairs")
+    t = Table(title=f"Repair plan for {plan.business_day}")
+    for col in ("key", "terminal", "difference", "action", "posting key", "yuan"):
+        t.add_column(col, justify="right" if col == "yuan" else "left", overflow="fold")
+    for i in plan.items:
+        style = "red" if i.action == "void" else "green"
+        t.add_row(i.diff.key, i.diff.terminal_id, i.diff.cls, f"[{style}]{i.action}[/{style}]", i.posting_key,
+                  _yuan(i.amount))
+    t.add_section()
+    for action, verb in (("replay", "replay (post)"), ("void", "void (take back)")):
+        if plan.count(action):
+            t.add_row("", "", f"{plan.count(action)} to {verb}", action, "", _yuan(plan.total(action)))
+    console.print(t)
+    s = Table(title=f"Share of each terminal's day voided (threshold {plan.threshold:.0%})")
+    for col in ("terminal", "voids", "settlements", "void yuan", "day yuan", "share"):
+        s.add_column(col, justify="left" if col == "terminal" else "right")
+    for sh in plan.shares:
+        share = f"{sh.share:.0%}"
+        s.add_row(sh.terminal_id, str(sh.voids), str(sh.settlements), _yuan(sh.void_amount), _yuan(sh.day_amount),
+                  f"[red]{share} over[/red]" if sh in plan.over else share)
+    console.print(s)
+    if plan.incomplete:
+        console.print(f"[red]journal without a complete trailer[/red]: {', '.join(plan.incomplete)} (repair refuses "
+                      "it: import the whole export)")
+
+
+def _repairs(actions: list) -> None:  # type: ignore[type-arg]
+    t = Table(title="Repairs applied")
     for col in ("key", "action", "posting key", "outcome", "detail"):
         t.add_column(col)
     for a in actions:

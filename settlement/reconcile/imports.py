@@ -37,7 +37,7 @@ def transfer_link(store: Store) -> str:
 
 
 def import_rows(store: Store, at: str, chunks: Callable[[Terminals], Iterator[Chunk]], *, actor: str,
-                sources: list[str], progress: Callable[[int], None] | None = None,
+                sources: list[str], complete: Sequence[bool], progress: Callable[[int], None] | None = None,
                 run: Callable[[Callable[[Tx], Any]], Any] | None = None) -> ImportResult:
     """Import journal lines in one unit: all or none. `chunks(terminals)` gives the validated lines
     (recon_journal.Chunk), checked against the registered terminals. The unit runs with `run` where the
@@ -46,7 +46,9 @@ def import_rows(store: Store, at: str, chunks: Callable[[Terminals], Iterator[Ch
 
     Each (business day, terminal) met replaces what an earlier import brought for it. Lines are gathered a
     window at a time (small: its rows are still in the CPU's caches when written) and written per (day,
-    terminal) in key order, the table's clustering; duplicate keys are counted here."""
+    terminal) in key order, the table's clustering; duplicate keys are counted here. `complete[i]`: whether
+    file i had a complete trailer; a (day, terminal) is recorded complete (recon_trailers) when every file
+    that brought lines for it was."""
     insert = q.journal_insert(store.dialect)
 
     def unit(tx: Tx) -> ImportResult:
@@ -57,6 +59,7 @@ def import_rows(store: Store, at: str, chunks: Callable[[Terminals], Iterator[Ch
         copies: dict[tuple[str, str, str], int] = {}
         window: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
         names: dict[int, str] = {}
+        whole: dict[tuple[str, str], bool] = {}
         size = n = 0
 
         def flush() -> None:
@@ -86,6 +89,7 @@ def import_rows(store: Store, at: str, chunks: Callable[[Terminals], Iterator[Ch
                 check_open(tx, d)
                 checked.add(d)
             for pair, rows in chunk.groups.items():
+                whole[pair] = whole.get(pair, True) and complete[chunk.file_index]
                 have = window.get(pair)
                 if have is None:
                     window[pair] = rows
@@ -107,6 +111,9 @@ def import_rows(store: Store, at: str, chunks: Callable[[Terminals], Iterator[Ch
             " lines = excluded.lines, sources = excluded.sources, imported_at = excluded.imported_at,"
             " imported_by = excluded.imported_by",
             [(d, t, c, " ".join(sources), at, actor) for (d, t), c in sorted(days.items())])
+        tx.executemany("INSERT INTO recon_trailers (business_day, terminal_id, complete) VALUES (?, ?, ?)"
+                       " ON CONFLICT (business_day, terminal_id) DO UPDATE SET complete = excluded.complete",
+                       [(d, t, int(whole[(d, t)])) for d, t in sorted(days)])
         if run is None:
             audit_import(tx, at, actor, sources, days)
         return ImportResult(n, days)

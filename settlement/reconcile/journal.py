@@ -7,8 +7,10 @@ naming the file, the row (1 = first data row) and the field; they never return a
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
+import hashlib
 import itertools
 import json
 import re
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from settlement.errors import InvalidJournalRow, SettlementError, UnknownTerminal
+from settlement.errors import IncompleteJournal, InvalidJournalRow, SettlementError, UnknownTerminal
 from settlement.reconcile.encoding import DEFAULT, hint, undecodable
 from settlement.wire import (
     AMOUNTS,
@@ -26,9 +28,11 @@ from settlement.wire import (
     ID_FORM,
     MAX_FEN,
     ORIGINALS,
+    TRAILER_TAG,
     JournalLine,
     LineError,
     Row,
+    Trailer,
     check_request_text,
     row_from_csv,
     row_from_json,
@@ -65,6 +69,14 @@ def _undecodable(src: str | Path | IO[str], name: str, encoding: str, row: int, 
                              encoding=encoding)
 
 
+def _after_trailer(rest: Iterable[str], name: str, row: int) -> None:
+    """The trailer ends a file: anything but blank lines after it is refused."""
+    for n, text in enumerate(rest, row + 1):
+        if text.strip():
+            raise InvalidJournalRow(f"{name} row {n}: a line after the trailer (the trailer ends the file)",
+                                    file=name, row=n)
+
+
 def _csv_records(f: IO[str], name: str, src: str | Path | IO[str] | None = None, encoding: str = DEFAULT
                  ) -> Iterator[tuple[int, list[str]]]:
     """(record number, values) of each CSV record of `f` after its header; 1 = first data record, and a
@@ -81,6 +93,9 @@ def _csv_records(f: IO[str], name: str, src: str | Path | IO[str] | None = None,
         except csv.Error as e:
             raise InvalidJournalRow(f"{name} row {n + 1}: unreadable CSV: {e}", file=name, row=n + 1) from None
         n += 1
+        if values and values[0] == TRAILER_TAG:
+            _after_trailer((",".join(v) for v in reader), name, n)
+            return
         yield n, values
 
 
@@ -281,6 +296,9 @@ def iter_csv_import(src: str | Path | IO[str], terminals: Terminals, *, check_re
                                 groups = chunk.groups
                                 lines = 0
                             continue
+            if line.startswith(TRAILER_TAG):
+                _after_trailer(it, name, n)
+                break
             # anything else: csv.reader reads this record (and any lines it runs over), the slow path checks it
             try:
                 try:
@@ -335,6 +353,9 @@ def iter_jsonl_numbered(src: str | Path | IO[str], *, encoding: str = DEFAULT) -
                     obj = json.loads(text)
                 except ValueError as e:
                     raise _bad_row(name, n, LineError("(row)", f"not a JSON object: {e}")) from None
+                if isinstance(obj, dict) and "trailer" in obj:
+                    _after_trailer(f, name, n)
+                    return
                 try:
                     yield n, row_from_json(obj)
                 except LineError as e:
@@ -369,3 +390,78 @@ def read_journal(src: str | Path | IO[str], *, jsonl: bool | None = None, encodi
         jsonl = str(getattr(src, "name", src)).endswith((".jsonl", ".ndjson"))
     rows = iter_jsonl_rows(src, encoding=encoding) if jsonl else iter_csv_rows(src, encoding=encoding)
     return [JournalLine.from_row(r) for r in rows]
+
+
+# -- trailers ---------------------------------------------------------------------------------------------
+_TAIL = 1 << 16  # how much of a file's end is searched for its trailer (a trailer line is < 200 bytes)
+
+
+def _parse_trailer(text: str, jsonl: bool) -> Trailer | None:
+    try:
+        if jsonl:
+            t = json.loads(text)["trailer"]
+            rows, last, digest = t["rows"], t["last_serial"], t["sha256"]
+        else:
+            fields = dict(f.partition("=")[::2] for f in next(csv.reader([text]))[1:])
+            rows, last, digest = int(fields["rows"]), fields["last_serial"], fields["sha256"]
+    except (ValueError, KeyError, TypeError, StopIteration, csv.Error):
+        return None
+    if type(rows) is not int or rows < 0 or type(last) is not str or not re.fullmatch(r"[0-9a-f]{64}", str(digest)):
+        return None
+    return Trailer(rows, last, digest)
+
+
+def _last_key(line: str, jsonl: bool) -> str:
+    try:
+        if jsonl:
+            return str(json.loads(line).get("key", ""))
+        return next(csv.reader([line]))[2]
+    except (ValueError, IndexError, AttributeError, StopIteration, csv.Error):
+        return ""
+
+
+def check_trailer(path: str | Path, encoding: str = DEFAULT) -> Trailer | None:
+    """The trailer of journal file `path` when it has one, checked against the file (rows, last serial, SHA-256
+    of the text before it); None when the file has none (a file cut short, or written by an exporter without
+    trailers). A trailer that is cut short or disagrees with the file raises IncompleteJournal."""
+    name, jsonl = Path(path).name, str(path).endswith((".jsonl", ".ndjson"))
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        f.seek(max(0, size - _TAIL))
+        tail = f.read()
+        body = tail.rstrip(b"\r\n \t")
+        start = body.rfind(b"\n") + 1
+        if not body[start:].startswith(TRAILER_TAG.encode() if not jsonl else b'{"trailer"'):
+            return None
+        at = size - len(tail) + start  # where the trailer line starts
+        text = body[start:].decode("ascii", "replace")
+        trailer = _parse_trailer(text, jsonl)
+        if trailer is None:
+            raise IncompleteJournal(f"{name}: the trailer is cut short or malformed: {text[:120]!r}; export the "
+                                    "journal again (sscard terminal export)", file=name)
+        f.seek(0)
+        digest, rows, left, last = hashlib.sha256(), 0, at, b""
+        utf8 = codecs.lookup(encoding).name == "utf-8"
+        decoder = codecs.getincrementaldecoder(encoding)()
+        while left:
+            block = f.read(min(left, 1 << 20))
+            left -= len(block)
+            if not block:
+                break
+            rows += block.count(b"\n")
+            try:
+                text = decoder.decode(block, final=not left)
+                digest.update(block if utf8 else text.encode("utf-8"))
+            except UnicodeDecodeError:
+                return None  # (the reader names the row that does not decode)
+            last = (last + block)[-_TAIL:]
+    lines = last.rstrip(b"\r\n").rsplit(b"\n", 1)
+    last_line = lines[-1].decode(encoding, "replace") if rows > (0 if jsonl else 1) else ""
+    found = Trailer(rows - (0 if jsonl else 1), _last_key(last_line, jsonl) if last_line else "", digest.hexdigest())
+    for what, said, is_ in (("rows", trailer.rows, found.rows), ("last_serial", trailer.last_serial, found.last_serial),
+                            ("sha256", trailer.sha256, found.sha256)):
+        if said != is_:
+            raise IncompleteJournal(f"{name}: the trailer says {what} {said}, the file has {is_}: the file was cut or "
+                                    "changed after export; export the journal again (sscard terminal export)",
+                                    file=name, field=what)
+    return trailer

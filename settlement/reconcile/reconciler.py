@@ -6,7 +6,8 @@ statements (the national platform's 3201 totals and 3202 details, for our own te
     recon.import_journal(["T0001-2024-03-01.csv"], actor="ops")      # JournalLine files (settlement/wire.py)
     recon.import_statement(["hifp-2024-03-01.csv"], actor="ops")     # statement files (reconcile/statement.py)
     report = recon.reconcile("2024-03-01", actor="ops")              # Report (reconcile/report.py)
-    result = recon.repair("2024-03-01", actor="ops")                 # replays and voids, audited
+    plan = recon.plan_repair("2024-03-01", actor="ops")              # what repair would do: nothing posted
+    result = recon.apply_repair(plan, actor="ops")                   # replays and voids, audited
     recon.accept("2024-03-01", "T0001:000042", actor="ops", note="HIS corrected the bill")
     recon.close_day("2024-03-01", actor="ops")
 
@@ -42,7 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from settlement.errors import DayClosed, InvalidJournalRow, InvalidRequest, InvalidState, NoData
+from settlement.errors import (
+    DayClosed,
+    IncompleteJournal,
+    InvalidJournalRow,
+    InvalidRequest,
+    InvalidState,
+    NoData,
+    RepairThreshold,
+)
 from settlement.ledger import Tx
 from settlement.ledger.store.sqlite import SqliteStore
 from settlement.reconcile import imports
@@ -52,8 +61,9 @@ from settlement.reconcile.encoding import check_encoding
 from settlement.reconcile.imports import ImportResult
 from settlement.reconcile.imports import audit as _audit
 from settlement.reconcile.imports import check_open as _check_open
-from settlement.reconcile.journal import Chunk, Terminals, iter_import
+from settlement.reconcile.journal import Chunk, Terminals, check_trailer, iter_import
 from settlement.reconcile.journal import chunks as journal_chunks
+from settlement.reconcile.plan import DEFAULT_THRESHOLD, PlannedRepair, RepairPlan, TerminalShare
 from settlement.reconcile.repair import RepairAction, Repairs
 from settlement.reconcile.report import REPAIRABLE, Report
 from settlement.reconcile.scratch import Scratch
@@ -69,6 +79,7 @@ class RepairResult:
     before: Report
     actions: list[RepairAction]
     after: Report
+    plan: RepairPlan
 
 
 @dataclass(frozen=True)
@@ -201,25 +212,28 @@ class Reconciler:
         in_python = self.store.dialect != "sqlite"  # SQLite checks the request JSON in bulk, in SQL
         encoding = check_encoding(encoding)
 
+        complete = [check_trailer(p, encoding) is not None for p in paths]
+
         def chunks(terminals: Terminals) -> Iterator[Chunk]:
             for i, p in enumerate(paths):
                 yield from iter_import(p, terminals, check_request=in_python, file_index=i, encoding=encoding)
 
         if self.scratch is None:
             return imports.import_rows(self.store, self.engine.stamp(), chunks, actor=actor,
-                                       sources=[Path(p).name for p in paths], progress=progress)
+                                       sources=[Path(p).name for p in paths], complete=complete, progress=progress)
         # The ledger is copied into its scratch file (SQL, on a connection of its own, without the GIL) while
         # the files are read, checked and stored in theirs (Python, then SQL): each has a core.
         copier = imports.Background(self.sync)
         try:
             return imports.import_rows(self.store, self.engine.stamp(), chunks, actor=actor,
-                                       sources=[Path(p).name for p in paths], progress=progress,
-                                       run=self.scratch.write_journal)
+                                       sources=[Path(p).name for p in paths], complete=complete,
+                                       progress=progress, run=self.scratch.write_journal)
         finally:
             copier.join()
 
     def import_lines(self, lines: Iterable[JournalLine], *, actor: str, source: str = "lines") -> ImportResult:
-        """Import JournalLine objects (e.g. straight from a terminal journal export) in one unit."""
+        """Import JournalLine objects (e.g. straight from a terminal journal export) in one unit. They are whole
+        by construction (no file to be cut short): recorded complete, as a file with its trailer."""
         items = list(lines)
 
         def numbered() -> Iterator[tuple[int, Row]]:
@@ -229,7 +243,7 @@ class Reconciler:
                 yield n, row_from_json(ln.to_dict())
 
         return imports.import_rows(self.store, self.engine.stamp(), lambda t: journal_chunks(numbered(), source, t),
-                                   actor=actor, sources=[source],
+                                   actor=actor, sources=[source], complete=[True],
                                    run=self.scratch.write_journal if self.scratch is not None else None)
 
     def import_statement(self, paths: Sequence[str | Path], *, actor: str, encoding: str = "utf-8") -> int:
@@ -286,15 +300,78 @@ class Reconciler:
         return report
 
     # -- repairs ----------------------------------------------------------------------------------------------
-    def repair(self, day: str, *, actor: str, keys: Iterable[str] | None = None) -> RepairResult:
-        """Reconcile, run every repairable open difference's repair (or only those of `keys`), reconcile again."""
+    def plan_repair(self, day: str, *, actor: str, keys: Iterable[str] | None = None,
+                    threshold: float = DEFAULT_THRESHOLD) -> RepairPlan:
+        """Reconcile, and plan the repair of every repairable open difference (or only those of `keys`):
+        nothing is posted. The plan names each key, action, posting key and amount, and each terminal's
+        share of its day the voids would take back (settlement/reconcile/plan.py)."""
         if not actor:
             raise InvalidRequest("a repair needs an actor (who is repairing)")
+        if not 0 <= threshold <= 1:
+            raise InvalidRequest(f"the threshold is a share between 0 and 1, not {threshold}", field="threshold")
         before = self.reconcile(day, actor=actor)
+        day = before.business_day
         wanted = set(keys) if keys is not None else None
-        actions = [self.repairs.repair_one(before.business_day, d, actor) for d in before.open_differences
-                   if d.repair in REPAIRABLE and (wanted is None or d.key in wanted)]
-        return RepairResult(before, actions, self.reconcile(day, actor=actor))
+        items = []
+        for d in before.open_differences:
+            if d.repair in REPAIRABLE and (wanted is None or d.key in wanted):
+                side = (d.journal if d.repair == "replay" else d.centre) or {}
+                items.append(PlannedRepair(d, self.repairs.posting_key(day, d), int(side.get("amount", 0))))
+        touched = sorted({i.diff.terminal_id for i in items})
+
+        def state(tx: Tx) -> tuple[dict[str, tuple[int, int]], set[str]]:
+            marks = ", ".join("?" * len(touched))
+            days = {t: (int(n), int(a or 0)) for t, n, a in tx.rows(
+                "SELECT terminal_id, COUNT(*), SUM(amount) FROM recon_centre WHERE business_day = ? AND kind IN"
+                f" ('settle', 'pension_collect') AND terminal_id IN ({marks}) GROUP BY terminal_id", (day, *touched))}
+            whole = {t for (t,) in tx.rows(f"SELECT terminal_id FROM recon_trailers WHERE business_day = ? AND"
+                                           f" complete = 1 AND terminal_id IN ({marks})", (day, *touched))}
+            return days, whole
+
+        days, whole = self._read(state) if touched else ({}, set())
+        shares = []
+        for t in touched:
+            voids = [i for i in items if i.diff.terminal_id == t and i.action == "void"]
+            n, amount = days.get(t, (0, 0))
+            shares.append(TerminalShare(t, len(voids), n, sum(i.amount for i in voids), amount))
+        return RepairPlan(day, before, items, shares, threshold, [t for t in touched if t not in whole])
+
+    def apply_repair(self, plan: RepairPlan, *, actor: str, force_reason: str | None = None) -> RepairResult:
+        """Run a plan's repairs, then reconcile again. Refuses (nothing posted) a plan touching a terminal whose
+        journal has no complete trailer (IncompleteJournal), and one voiding more than its threshold of a
+        terminal's day (RepairThreshold) unless `force_reason` says why (audited with the shares)."""
+        if not actor:
+            raise InvalidRequest("a repair needs an actor (who is repairing)")
+        day = plan.business_day
+        if plan.incomplete:
+            raise IncompleteJournal(
+                f"business day {day}: the journal of terminal(s) {', '.join(plan.incomplete)} has no complete "
+                "trailer (cut short, or exported without one): repair refused; import the whole export "
+                "(sscard terminal export) and run again", business_day=day, terminals=plan.incomplete)
+        over = plan.over
+        if over and not (force_reason and force_reason.strip()):
+            worst = max(over, key=lambda s: s.share)
+            raise RepairThreshold(
+                f"business day {day}: repair would void {worst.voids} of {worst.settlements} settlements "
+                f"({worst.share:.0%}) of terminal {worst.terminal_id}, more than the {plan.threshold:.0%} allowed"
+                f"{f' (and {len(over) - 1} other terminal(s))' if len(over) > 1 else ''}: nothing changed; check "
+                "the journals, or force it with a reason", business_day=day,
+                terminals={s.terminal_id: round(s.share, 4) for s in over}, threshold=plan.threshold)
+        if over:
+            at = self.engine.stamp()
+            self.store.run(lambda tx: _audit(tx, at, actor, day, "force_threshold", "", "", "forced", {
+                "reason": force_reason, "threshold": plan.threshold,
+                "terminals": {s.terminal_id: {"voids": s.voids, "settlements": s.settlements,
+                                              "void_amount": s.void_amount, "day_amount": s.day_amount}
+                              for s in over}}))
+        actions = [self.repairs.repair_one(day, i.diff, actor) for i in plan.items]
+        return RepairResult(plan.before, actions, self.reconcile(day, actor=actor), plan)
+
+    def repair(self, day: str, *, actor: str, keys: Iterable[str] | None = None,
+               threshold: float = DEFAULT_THRESHOLD, force_reason: str | None = None) -> RepairResult:
+        """`plan_repair`, then `apply_repair` of that plan."""
+        plan = self.plan_repair(day, actor=actor, keys=keys, threshold=threshold)
+        return self.apply_repair(plan, actor=actor, force_reason=force_reason)
 
     # -- acceptance and closing -------------------------------------------------------------------------------
     def accept(self, day: str, key: str, *, actor: str, note: str) -> None:

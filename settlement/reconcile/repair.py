@@ -55,11 +55,22 @@ class Repairs:
         self.store = engine.store
         self.read = read or self.store.read  # where the journals are read (a SQLite store's scratch file)
 
+    def posting_key(self, day: str, d: Difference) -> str:
+        """The key the repair of `d` posts under: a replay its own key; a void the terminal's void key when
+        its journal has one, else `recon_void_key`."""
+        if d.repair == "replay":
+            return d.key
+        void_key = self.read(lambda tx: tx.value(
+            "SELECT key FROM recon_journal WHERE original_key = ? AND original_key <> '' AND kind = 'void'"
+            " AND status IN ('confirmed', 'pending') AND business_day <= ? ORDER BY business_day, row_no"
+            " LIMIT 1", (d.key, day)))
+        return str(void_key or recon_void_key(d.key))
+
     def repair_one(self, day: str, d: Difference, actor: str) -> RepairAction:
         """Run the repair of difference `d` (replay or void): intent audited first, outcome after."""
         eng = self.engine
+        posting_key = self.posting_key(day, d)
         if d.repair == "replay":
-            posting_key = d.key
             line = self.read(lambda tx: tx.one(
                 "SELECT kind, original_key, amount, request FROM recon_journal WHERE business_day = ?"
                 " AND terminal_id = ? AND key = ? ORDER BY row_no LIMIT 1", (day, d.terminal_id, d.key)))
@@ -71,12 +82,6 @@ class Repairs:
             def run() -> str:
                 return self.replay(line["kind"], d.key, line["original_key"], int(line["amount"]), req, actor)
         else:
-            void_key = self.read(lambda tx: tx.value(
-                "SELECT key FROM recon_journal WHERE original_key = ? AND original_key <> '' AND kind = 'void'"
-                " AND status IN ('confirmed', 'pending') AND business_day <= ? ORDER BY business_day, row_no"
-                " LIMIT 1", (d.key, day)))
-            posting_key = void_key or recon_void_key(d.key)
-
             def run() -> str:
                 v = eng.medical.void(posting_key, d.key)
                 return "replayed" if v.replayed else v.status

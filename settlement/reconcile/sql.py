@@ -6,6 +6,7 @@ Tables (all `recon_*`, owned by settlement/reconcile/reconciler.py):
                     the day), by (day, terminal, key, row); what the comparison and repairs read of a line
                     (a request only while the ledger has no posting under its key: DROP_POSTED_REQUESTS)
   recon_receipts    which terminal's journal for which day has been imported, from which files
+  recon_trailers    whether each (day, terminal) came only from files with a complete trailer (repairs need it)
   recon_centre      the centre's side: one row per ledger posting, extracted incrementally by `seq`
                     (kind in journal vocabulary, money per breakdown part from the transfers' memos,
                     the centre's business day); a reversal is its own row, and its original carries
@@ -159,6 +160,12 @@ def journal_schema(dialect: str) -> list[str]:
             sources TEXT NOT NULL,
             imported_at TEXT NOT NULL,
             imported_by TEXT NOT NULL,
+            PRIMARY KEY (business_day, terminal_id)
+        )""",
+        """CREATE TABLE IF NOT EXISTS recon_trailers (
+            business_day TEXT NOT NULL,
+            terminal_id TEXT NOT NULL,
+            complete INTEGER NOT NULL,
             PRIMARY KEY (business_day, terminal_id)
         )""",
     ]

@@ -43,7 +43,7 @@ def test_generate_reconcile_repair_clear(tmp_path):
     assert len(diffs) == 4 and diffs[0].startswith("business_day,class,reason,key")
     report = json.loads((tmp_path / "reports" / f"recon-{day}.json").read_text())
     assert {d["key"] for d in report["differences"]} == {k for v in seeded["journal"].values() for k in v}
-    code, text = invoke("reconcile", "--repair", "--close", *common)
+    code, text = invoke("reconcile", "--repair", "--close", "--apply", *common)
     assert code == 0, text
     assert "clean" in text and "closed" in text and "voided" in text and "posted" in text
     code, text = invoke("reconcile", *common)
