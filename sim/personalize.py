@@ -67,6 +67,19 @@ class Holder:
         return cls(card, holder, pin, apps, t0, source, identifier_mode, ef06_requires_auth)
 
 
+def save_holder(h: Holder, path: str | Path) -> None:
+    """Write `h` as a JSON holder file that `load_holder` reads back (dates as ISO text)."""
+    card = {**h.card, "t0": h.t0, "identifier_mode": h.identifier_mode, "ef06_requires_auth": h.ef06_requires_auth}
+    d = {"card": card, "holder": h.holder, "pin": {"initial": h.pin}, "applications": h.applications}
+
+    def plain(v: object) -> str:
+        if isinstance(v, dt.date):
+            return v.isoformat()
+        raise HolderError(f"{h.source}: a {type(v).__name__} value cannot be written to a JSON holder file")
+
+    Path(path).write_text(json.dumps(d, ensure_ascii=False, indent=1, default=plain), encoding="utf-8")
+
+
 def load_holder(path: str | Path) -> Holder:
     """Read a holder file (.toml or .json)."""
     p = Path(path)

@@ -9,14 +9,17 @@
     sscard centre card replace 110105198001010016 --card-no B10238476 --card-id ... --reason "chip worn" ...
     sscard centre card blacklist --db centre.db
 
-Each command that changes a card shows the card and the change, and asks before applying it (`--yes`
-applies without asking). Every change is audited with the operator (`--actor`, default the login name) and
+Each command that changes a card plans, shows, then applies: it shows the card(s) now, tries the change
+in a transaction it rolls back (a refusal ends the command there, before any question), shows the card(s)
+as they would be and what the blacklist gains or loses, and asks before applying it (`--yes` applies
+without asking). Every change is audited with the operator (`--actor`, default the login name) and
 the reason. Exit status: 0 done, 1 not confirmed, 2 refused (the message names the typed error).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +29,7 @@ from rich.table import Table
 from sscard.ops_cmd import ACTOR, DB, POSTGRES, _actor, _book, _engine, _fail, console
 
 if TYPE_CHECKING:
+    from settlement.ledger import Store
     from settlement.wire import Card
 
 app = typer.Typer(help="Cards: issue, report lost, unlock, replace, cancel; status, history, blacklist.",
@@ -49,21 +53,49 @@ def _table(cards: list[Card], title: str) -> Table:
     return t
 
 
-def _apply(title: str, shown: list[Card], yes: bool, change) -> None:  # type: ignore[no-untyped-def]
-    """Plan, show, then apply: the card(s) as they are, the change, a question; then the card(s) after."""
+def _cards(result: Card | list[Card]) -> list[Card]:
+    return result if isinstance(result, list) else [result]
+
+
+def _blacklist_notes(before: list[Card], after: list[Card]) -> list[str]:
+    """What the change does to the blacklist counters fetch: cards that go on it or leave it."""
+    from settlement.wire import BLACKLISTED
+
+    was = {c.card_no: c.status in BLACKLISTED for c in before}
+    notes = []
+    for c in after:
+        listed = c.status in BLACKLISTED
+        if listed and not was.get(c.card_no, False):
+            notes.append(f"{c.card_no} goes on the blacklist: every counter refuses it from its next fetch")
+        elif was.get(c.card_no) and not listed:
+            notes.append(f"{c.card_no} leaves the blacklist: counters accept it from their next fetch")
+    return notes
+
+
+def _apply(store: Store, title: str, shown: list[Card], yes: bool,
+           change: Callable[[], Card | list[Card]]) -> None:
+    """Plan, show, then apply: the card(s) as they are; the change tried and rolled back (a refusal ends here,
+    before any question), the card(s) as they would be; a question; then the change applied, the card(s) after."""
     from settlement.errors import SettlementError
 
     if shown:
         console.print(_table(shown, "now"))
+    try:
+        planned = _cards(store.trial(lambda tx: change()))
+    except SettlementError as e:
+        raise _fail(e) from None
+    console.print(_table(planned, "planned"))
     console.print(f"[bold]{title}[/bold]")
+    for note in _blacklist_notes(shown, planned):
+        console.print(f"  {note}")
     if not yes and not typer.confirm("apply?", default=False):
         console.print("nothing changed")
         raise typer.Exit(1)
     try:
         after = change()
-    except SettlementError as e:
+    except SettlementError as e:  # changed meanwhile by someone else
         raise _fail(e) from None
-    console.print(_table(after if isinstance(after, list) else [after], "after"))
+    console.print(_table(_cards(after), "after"))
 
 
 def _status_change(verb: str, what: str, doc: str):  # type: ignore[no-untyped-def]
@@ -76,7 +108,7 @@ def _status_change(verb: str, what: str, doc: str):  # type: ignore[no-untyped-d
                 card = eng.cards.card(card_no)
             except SettlementError as e:
                 raise _fail(e) from None
-            _apply(f"{what} card {card_no} of {card.person_id}: {reason}", [card], yes,
+            _apply(eng.store, f"{what} card {card_no} of {card.person_id}: {reason}", [card], yes,
                    lambda: getattr(eng.cards, verb)(card_no, actor=_actor(actor), reason=reason))
 
     command.__doc__ = doc
@@ -116,7 +148,7 @@ def _enrol(replace: bool):  # type: ignore[no-untyped-def]
                     expires_on=expires_on.date() if expires_on else None)
                 return eng.cards.cards_of(person_id)
 
-            _apply(f"{verb} card {card_no} ({card_id}) for {person_id}: {reason}", now, yes, change)
+            _apply(eng.store, f"{verb} card {card_no} ({card_id}) for {person_id}: {reason}", now, yes, change)
 
     command.__doc__ = ("Replace a person's card (补换卡): the new card becomes active, the old one is blacklisted."
                        if replace else "Enrol a personalised card as a person's card.")

@@ -1,4 +1,5 @@
-"""`sscard sim ...`: run simulated cards behind pcscd (vpcd) or as a serial reader."""
+"""`sscard sim ...`: issue simulated cards (personalised and enrolled at the centre in one step), run them
+behind pcscd (vpcd) or as a serial reader."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import typer
 from rich.console import Console
 
 from cardlib.errors import CardError
-from sim.personalize import HolderError, issue_card, load_holder, sample_holders
+from sim.personalize import HolderError, issue_card, load_holder, sample_holders, save_holder
 from sim.replay import ReplayCard
+from sscard.ops_cmd import ACTOR, DB, POSTGRES
 
 app = typer.Typer(help="Simulated social security cards.", no_args_is_help=True)
 console = Console()
@@ -34,6 +36,47 @@ def holders() -> None:
     for stem, path in sorted(sample_holders().items()):
         h = load_holder(path)
         console.print(f"{stem:16} {h.name}  spec {h.card.get('spec_version')}  {path}")
+
+
+@app.command("issue")
+def issue(
+    holder: str = typer.Option(..., "--holder", help="Holder file (TOML/JSON) or a sample name, e.g. zhang_san."),
+    replace: bool = typer.Option(False, "--replace", help="Enrol it as the replacement of the person's card."),
+    card_no: str = typer.Option(None, "--card-no", help="A new card number (with --card-id): a new card for the "
+                                                         "same holder, e.g. a replacement."),
+    card_id: str = typer.Option(None, "--card-id", help="The new card's identification code (32 hex digits)."),
+    out: Path = typer.Option(None, "--out", dir_okay=False, help="Write the issued card's holder file (JSON), "
+                                                                  "for `sscard sim run --holder`."),
+    db: Path = DB, postgres: str = POSTGRES, actor: str = ACTOR,
+) -> None:
+    """The simulated issuer in one step: personalise the holder's card and enrol it at the centre, as the
+    person's card (`--replace`: as the replacement of their card). Nothing is enrolled when the card cannot
+    be personalised; a refusal by the centre (typed error) exits 2."""
+    from settlement.errors import SettlementError
+    from sscard.centre_card_cmd import _table
+    from sscard.ops_cmd import _actor, _book, _engine, _fail
+    from sscard.world import issue_and_enrol, new_card
+
+    if (card_no is None) != (card_id is None):
+        raise typer.BadParameter("give both --card-no and --card-id, or neither")
+    try:
+        h = load_holder(resolve_holder(holder))
+        if card_no is not None:
+            h = new_card(h, card_no, card_id.upper())
+        with _engine(db, postgres, _book(None)) as eng:
+            try:
+                issue_and_enrol(eng, h, replace=replace, actor=_actor(actor))
+                cards = eng.cards.cards_of(str(h.holder["social_security_number"]))
+            except SettlementError as e:
+                raise _fail(e) from None
+        if out is not None:
+            save_holder(h, out)
+    except (HolderError, CardError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    console.print(_table(cards, f"card {h.card['card_number']} of {h.name} personalised and enrolled"))
+    if out is not None:
+        console.print(f"holder file: {out} (sscard sim run --holder {out})")
 
 
 @app.command("run")

@@ -78,10 +78,11 @@ def new_card(h: Holder, card_number: str, card_id: str) -> Holder:
 
 
 def issue_and_enrol(engine, h: Holder, *, replace: bool = False, issuer: Issuer | None = None,
-                    **card_options: object) -> SimCard:
-    """The simulated issuer in one step: personalise a card for `h` and enrol it at the centre (see above)."""
+                    actor: str = "issuer", **card_options: object) -> SimCard:
+    """The simulated issuer in one step: personalise a card for `h` and enrol it at the centre (see above).
+    A holder file the card cannot hold is refused (HolderError) before anything is enrolled."""
     card = issue_card(h, issuer=issuer, **card_options)  # type: ignore[arg-type]
-    enrol_card(engine, h, replace=replace)
+    enrol_card(engine, h, replace=replace, actor=actor)
     return card
 
 

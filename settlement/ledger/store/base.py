@@ -30,6 +30,8 @@ again, never money. Their commit may return before it is on disk (SQLite: synchr
 commit; PostgreSQL: synchronous_commit off): it survives a crash of the process, but a crash of the machine
 may lose it until the next durable commit, which writes the same log after it and so makes it durable too.
 A batch that holds one durable request commits durably.
+
+*Trials* (`store.trial(fn)`): a unit run and rolled back, its result returned: a plan of a change.
 """
 
 from __future__ import annotations
@@ -197,6 +199,22 @@ class Store(ABC):
     def backlog(self) -> int:
         """Write requests queued and not yet taken up (0 for a store without a queue)."""
         return 0
+
+    def trial(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn(tx)` as a unit that is always rolled back, and return its result: what a change would do
+        (an operator's plan, shown before the change is applied), its refusals raised as they would be."""
+        class Planned(Exception):  # noqa: N818 - not an error: carries the result out of the rolled-back unit
+            def __init__(self, result: T) -> None:
+                self.result = result
+
+        def unit(tx: Tx) -> T:
+            raise Planned(fn(tx))
+
+        try:
+            self.run(unit)
+        except Planned as p:
+            return p.result
+        raise AssertionError("unreachable: a trial unit always raises")  # pragma: no cover
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:

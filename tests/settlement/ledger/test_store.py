@@ -72,6 +72,24 @@ def test_nested_units_are_savepoints(items: Store) -> None:
     assert names == ["inner2", "outer"]
 
 
+def test_a_trial_returns_what_a_unit_would_do_and_keeps_nothing(items: Store) -> None:
+    def unit(tx: Tx) -> int:
+        tx.execute("INSERT INTO t_items (name, qty) VALUES ('a', 1)")
+        items.run(lambda t: t.execute("UPDATE t_items SET qty = qty + 1"))  # nested units are rolled back too
+        return int(items.read(lambda t: t.value("SELECT qty FROM t_items WHERE name = 'a'")))
+
+    def refused(tx: Tx) -> None:
+        tx.execute("INSERT INTO t_items (name, qty) VALUES ('b', 1)")
+        raise errors.InvalidState("no")
+
+    assert items.trial(unit) == 2 and count(items) == 0
+    with pytest.raises(errors.InvalidState):  # a refusal is raised as the unit would raise it
+        items.trial(refused)
+    items.run(lambda tx: (tx.execute("INSERT INTO t_items (name, qty) VALUES ('c', 1)"),
+                          items.trial(lambda t: t.execute("DELETE FROM t_items"))))  # inside a unit: a savepoint
+    assert count(items) == 1
+
+
 def test_transaction_block(items: Store) -> None:
     with items.transaction() as tx:
         tx.execute("INSERT INTO t_items (name, qty) VALUES ('a', 1)")
