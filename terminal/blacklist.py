@@ -128,7 +128,7 @@ class Blacklist:
                                    ((card_id or "").upper(), card_no or "")).fetchone()
         return Listed(row[0], row[1] or "", row[2], row[3]) if row else None
 
-    def _head(self) -> tuple[int, str | None]:
+    def head(self) -> tuple[int, str | None]:
         """(version, epoch) of the copy: (0, None) when it was never fetched."""
         with self._lock:
             row = self._db.execute("SELECT version, epoch FROM blacklist_state WHERE id = 1").fetchone()
@@ -185,7 +185,7 @@ class Blacklist:
         entries = pages = 0
         reset = False
         for _ in range(max_pages):
-            since, epoch = self._head()
+            since, epoch = self.head()
             try:
                 delta = fetch(since)
             except ValueError as e:  # pydantic's ValidationError and JSON errors are ValueErrors
@@ -200,7 +200,7 @@ class Blacklist:
                 break
         else:
             raise BlacklistError(f"the blacklist did not end after {max_pages} pages")
-        result = Fetched(self._head()[0], entries, pages, reset)
+        result = Fetched(self.head()[0], entries, pages, reset)
         if entries or reset:
             event("blacklist.updated", version=result.version, entries=entries, pages=pages, reset=reset)
         return result

@@ -153,8 +153,9 @@ class Terminal:
         """The copy's version and age, as answers quote it (empty without a blacklist)."""
         if self.blacklist is None:
             return {}
-        st = self.blacklist.state()
-        return {"blacklist_version": st["version"], "blacklist_age_seconds": st["age_seconds"]}
+        age = self.blacklist.age()  # head() and age(): no count of the entries on a card's path
+        return {"blacklist_version": self.blacklist.head()[0],
+                "blacklist_age_seconds": None if age is None else int(age.total_seconds())}
 
     def screen(self, s: ReaderSession, info: BasicInfo) -> None:
         """Check a card just read against the blacklist, before its PIN or anything else: a listed card is

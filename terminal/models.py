@@ -188,6 +188,9 @@ class CardInfo(BaseModel):
     profile: str = Field("", description="the card profile the read used")
     warnings: list[ReadWarning] = []
     national: str | None = None
+    blacklist_version: int | None = Field(None, description="the blacklist copy the card was screened against")
+    blacklist_age_seconds: int | None = Field(None, description="how old that copy is (offline it grows: the "
+                                              "counter decides from it alone); null: never fetched")
 
 
 class IdentityResult(BaseModel):

@@ -92,11 +92,12 @@ def reader_events(
             responses=answers(CardInfo))
 def read_card(t: TerminalDep, reader: ReaderQuery = None, national: bool = False) -> CardInfo:
     """The card's basic data (no PIN needed); `national=true` adds the national interface string. A card on the
-    blacklist is refused (CARD_REPORTED_LOST, CARD_CANCELLED, CARD_REPLACED)."""
+    blacklist is refused (CARD_REPORTED_LOST, CARD_CANCELLED, CARD_REPLACED); either way the answer says which
+    copy of the blacklist decided and how old it is."""
     s = t.session(reader)
     with s.claim("read"):
         info = t.read_card(s)
-    out = info.to_dict()
+    out = {**info.to_dict(), **t.blacklist_state()}
     if national:
         out["national"] = info.national(t.terminal_number, t.config.terminal.id)
     return CardInfo(**out)

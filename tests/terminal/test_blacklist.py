@@ -12,7 +12,7 @@ import pytest
 
 from settlement.api.client import SettlementClient
 from settlement.wire import BlacklistDelta
-from sim.personalize import load_holder, sample_holders
+from sim.personalize import issue_sample, load_holder, sample_holders
 from sscard.stack import Centre, Counter, start_counter
 from sscard.world import issue_and_enrol, new_card
 from terminal.blacklist import Blacklist, BlacklistError, BlacklistFetcher
@@ -120,8 +120,12 @@ def desk(centre: Centre) -> Iterator[tuple[Counter, httpx.Client, Clock]]:
     counter.stop()
 
 
+def sim_reader(counter: Counter):
+    return next(iter(counter.terminal.sessions.values())).reader
+
+
 def sim_card(counter: Counter):
-    return next(iter(counter.terminal.sessions.values())).reader.card
+    return sim_reader(counter).card
 
 
 def settlements(centre: Centre, person: str) -> int:
@@ -172,7 +176,7 @@ def test_a_card_reported_lost_mid_day_is_refused_within_one_interval(centre, des
 
 def test_a_replaced_card_works_and_the_old_one_does_not(centre, desk):
     counter, api, clock = desk
-    reader = next(iter(counter.terminal.sessions.values())).reader
+    reader = sim_reader(counter)
     h = load_holder(sample_holders()["zhang_san"])
     new = issue_and_enrol(centre.engine, new_card(h, "B10238476", "110100D156000005B1A0C3D4E5F60719"),
                           replace=True)
@@ -196,5 +200,8 @@ def test_offline_the_counter_decides_from_its_copy_and_says_how_old_it_is(centre
     assert counter.terminal.fetcher.step() is None  # the centre is gone: the copy stays
     r = api.get("/v1/card")
     assert r.json()["code"] == "CARD_REPORTED_LOST" and r.json()["details"]["blacklist_age_seconds"] == 3600
+    sim_reader(counter).insert(issue_sample("li_si"))  # a card not on the copy: accepted, from the same old copy
+    r = api.get("/v1/card")
+    assert r.status_code == 200 and (r.json()["blacklist_version"], r.json()["blacklist_age_seconds"]) == (1, 3600)
     health = api.get("/health").json()["components"]["blacklist"]
     assert health["status"] == "degraded" and "3600 s old" in health["detail"]
