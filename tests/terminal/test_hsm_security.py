@@ -65,6 +65,25 @@ def test_mutual_authentication_and_protected_write_via_hsm(stem, where, issuer, 
     assert card.read_record(TX.sfi, 1, TX.record_length) == rec
 
 
+@pytest.mark.parametrize("stem", ["zhang_san", "li_si"])
+def test_application_blocked_and_unblocked_with_the_hsms_mac(stem, issuer, tcp_hsm):
+    """What a counter without a PSAM does to a blacklisted card (APPLICATION BLOCK) and to the same card once
+    unlocked (APPLICATION UNBLOCK), both suites; another province's keys change nothing on the card."""
+    sim, card = card_for(stem, issuer)
+    card.read_basic()
+    with pytest.raises(errors.SecurityModuleError):
+        card.block_application(HsmSecurity(tcp_hsm, prefix="OTHER-PROVINCE"), layout.DF04)
+    assert not sim.blocked_apps
+    sm = HsmSecurity(tcp_hsm)
+    card.block_application(sm, layout.DF04)
+    assert sim.blocked_apps == {"DF04": False} and card.application_blocked(layout.DF04)
+    with pytest.raises(errors.CardBlocked):
+        card.append_record(sm, layout.DF04, TX, bytes(TX.record_length))
+    assert card.unblock_application(sm, layout.DF04) and not sim.blocked_apps
+    card.authenticate(sm)
+    card.append_record(sm, layout.DF04, TX, bytes(TX.record_length))
+
+
 def test_counterfeit_caught_by_the_hsm(issuer, tcp_hsm):
     _sim, card = card_for("li_si", Issuer())
     with pytest.raises(errors.CounterfeitCard):
