@@ -8,8 +8,15 @@ centre database) or `reset` starts from an empty copy. A malformed answer is ref
 the copy stays as it was. Because the copy is in the journal's file it survives restarts and serves while
 the centre is unreachable; `age()` says how old it is (since the last fetch that succeeded).
 
+The copy is two tables: `blacklist`, the bulk, and `blacklist_recent`, the changes of the latest answers
+(a row there overrides the bulk's row for the card; "active" with no application: the card left the list).
+An answer is written to the small table only, so applying 100,000 changes does not rewrite a million-entry
+B-tree (card numbers arrive in no useful order: nearly every page of the bulk would change); `merge()` then
+moves them into the bulk in chunks, off the card's path (the fetcher does it after each fetch).
+
 Every card the terminal reads is looked up here (`lookup`, by identification code or number: one indexed
-query) before anything else happens with it (terminal/flows.py). The terminal also records here what it did
+statement over both tables, on a connection of its own that writes never block) before anything else
+happens with it (terminal/flows.py). The terminal also records here what it did
 to cards (APPLICATION BLOCK on a blacklisted card, APPLICATION UNBLOCK once the centre lists it active
 again) and whether the centre has been told; the fetcher tells it what it has not yet.
 
@@ -42,6 +49,13 @@ CREATE TABLE IF NOT EXISTS blacklist (
     application  TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS blacklist_card_id ON blacklist (card_id);
+CREATE TABLE IF NOT EXISTS blacklist_recent (
+    card_no      TEXT PRIMARY KEY,
+    card_id      TEXT,
+    status       TEXT NOT NULL,
+    application  TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS blacklist_recent_card_id ON blacklist_recent (card_id);
 CREATE TABLE IF NOT EXISTS blacklist_state (
     id          INTEGER PRIMARY KEY CHECK (id = 1),
     epoch       TEXT NOT NULL,
@@ -103,10 +117,17 @@ class Blacklist:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
+        if str(path) == ":memory:":
+            self._rdb, self._rlock = self._db, self._lock
+        else:  # lookups read committed data on their own connection (WAL): a write never holds up a card
+            self._rdb = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._rdb.execute("PRAGMA busy_timeout=5000")
+            self._rlock = threading.Lock()
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._rlock:
             self._db.close()
+            self._rdb.close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -122,23 +143,29 @@ class Blacklist:
     # ---- reading -----------------------------------------------------------------------------------------
     def lookup(self, card_id: str | None, card_no: str | None) -> Listed | None:
         """The copy's entry for a card (by identification code, or number), or None."""
-        with self._lock:
-            row = self._db.execute("SELECT card_no, card_id, status, application FROM blacklist"
-                                   " WHERE card_id = ? OR card_no = ? LIMIT 1",
-                                   ((card_id or "").upper(), card_no or "")).fetchone()
-        return Listed(row[0], row[1] or "", row[2], row[3]) if row else None
+        card = ((card_id or "").upper(), card_no or "")
+        with self._rlock:  # one statement: one snapshot of both tables
+            row = self._rdb.execute(
+                "SELECT card_no, card_id, status, application FROM (SELECT *, 0 AS layer FROM blacklist_recent"
+                " WHERE card_id = ?1 OR card_no = ?2 UNION ALL SELECT *, 1 FROM blacklist WHERE card_id = ?1 OR"
+                " card_no = ?2) ORDER BY layer LIMIT 1", card).fetchone()
+        if row is None or (row[2] == "active" and not row[3]):  # not listed, or it left the list
+            return None
+        return Listed(row[0], row[1] or "", row[2], row[3])
 
     def head(self) -> tuple[int, str | None]:
         """(version, epoch) of the copy: (0, None) when it was never fetched."""
-        with self._lock:
-            row = self._db.execute("SELECT version, epoch FROM blacklist_state WHERE id = 1").fetchone()
+        with self._rlock:
+            row = self._rdb.execute("SELECT version, epoch FROM blacklist_state WHERE id = 1").fetchone()
         return (int(row[0]), row[1]) if row else (0, None)
 
     def state(self) -> dict[str, Any]:
         """epoch, version, entries held, when last fetched, how old (seconds; None: never fetched)."""
-        with self._lock:
-            head = self._db.execute("SELECT epoch, version, fetched_at FROM blacklist_state WHERE id = 1").fetchone()
-            (count,) = self._db.execute("SELECT COUNT(*) FROM blacklist").fetchone()
+        with self._rlock:
+            head = self._rdb.execute("SELECT epoch, version, fetched_at FROM blacklist_state WHERE id = 1").fetchone()
+            (count,) = self._rdb.execute(
+                "SELECT (SELECT COUNT(*) FROM blacklist WHERE card_no NOT IN (SELECT card_no FROM blacklist_recent))"
+                " + (SELECT COUNT(*) FROM blacklist_recent WHERE status <> 'active' OR application <> '')").fetchone()
         epoch, version, fetched = head if head else ("", 0, None)
         age = self.age()
         return {"epoch": epoch, "version": version, "entries": count, "fetched_at": fetched,
@@ -146,8 +173,8 @@ class Blacklist:
 
     def age(self) -> dt.timedelta | None:
         """How long since the copy was last brought up to date (None: never)."""
-        with self._lock:
-            row = self._db.execute("SELECT fetched_at FROM blacklist_state WHERE id = 1").fetchone()
+        with self._rlock:
+            row = self._rdb.execute("SELECT fetched_at FROM blacklist_state WHERE id = 1").fetchone()
         if row is None or row[0] is None:
             return None
         return max(dt.timedelta(0), self.now() - dt.datetime.fromisoformat(row[0]))
@@ -160,22 +187,39 @@ class Blacklist:
                                  f"for the changes after {asked}")
         start_over = delta.reset or epoch != delta.epoch
         now = self.now().isoformat()
-        drop = [(no,) for no, _, status, app in delta.entries if status == "active" and not app]
-        keep = [(no, cid or None, status, app) for no, cid, status, app in delta.entries
-                if status != "active" or app]
+        rows = sorted(((no, cid or None, status, app) for no, cid, status, app in delta.entries), key=lambda r: r[0])
         with self._tx() as db:
             if start_over:
                 db.execute("DELETE FROM blacklist")
-            db.executemany("DELETE FROM blacklist WHERE card_no = ?", drop)
-            db.executemany("INSERT OR REPLACE INTO blacklist (card_no, card_id, status, application) VALUES (?,?,?,?)",
-                           keep)
+                db.execute("DELETE FROM blacklist_recent")
+            db.executemany("INSERT OR REPLACE INTO blacklist_recent (card_no, card_id, status, application)"
+                           " VALUES (?,?,?,?)", rows)
             db.execute("INSERT INTO blacklist_state (id, epoch, version, fetched_at) VALUES (1, ?, ?, ?)"
                        " ON CONFLICT (id) DO UPDATE SET epoch = excluded.epoch, version = excluded.version,"
                        " fetched_at = excluded.fetched_at", (delta.epoch, delta.version, now))
 
+    def merge(self, chunk: int = 5_000) -> int:
+        """Move the recent changes into the bulk, `chunk` cards (in card-number order) per transaction, so a
+        write waiting behind it (the journal's too: it is the same file) waits for one chunk at most; lookups
+        never wait. Returns how many moved."""
+        moved = 0
+        while True:
+            with self._tx() as db:
+                rows = db.execute("SELECT card_no, card_id, status, application FROM blacklist_recent"
+                                  " ORDER BY card_no LIMIT ?", (chunk,)).fetchall()
+                db.executemany("DELETE FROM blacklist WHERE card_no = ?",
+                               [(r[0],) for r in rows if r[2] == "active" and not r[3]])
+                db.executemany("INSERT OR REPLACE INTO blacklist (card_no, card_id, status, application)"
+                               " VALUES (?,?,?,?)", [r for r in rows if r[2] != "active" or r[3]])
+                db.executemany("DELETE FROM blacklist_recent WHERE card_no = ?", [(r[0],) for r in rows])
+            moved += len(rows)
+            if len(rows) < chunk:
+                return moved
+
     def _forget(self) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM blacklist")
+            db.execute("DELETE FROM blacklist_recent")
             db.execute("DELETE FROM blacklist_state")
 
     def refresh(self, fetch: Callable[[int], BlacklistDelta], max_pages: int = 1000) -> Fetched:
@@ -214,9 +258,12 @@ class Blacklist:
                        " VALUES (?,?,?,?,?,?)", (card_no, card_id, action, application, status,
                                                  self.now().isoformat()))
             if action == "blocked":
-                db.execute("UPDATE blacklist SET application = ? WHERE card_no = ?", (application, card_no))
-            else:
+                for table in ("blacklist", "blacklist_recent"):
+                    db.execute(f"UPDATE {table} SET application = ? WHERE card_no = ?", (application, card_no))
+            else:  # nothing left to do: off the bulk; in the recent table, a row that says it left the list
                 db.execute("DELETE FROM blacklist WHERE card_no = ? AND status = 'active'", (card_no,))
+                db.execute("UPDATE blacklist_recent SET application = '' WHERE card_no = ? AND status = 'active'",
+                           (card_no,))
         event(f"card.application_{action}", card_no=card_no, application=application, status=status)
 
     def unreported(self) -> list[dict[str, Any]]:
@@ -269,6 +316,7 @@ class BlacklistFetcher:
                 event("blacklist.fetch_failed", logging.WARNING, reason=self.last_error)
                 return None
             self.last_error = None
+            self.blacklist.merge()
             return result
 
     def report_actions(self) -> None:

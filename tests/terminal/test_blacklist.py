@@ -63,6 +63,25 @@ def test_the_copy_follows_the_deltas_and_survives_a_restart(tmp_path):
     again.close()
 
 
+def test_recent_changes_override_the_bulk_until_merged_into_it(tmp_path):
+    bl = Blacklist(tmp_path / "journal.db")
+    bl.refresh(lambda since: delta(0, 3, [("C1", ID1, "reported_lost", ""), ("C2", "", "cancelled", ""),
+                                          ("C3", ID2, "replaced", "")]))
+    assert bl.merge() == 3
+    bl.refresh(lambda since: delta(3, 6, [("C4", "", "cancelled", ""), ("C2", "", "active", ""),
+                                          ("C1", ID1, "active", "DF04")]))
+
+    def seen() -> tuple[list, int]:
+        hits = [bl.lookup(None, no) for no in ("C1", "C2", "C3", "C4")]
+        return [h and (h.status, h.application) for h in hits], bl.state()["entries"]
+
+    assert seen() == ([("active", "DF04"), None, ("replaced", ""), ("cancelled", "")], 3)
+    bl.record_action("C1", ID1, "unblocked", "DF04", "active")  # over the bulk's "reported_lost" row
+    assert bl.lookup(ID1, None) is None and bl.lookup(None, "C1") is None
+    assert bl.merge(chunk=2) == 3 and seen() == ([None, None, ("replaced", ""), ("cancelled", "")], 2)
+    assert bl.merge() == 0
+
+
 def test_a_new_epoch_or_a_reset_starts_from_an_empty_copy(tmp_path):
     bl = Blacklist(tmp_path / "journal.db")
     bl.refresh(lambda since: delta(0, 7, [("C1", ID1, "reported_lost", "")]))
