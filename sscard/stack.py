@@ -32,6 +32,7 @@ from sscard.world import seed
 from terminal.app import close_app
 from terminal.app import create_app as create_terminal_app
 from terminal.centre import open_centre
+from terminal.clock import Clock
 from terminal.config import TerminalConfig, hash_token
 from terminal.daemon import build_terminal
 from terminal.flows import Terminal
@@ -202,15 +203,17 @@ def terminal_config(workdir: Path, user_card: str, psam: str, centre: Centre, to
 
 def start_counter(centre: Centre, user_card: str = "memory:zhang_san", psam: str = "memory:psam", *,
                   terminal_id: str = TERMINAL_ID, settlement_timeout: float = 5.0, dialect: str = "native",
-                  upstream: dict[str, Any] | None = None, **sections: dict[str, Any]) -> Counter:
+                  upstream: dict[str, Any] | None = None, clock: Clock | None = None,
+                  **sections: dict[str, Any]) -> Counter:
     """A terminal daemon served on a free port: PSAM first, the centre's HSM as fallback, talking to the
     centre in `dialect` ("native" or "national"; `upstream` adds to its [centre] section). Keyword arguments
-    are configuration sections (`cors={"allow_origins": [...]}`)."""
+    are configuration sections (`cors={"allow_origins": [...]}`); `clock` is the terminal's (default: the
+    wall clock)."""
     sim_readers.register()
     token = secrets.token_urlsafe(24)
     cfg = terminal_config(centre.workdir, user_card, psam, centre, token, terminal_id, sections,
                           settlement_timeout, dialect, upstream)
-    t = build_terminal(cfg, centre=open_centre(cfg, key=centre.terminal_keys[terminal_id]))
+    t = build_terminal(cfg, centre=open_centre(cfg, key=centre.terminal_keys[terminal_id]), clock=clock)
     for s in t.sessions.values():
         s.watch()
     http = UvicornThread(create_terminal_app(t)).start()

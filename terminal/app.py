@@ -105,8 +105,8 @@ def create_app(t: Terminal) -> FastAPI:
     )
     app.state.terminal = t
     app.state.event_tokens = EventTokens(t.config.auth.events_token_ttl)
-    app.state.fees = FeeStore(t.journal.path)
-    app.state.idempotency = IdempotencyStore(t.journal.path)
+    app.state.fees = FeeStore(t.journal.path, now=t.clock.now)
+    app.state.idempotency = IdempotencyStore(t.journal.path, now=t.clock.now)
     app.state.bridge = ReaderBridge(t, t.config.reader_bridge.hsm_step_ttl)
     _handlers(app)
     for router in ALL:

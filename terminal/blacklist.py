@@ -37,6 +37,7 @@ from typing import Any
 
 from settlement.errors import SettlementError
 from settlement.wire import BlacklistDelta
+from terminal.clock import utc_now
 from terminal.logs import event
 
 log = logging.getLogger(__name__)
@@ -100,10 +101,6 @@ class Fetched:
     entries: int
     pages: int
     reset: bool
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class Blacklist:

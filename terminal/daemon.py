@@ -24,6 +24,7 @@ from cardlib.security import SecurityModule
 from terminal import logs
 from terminal.blacklist import Blacklist, BlacklistFetcher
 from terminal.centre import Centre, open_centre, serials_for
+from terminal.clock import Clock
 from terminal.config import TerminalConfig
 from terminal.flows import CrashPoints, Terminal
 from terminal.journal import Journal
@@ -101,8 +102,11 @@ def build_security(cfg: TerminalConfig) -> tuple[SecurityModule | None, str]:
 
 
 def build_terminal(cfg: TerminalConfig, *, centre: Centre | None = None,
-                   security: SecurityModule | None = None, terminal_number: str | None = None) -> Terminal:
-    journal = Journal(cfg.terminal.journal, cfg.terminal.id, serials_for(cfg))
+                   security: SecurityModule | None = None, terminal_number: str | None = None,
+                   clock: Clock | None = None) -> Terminal:
+    """The terminal of `cfg`; `clock` (default: the wall clock) is the one source of its time."""
+    clock = clock or Clock()
+    journal = Journal(cfg.terminal.journal, cfg.terminal.id, serials_for(cfg), clock=clock)
     try:
         sessions = {name: ReaderSession(name, open_reader(name, timeout=cfg.readers.timeout))
                     for name in cfg.readers.user_cards}
@@ -122,7 +126,7 @@ def build_terminal(cfg: TerminalConfig, *, centre: Centre | None = None,
     if centre is None:
         centre = open_centre(cfg)
     t = Terminal(cfg, journal, sessions, security, centre, terminal_number or "", CrashPoints.from_env())
-    t.blacklist = Blacklist(cfg.terminal.journal)
+    t.blacklist = Blacklist(cfg.terminal.journal, now=clock.now)
     t.fetcher = BlacklistFetcher(t.blacklist, centre, cfg.blacklist.interval)
     report = recover(t)
     if not report.clean:

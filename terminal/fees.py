@@ -10,8 +10,11 @@ import datetime as dt
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from terminal.clock import utc_now
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS visit_fees (
@@ -24,7 +27,8 @@ CREATE TABLE IF NOT EXISTS visit_fees (
 
 
 class FeeStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, now: Callable[[], dt.datetime] = utc_now) -> None:
+        self._now = now
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
@@ -35,7 +39,7 @@ class FeeStore:
             self._db.close()
 
     def put(self, mdtrt_id: str, lines: list[dict[str, Any]], source: str) -> dict[str, Any]:
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        now = self._now().isoformat(timespec="seconds")
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO visit_fees VALUES (?,?,?,?)",
                              (mdtrt_id, json.dumps(lines, ensure_ascii=False), source, now))

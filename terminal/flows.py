@@ -27,7 +27,6 @@ attempt the centre recorded). The terminal has no change-PIN flow; a PIN changed
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import random
 import signal
@@ -44,6 +43,7 @@ from settlement.wire import FeeLineIn, Visit, pin_pan
 from terminal import metrics
 from terminal.blacklist import Blacklist, BlacklistFetcher, Listed
 from terminal.centre import Centre
+from terminal.clock import Clock
 from terminal.config import TerminalConfig
 from terminal.errors import TerminalError, from_card_error, from_settlement_error
 from terminal.journal import CONFIRMED, PENDING, Entry, Journal
@@ -105,6 +105,11 @@ class Terminal:
         if self.security is not None:
             metrics.instrument(self.security, "security")
 
+    @property
+    def clock(self) -> Clock:
+        """The terminal's clock (its journal's): business days, card validity, the card's records."""
+        return self.journal.clock
+
     def crashpoint(self, name: str) -> None:
         if self.crashpoints is not None:
             self.crashpoints(name)
@@ -125,7 +130,7 @@ class Terminal:
         try:
             info = s.ensure_read()
             self.screen(s, info)
-            if info.expiry_date is not None and info.expiry_date < dt.date.today():
+            if info.expiry_date is not None and info.expiry_date < self.clock.today():
                 raise TerminalError("CARD_EXPIRED", f"The card expired on {info.expiry_date}.", 403,
                                     expiry_date=info.expiry_date.isoformat())
             if holder is not None and holder != info.social_security_number:
@@ -481,7 +486,7 @@ class Terminal:
         else:
             record = layout.TransactionRecord.build({
                 "kind": layout.TRANSACTION_KINDS[kind],
-                "time": dt.datetime.now().strftime("%Y%m%d%H%M%S"),
+                "time": self.clock.china().strftime("%Y%m%d%H%M%S"),
                 "terminal_number": (self.terminal_number or "0" * 12)[:12].rjust(12, "0"),
                 "serial": int(entry.request["terminal_serial"]) & 0xFFFFFFFF,
                 "institution": self.config.terminal.institution[:10],

@@ -23,6 +23,7 @@ import json
 import re
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import anyio
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from terminal.clock import utc_now
 from terminal.errors import TerminalError, error_response
 
 HEADER = "Idempotency-Key"
@@ -83,7 +85,7 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
 class IdempotencyStore:
     """Kept answers, in the journal's SQLite file (its own connection)."""
 
-    def __init__(self, path: str | Path, now=lambda: dt.datetime.now(dt.UTC)) -> None:
+    def __init__(self, path: str | Path, now: Callable[[], dt.datetime] = utc_now) -> None:
         self._now = now
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from settlement.wire import MONEY_KINDS
+from terminal.clock import Clock
 from terminal.logs import event
 
 PENDING, CONFIRMED, FAILED, REVERSED = "pending", "confirmed", "failed", "reversed"
@@ -101,15 +102,9 @@ class Entry:
         return dict(self.__dict__)
 
 
-CHINA = dt.timezone(dt.timedelta(hours=8), "CST")  # business days are China Standard Time (no DST)
-
-
 def business_day_today() -> dt.date:
-    return dt.datetime.now(CHINA).date()
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+    """Today's business day in China by the wall clock (a Journal uses its own clock: `journal.clock.today()`)."""
+    return Clock().today()
 
 
 def _row(r: sqlite3.Row) -> Entry:
@@ -128,8 +123,10 @@ class Journal:
     """The journal of one terminal. Thread-safe; each method is one durable transaction. `serials` gives the
     next serial from the last one (its form is the upstream's: `terminal.centre.serials_for`)."""
 
-    def __init__(self, path: str | Path, terminal_id: str, serials: Callable[[int], int] = counting) -> None:
+    def __init__(self, path: str | Path, terminal_id: str, serials: Callable[[int], int] = counting, *,
+                 clock: Clock | None = None) -> None:
         self.path = str(path)
+        self.clock = clock or Clock()
         self.terminal_id = terminal_id
         self.next_serial = serials
         if self.path != ":memory:":
@@ -182,8 +179,8 @@ class Journal:
         """
         if kind not in ENTRY_KINDS:
             raise JournalError(f"unknown journal kind {kind!r}")
-        day = (business_day or business_day_today()).isoformat()
-        now = _now()
+        day = (business_day or self.clock.today()).isoformat()
+        now = self.clock.stamp()
         with self._tx() as db:
             (last,) = db.execute("SELECT COALESCE(MAX(serial), 0) FROM journal").fetchone()
             serial = self.next_serial(last)
@@ -200,7 +197,7 @@ class Journal:
         return self.get(key)
 
     def _set(self, key: str, allowed_from: tuple[str, ...], **fields: Any) -> Entry:
-        fields["updated_at"] = _now()
+        fields["updated_at"] = self.clock.stamp()
         for k in ("response", "error"):
             if k in fields and fields[k] is not None:
                 fields[k] = json.dumps(fields[k], ensure_ascii=False, default=str)
@@ -239,17 +236,18 @@ class Journal:
         with self._tx() as db:
             db.execute(
                 "UPDATE journal SET attempts = attempts + 1, error = ?, updated_at = ? WHERE key = ?",
-                (json.dumps(error, default=str) if error else None, _now(), key),
+                (json.dumps(error, default=str) if error else None, self.clock.stamp(), key),
             )
 
     def set_reason(self, key: str, reason: str) -> None:
         with self._tx() as db:
-            db.execute("UPDATE journal SET reason = ?, updated_at = ? WHERE key = ?", (reason, _now(), key))
+            db.execute("UPDATE journal SET reason = ?, updated_at = ? WHERE key = ?", (reason, self.clock.stamp(), key))
 
     def set_card_record(self, key: str, outcome: str) -> Entry:
         """Whether the transaction record reached the card ('written' or 'failed: why')."""
         with self._tx() as db:
-            db.execute("UPDATE journal SET card_record = ?, updated_at = ? WHERE key = ?", (outcome, _now(), key))
+            db.execute("UPDATE journal SET card_record = ?, updated_at = ? WHERE key = ?",
+                       (outcome, self.clock.stamp(), key))
         return self.get(key)
 
     # ---- reading ---------------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ import unicodedata
 from typing import Any
 
 from settlement.wire import yuan
+from terminal.clock import CHINA
 from terminal.i18n import Lang, label, message
-from terminal.journal import CHINA, FAILED, Entry
+from terminal.journal import FAILED, Entry
 
 #: amounts shown on a settlement's receipt, in order; zero amounts are left out except the total and cash
 SETTLE_FIELDS = ("medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt", "inscp_scp_amt",

@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
-from terminal.journal import business_day_today
 from terminal.models import Receipt
 from terminal.receipts import receipt_text
 from terminal.routers.deps import READ, Ident, LangDep, TerminalDep, answers, receipt_of
@@ -39,5 +38,5 @@ def get_receipt(t: TerminalDep, key: Ident, lang: LangDep,
 def transactions(t: TerminalDep, lang: LangDep, card_no: Annotated[str | None, Query(max_length=32)] = None,
                  day: dt.date | None = None) -> list[Receipt]:
     """Transaction history by card number or by business day (today when neither is given), with outcomes."""
-    entries = t.journal.by_card(card_no) if card_no else t.journal.by_day(day or business_day_today())
+    entries = t.journal.by_card(card_no) if card_no else t.journal.by_day(day or t.clock.today())
     return [Receipt(**receipt_of(t, e, lang)) for e in entries]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 from smartcard.System import readers as pyscard_readers
@@ -103,11 +102,10 @@ def test_card_pulled_mid_command_then_removed(slots):
         s0.card.faults.arm(Fault("pull", ins=0xB2))
         with pytest.raises(CardRemoved):
             card.read_basic()
-        time.sleep(0.6)  # pcscd's presence poll (400 ms) has now seen the card gone: SCARD_W_REMOVED_CARD
+        assert reader.wait_for_removal(2.0)  # pcscd's presence poll has seen the card gone
         with pytest.raises(CardRemoved) as e:
             reader.transmit(b"\x00\xa4\x04\x00\x00")
-        assert e.value.pcsc_code == 0x80100069
-        assert reader.wait_for_removal(2.0)
+        assert e.value.pcsc_code == 0x80100069  # SCARD_W_REMOVED_CARD
         with pytest.raises(NoCard):
             reader.connect()
         s0.card.faults.clear()

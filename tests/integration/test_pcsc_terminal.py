@@ -68,23 +68,25 @@ def test_pension_through_pcscd(counter_on_pcsc):
 def test_card_events_are_server_sent(counter_on_pcsc):
     centre, counter, s0 = counter_on_pcsc
     events: list[dict] = []
+    connected, removed = threading.Event(), threading.Event()
 
     def listen():
         with httpx.stream("GET", f"{counter.url}/v1/readers/events", params={"timeout": 6},
                           headers=counter.headers(), timeout=20) as r:
+            connected.set()
             for line in r.iter_lines():
                 if line.startswith("data: "):
                     events.append(json.loads(line[6:]))
+                    if events[-1]["kind"] == "removed":
+                        removed.set()
                     if len(events) == 2:
                         return
 
     th = threading.Thread(target=listen)
     th.start()
-    import time
-
-    time.sleep(0.5)
+    assert connected.wait(10), "the event stream did not open"
     s0.link.remove()
-    time.sleep(0.9)
+    assert removed.wait(10), f"no 'removed' event: {events}"
     s0.ensure_inserted()
     th.join(10)
     assert [e["kind"] for e in events] == ["removed", "inserted"]
