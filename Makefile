@@ -19,7 +19,7 @@ demo: system-deps $(STAMP)
 	$(BIN)/python -m sscard.demo
 
 test: system-deps $(STAMP)
-	REQUIRE_PCSC=1 REQUIRE_PG=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	REQUIRE_PCSC=1 REQUIRE_PG=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 	$(BIN)/ruff check .
 
 lint: $(STAMP)

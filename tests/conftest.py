@@ -25,6 +25,24 @@ from sim.vicc import VirtualCardLink
 from testing.pgtemp import PostgresUnavailable, TempCluster, find_bindir
 
 
+ONE_PCSCD = ("pcsc_stack", "pcscd", "sscard.demo")
+"""What a test module names when it uses the machine's one pcscd (directly, or through the demo)."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`); a machine has one pcscd
+    (it owns /run/pcscd), so every test that starts or uses it runs on the same worker, one after another."""
+    mentions: dict[str, bool] = {}
+    for item in items:
+        path = str(item.path)
+        if path not in mentions:
+            text = item.path.read_text(encoding="utf-8") if item.path.name.startswith("test_") else ""
+            mentions[path] = any(word in text for word in ONE_PCSCD)
+        if mentions[path] or "pcscd" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("pcscd"))
+
+
 @pytest.fixture
 def seed() -> int:
     """The seed of a randomised test: SSCARD_SEED if set (a replay), else a new one; printed either way."""
