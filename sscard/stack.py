@@ -213,7 +213,9 @@ def start_counter(centre: Centre, user_card: str = "memory:zhang_san", psam: str
     token = secrets.token_urlsafe(24)
     cfg = terminal_config(centre.workdir, user_card, psam, centre, token, terminal_id, sections,
                           settlement_timeout, dialect, upstream)
-    t = build_terminal(cfg, centre=open_centre(cfg, key=centre.terminal_keys[terminal_id]), clock=clock)
+    clock = clock or Clock()
+    t = build_terminal(cfg, centre=open_centre(cfg, key=centre.terminal_keys[terminal_id], now=clock.now),
+                       clock=clock)
     for s in t.sessions.values():
         s.watch()
     http = UvicornThread(create_terminal_app(t)).start()

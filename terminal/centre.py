@@ -44,6 +44,7 @@ from settlement.wire import (
     Visit,
     Void,
 )
+from terminal.clock import utc_now
 from terminal.journal import counting
 
 if TYPE_CHECKING:
@@ -196,22 +197,24 @@ class NativeCentre:
         self.client.close()
 
 
-def serials_for(cfg: TerminalConfig) -> Callable[[int], int]:
+def serials_for(cfg: TerminalConfig, now: Callable[[], dt.datetime] = utc_now) -> Callable[[int], int]:
     """How the journal numbers requests for this upstream: the national platform's are msgid tails
-    (yyyyMMddHHmmss + sequence), so the centre's idempotency key is the journal's key."""
+    (yyyyMMddHHmmss + sequence, by the terminal's clock `now`), so the centre's idempotency key is the
+    journal's key."""
     if cfg.centre.dialect == "national":
         from terminal.national import msgid_serial
 
-        return lambda last: msgid_serial(last, dt.datetime.now(dt.UTC))
+        return lambda last: msgid_serial(last, now())
     return counting
 
 
-def open_centre(cfg: TerminalConfig, key: str | None = None) -> Centre:
-    """The upstream `[centre] dialect` names, at `[settlement] url` with the terminal's API key."""
+def open_centre(cfg: TerminalConfig, key: str | None = None, now: Callable[[], dt.datetime] = utc_now) -> Centre:
+    """The upstream `[centre] dialect` names, at `[settlement] url` with the terminal's API key; `now` is the
+    terminal's clock (the national envelope's times)."""
     s = cfg.settlement
     client = SettlementClient(s.url, key if key is not None else s.api_key(), timeout=s.timeout)
     if cfg.centre.dialect == "native":
         return NativeCentre(client)
     from terminal.national import NationalCentre
 
-    return NationalCentre.from_config(cfg, client)
+    return NationalCentre.from_config(cfg, client, now)

@@ -106,7 +106,7 @@ def build_terminal(cfg: TerminalConfig, *, centre: Centre | None = None,
                    clock: Clock | None = None) -> Terminal:
     """The terminal of `cfg`; `clock` (default: the wall clock) is the one source of its time."""
     clock = clock or Clock()
-    journal = Journal(cfg.terminal.journal, cfg.terminal.id, serials_for(cfg), clock=clock)
+    journal = Journal(cfg.terminal.journal, cfg.terminal.id, serials_for(cfg, clock.now), clock=clock)
     try:
         sessions = {name: ReaderSession(name, open_reader(name, timeout=cfg.readers.timeout))
                     for name in cfg.readers.user_cards}
@@ -124,7 +124,7 @@ def build_terminal(cfg: TerminalConfig, *, centre: Centre | None = None,
             raise StartupError(f"PSAM reader: {e}") from e
         terminal_number = terminal_number or number
     if centre is None:
-        centre = open_centre(cfg)
+        centre = open_centre(cfg, now=clock.now)
     t = Terminal(cfg, journal, sessions, security, centre, terminal_number or "", CrashPoints.from_env())
     t.blacklist = Blacklist(cfg.terminal.journal, now=clock.now)
     t.fetcher = BlacklistFetcher(t.blacklist, centre, cfg.blacklist.interval)

@@ -66,12 +66,13 @@ from settlement.wire import (
     Void,
 )
 from terminal.centre import NativeCentre, NotInDialect, Outcome
+from terminal.clock import CHINA as CST
+from terminal.clock import utc_now
 
 if TYPE_CHECKING:
     from terminal.config import TerminalConfig
 
 PATH = "/fsi/api/rsfComIfsService/callService"
-CST = dt.timezone(dt.timedelta(hours=8), "CST")
 ENGINE_CODE = re.compile(r"（([A-Z][A-Z_]+): ")
 SIGN_NO = "(sign_no)"  # the field a refused sign_no's message names
 KEY_REFUSED = "X-Terminal-Key"  # named by the message refusing the terminal's key
@@ -146,7 +147,7 @@ class NationalCentre:
                  native: NativeCentre | None, opter: str = "counter", opter_name: str = "收费员",
                  dept_code: str = "MZ", dept_name: str = "门诊", caty: str = "A03", doctor: str = "counter",
                  doctor_name: str = "收费员", path: str = PATH,
-                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(CST)) -> None:
+                 clock: Callable[[], dt.datetime] = utc_now) -> None:
         self.http, self.path, self.native, self.clock = http, path, native, clock
         self.inst, self.inst_name, self.region, self.level = fixmedins_code, fixmedins_name, region, level
         self.opter, self.opter_name = opter, opter_name
@@ -159,13 +160,14 @@ class NationalCentre:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, cfg: TerminalConfig, client: SettlementClient) -> NationalCentre:
+    def from_config(cls, cfg: TerminalConfig, client: SettlementClient,
+                    clock: Callable[[], dt.datetime] = utc_now) -> NationalCentre:
         c, t = cfg.centre, cfg.terminal
         native = NativeCentre(client) if c.others == "native" else None
         return cls(client.http, fixmedins_code=t.institution, fixmedins_name=t.institution_name or t.institution,
                    region=t.region, level=t.institution_level, native=native, opter=c.opter,
                    opter_name=c.opter_name, dept_code=c.dept_code, dept_name=c.dept_name, caty=c.caty,
-                   doctor=c.doctor, doctor_name=c.doctor_name, path=c.path)
+                   doctor=c.doctor, doctor_name=c.doctor_name, path=c.path, clock=clock)
 
     # ---- the envelope ------------------------------------------------------------------------------------------
     def _aux_serial(self) -> str:

@@ -24,7 +24,6 @@ from sim.personalize import issue_sample
 from sim.vicc import VirtualCardLink
 from testing.pgtemp import PostgresUnavailable, TempCluster, find_bindir
 
-
 ONE_PCSCD = ("pcsc_stack", "pcscd", "sscard.demo")
 """What a test module names when it uses the machine's one pcscd (directly, or through the demo)."""
 
