@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from hsm_client.auth import Credential
 from hsm_client.client import HsmClient
 from hsm_client.errors import NotAuthorised
-from sscard.hsm_cmd import app
+from sscard.hsm_cmd import app, console
 
 runner = CliRunner()
 KEY = "0123456789ABCDEFFEDCBA9876543210"
@@ -59,7 +59,8 @@ limits = { verify_pin = { rate = 50, burst = 100 } }
 """
 
 
-def test_clients_issue_and_list(tmp_path: Path) -> None:
+def test_clients_issue_and_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console, "width", 200)  # the console took its width from the environment at import
     clients = tmp_path / "clients.toml"
     clients.write_text(CLIENTS)
     env = {"SSCARD_HSM_LMK": "11" * 32, "SSCARD_HSM_CLIENTS": str(clients)}
@@ -77,7 +78,7 @@ def test_clients_issue_and_list(tmp_path: Path) -> None:
     out = runner.invoke(app, ["clients", "issue", "centre", "--out", str(tmp_path / "c.cred")],
                         env=env | {"SSCARD_HSM_LMK": "22" * 32})
     assert out.exit_code == 0 and Credential.load(tmp_path / "c.cred").key != cred.key
-    listing = runner.invoke(app, ["clients", "list", "--clients", str(clients)], env={"COLUMNS": "200"})  # no LMK
+    listing = runner.invoke(app, ["clients", "list", "--clients", str(clients)])  # no LMK
     assert listing.exit_code == 0, listing.output
     assert "T0001" in listing.output and "encrypt_pin 0.5/s, burst 3" in listing.output
     assert "verify_pin 50/s, burst 100" in listing.output and "idle timeout 30 s" in listing.output
