@@ -73,12 +73,12 @@ def serve(
                "hsm_prefix": hsm_prefix, "hsm_timeout": hsm_timeout,
                "national_catalogue": str(national_catalogue) if national_catalogue else None,
                "max_backlog": max_backlog, "log_file": log_file, "log_level": log_level, "init": init}
-    setup_logs(log_file, log_level)
     config = {"log_level": log_level, "access_log": access_log, "log_config": None, "http": "httptools",
               "loop": "uvloop", "timeout_keep_alive": 30}
     sock = socket.socket(fileno=fd) if fd is not None else None
     if workers == 1:
-        store, verifier, app_ = _build(options)
+        store, verifier, app_ = _build(options)  # a bad option is refused before the logs are set up
+        setup_logs(log_file, log_level)
         try:
             server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, **config))
             server.run(sockets=[sock] if sock is not None else None)
@@ -93,6 +93,7 @@ def serve(
     store.close()
     if verifier is not None:
         verifier.hsm.close()
+    setup_logs(log_file, log_level)
     os.environ[WORKER_OPTIONS] = json.dumps(options)
     cfg = uvicorn.Config("sscard.settlement_cmd:worker_app", factory=True, workers=workers, host=host, port=port,
                          **config)

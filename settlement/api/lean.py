@@ -3,7 +3,9 @@ refund, pension collection): a pure-ASGI layer inside the app's middleware that 
 routing, dependency solving and response re-validation, which cost several times what the engine does per
 settlement (bench/README.md, "Settlement service").
 
-For these routes it reads the body, finds the terminal by its key, validates the body with the route's own
+For these routes it finds the terminal by its key and checks the declared length before reading the body
+(a request without a known key, or declaring a body too large, goes unread to the FastAPI app and its
+middleware, which refuse it), then reads the body (at most `max_body`), validates the body with the route's own
 request model (pydantic, in Rust), awaits the route's own endpoint function (so the scoping, the engine call and
 the store's batching are the FastAPI route's, not a copy) and sends the answer serialised once. Anything it does
 not handle as the happy path or a typed refusal (no or unknown key, an invalid body, a body too large) goes,
@@ -42,10 +44,14 @@ class LeanPath:
         if route is None:
             await self.app(scope, receive, send)
             return
+        key, length = self._headers(scope)
+        terminal = self.keys.find(key) if key is not None else None
+        if terminal is None or length > self.max_body:  # refused by FastAPI before anything reads the body
+            await self.app(scope, receive, send)
+            return
         body, more = await self._body(receive)
-        terminal = self.keys.find(self._key(scope)) if not more else None
         req = None
-        if terminal is not None:
+        if not more:
             try:
                 req = route[0].model_validate_json(body)
             except ValidationError:
@@ -61,11 +67,15 @@ class LeanPath:
             return
         await _send(send, 200, answer.model_dump_json().encode(), [])
 
-    def _key(self, scope: Scope) -> str | None:
+    def _headers(self, scope: Scope) -> tuple[str | None, int]:
+        """The terminal key and the declared body length (0 when not declared, past `max_body` when unreadable)."""
+        key, length = None, 0
         for name, value in scope["headers"]:
             if name == self.key_header:
-                return value.decode("latin-1")
-        return None
+                key = value.decode("latin-1")
+            elif name == b"content-length":
+                length = int(value) if value.isdigit() else self.max_body + 1
+        return key, length
 
     async def _body(self, receive: Receive) -> tuple[bytes, bool]:
         """The request body, and whether it went on past `max_body` (then only what was read)."""

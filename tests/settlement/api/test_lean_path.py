@@ -99,3 +99,41 @@ def test_an_overloaded_service_sheds_with_503_and_retry_after(store) -> None:
         assert r.json()["code"] == "OVERLOADED" and r.headers["retry-after"] == "1"
     assert len(eng.ledger.postings(limit=10_000)) == 1 + len(settled)  # the seed deposit and what was accepted
     eng.ledger.check_invariants()
+
+
+def test_the_lean_path_reads_no_body_without_a_known_key_or_past_its_limit() -> None:
+    """A request without a known key, or declaring a body past the limit, reaches the app (and its refusals)
+    with its body unread: the lean path does not parse what the service would refuse."""
+    from pydantic import BaseModel
+
+    from settlement.api.auth import KeyRing
+    from settlement.api.lean import LeanPath
+
+    class Body(BaseModel):
+        serial: str
+
+    reads: list[str] = []
+
+    async def inner(scope, receive, send) -> None:
+        reads.append("app")
+
+    async def receive() -> dict:
+        reads.append("body")
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def never(req, terminal):  # pragma: no cover - the lean path must not get this far
+        raise AssertionError("answered a request it should have left to the app")
+
+    lean = LeanPath(inner, routes={"/v1/medical/settle": (Body, never)}, keys=KeyRing(TERMINALS),
+                    key_header="X-Terminal-Key", error=lambda e: (500, b"", []), max_body=1000)
+
+    def call(headers: list[tuple[bytes, bytes]]) -> list[str]:
+        reads.clear()
+        asyncio.run(lean({"type": "http", "method": "POST", "path": "/v1/medical/settle", "headers": headers},
+                         receive, lambda m: None))
+        return list(reads)
+
+    assert call([]) == ["app"]
+    assert call([(b"x-terminal-key", b"wrong"), (b"content-length", b"2")]) == ["app"]
+    assert call([(b"x-terminal-key", KEY.encode()), (b"content-length", b"1001")]) == ["app"]
+    assert call([(b"x-terminal-key", KEY.encode()), (b"content-length", b"2")]) == ["body", "app"]  # invalid body
