@@ -570,8 +570,8 @@ class National:
             raise NationalError("没有可结算的费用明细（请先上传 2204/2301）", "chrg_bchno")
         total = sum(f.amount for f in fees)
         if total != d["medfee_sumamt"]:
-            raise NationalError(f"医疗费总额(medfee_sumamt)与已上传费用明细合计 {yuan_out(total):.2f} 不符",
-                                "medfee_sumamt")
+            raise NationalError(f"医疗费总额(medfee_sumamt)与已上传费用明细合计 {yuan_out(total):.2f} 不符，"
+                                "请核对并重新上传费用明细(2204/2301)后再结算", "medfee_sumamt")
         given = [f for f in CATEGORY_FIELDS if f in d]
         if given:
             catalogue = self.engine.policies.get(visit.treatment_region, visit.begntime)

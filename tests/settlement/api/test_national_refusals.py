@@ -281,3 +281,37 @@ def test_a_card_must_be_its_holders_active_card(world):
             "dept_name": "内科", "caty": "A03"}
     refused(his, eng, lambda: his.call("2201", {"data": data}, insuplc_admdvs=BJ), "卡片已挂失")
     assert his.ok("2201", {"data": data | {"mdtrt_cert_type": "02", "mdtrt_cert_no": EMP}}, insuplc_admdvs=BJ)
+
+
+def test_fee_lines_lost_with_a_crash_are_refused_at_settlement_and_uploaded_again(world):
+    """2204 commits without waiting for the disk (settlement/schemes/uploads.py): a machine crash before the
+    next durable commit loses fee lines the HIS was told were uploaded. The HIS's 2207 carries the total of
+    every line it uploaded (medfee_sumamt), so a settlement over fewer lines is refused, naming the total and
+    asking for the upload again; nothing is settled. The HIS uploads every line again (those that survived
+    change nothing) and the same 2207 then settles the whole bill."""
+    his, _, eng = world
+    mdtrt_id = register(his, EMP, EMP_CARD)
+    lines = fee_lines(mdtrt_id, EMP, [("DEMO-FW-0002", "25.00", "1"), ("DEMO-CL-0001", "8.35", "3"),
+                                      ("DEMO-XY-0002", "12.33", "2")])
+    his.ok("2204", {"feedetail": lines[:1]}, insuplc_admdvs=BJ)
+    his.ok("2204", {"feedetail": lines[1:]}, insuplc_admdvs=BJ)
+    total = sum(Decimal(ln["det_item_fee_sumamt"]) for ln in lines)
+    data = {"psn_no": EMP, "mdtrt_cert_type": "03", "mdtrt_cert_no": EMP_CARD, "med_type": "11",
+            "medfee_sumamt": total, "psn_setlway": "01", "mdtrt_id": mdtrt_id, "chrg_bchno": "B1",
+            "acct_used_flag": "1", "insutype": "310"}
+    pre = his.ok("2206", {"data": data}, insuplc_admdvs=BJ)["setlinfo"]
+    data |= {f: pre[f] for f in ("fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt", "inscp_scp_amt")}
+    with eng.store.transaction() as tx:  # what the crash leaves: the second upload's lines are gone
+        tx.execute("DELETE FROM med_fee_details WHERE mdtrt_id = ? AND feedetl_sn <> ?",
+                   (mdtrt_id, lines[0]["feedetl_sn"]))
+    settle = his.envelope("2207", {"data": data}, insuplc_admdvs=BJ)
+    refused(his, eng, lambda: his.post(settle), "医疗费总额(medfee_sumamt)", "25.00", "重新上传")
+    with eng.store.transaction() as tx:  # and a crash that lost every line
+        tx.execute("DELETE FROM med_fee_details WHERE mdtrt_id = ?", (mdtrt_id,))
+    refused(his, eng, lambda: his.post(settle), "费用明细", "2204")
+    his.ok("2204", {"feedetail": lines[:1]}, insuplc_admdvs=BJ)
+    his.ok("2204", {"feedetail": lines}, insuplc_admdvs=BJ)  # every line again: the first is already there
+    reply = json.loads(his.post(settle).text, parse_float=Decimal)
+    assert reply["infcode"] == 0, reply["err_msg"]
+    assert reply["output"]["setlinfo"]["medfee_sumamt"] == total
+    eng.ledger.check_invariants()
