@@ -1,6 +1,7 @@
-"""Operator commands: `sscard reconcile`, `sscard clear`, `sscard load generate`.
+"""Operator commands: `sscard reconcile`, `sscard clear`, `sscard load generate`, `sscard load region`.
 
     sscard load generate --db day.db --out day/ --discrepancy missing_at_centre=2
+    sscard load region --postgres 110000=DSN1 --postgres 990100=DSN2 --seed 7 --visits 600
     sscard reconcile --day 2026-03-02 --db day.db --journal day/journal.csv --statement day/statement.csv \\
         --policies day/policies --report-dir day/reports [--repair] [--close]
     sscard reconcile --day 2026-03-02 --db day.db --repair --apply [--threshold 0.2] [--force-threshold REASON]
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
     from settlement.schemes.policy import PolicyBook
 
 console = Console()
-load_app = typer.Typer(help="Workload generators: a hospital day and a pension day.", no_args_is_help=True)
+load_app = typer.Typer(help="Workload generators: a hospital day and a pension day; a day of several regions.",
+                       no_args_is_help=True)
 
 DB = typer.Option(None, "--db", help="SQLite database file (the default store).")
 POSTGRES = typer.Option(None, "--postgres", help="PostgreSQL DSN, instead of --db.")
@@ -444,3 +446,94 @@ def generate(
     console.print(f"next: sscard reconcile --day {day.day} --journal {out / 'journal.csv'} "
                   f"--statement {out / 'statement.csv'} --policies {out / 'policies'} "
                   + (f"--db {db}" if db else "--postgres DSN"))
+
+
+# -- load region -----------------------------------------------------------------------------------------------
+@load_app.command("region")
+def region(
+    postgres: list[str] = typer.Option(None, "--postgres", metavar="REGION=DSN",
+                                       help="A regional centre and its own PostgreSQL database; repeat per region."),
+    db_dir: Path = typer.Option(None, "--db-dir", file_okay=False,
+                                help="Instead of --postgres: each region's centre on DIR/REGION.db (SQLite)."),
+    region_codes: list[str] = typer.Option(None, "--region", help="With --db-dir: a region (repeat; default all "
+                                                                   "the generator's regions)."),
+    seed: int = typer.Option(1, "--seed", help="Same seed and day, same requests, postings and journals."),
+    day: str = typer.Option(None, "--day", help="Business day YYYY-MM-DD to simulate (default: today in China)."),
+    visits: int = typer.Option(600, "--visits", min=0, help="Hospital visits over all regions."),
+    cross: float = typer.Option(0.10, "--cross-region", min=0.0, max=1.0,
+                                help="Share of visits by a person insured in another region (settled there)."),
+    persons: int = typer.Option(150, "--persons-per-region", min=10),
+    out: Path = typer.Option(None, "--out", file_okay=False,
+                             help="Directory for each region's journal and clearing report."),
+    actor: str = ACTOR,
+) -> None:
+    """A day of N regions, each its own settlement centre and database: every region's terminals settle
+    their own region's insured at home and, for a person insured elsewhere, at that person's centre (as the
+    national platform routes 异地就医); then each centre clears the day, the clearings are netted between
+    regions, and each centre reconciles the journal lines it answered. Exits 0 when everything is clean."""
+    from contextlib import ExitStack
+
+    from settlement.errors import SettlementError
+    from settlement.ledger import CST
+    from settlement.wire import write_journal_csv
+    from testing import load, regions
+
+    try:
+        when = dt.date.fromisoformat(day) if day else dt.datetime.now(CST).date()
+    except ValueError:
+        raise typer.BadParameter(f"--day must look like 2024-03-01, got {day!r}") from None
+    if bool(postgres) == (db_dir is not None):
+        raise typer.BadParameter("give --postgres REGION=DSN (repeated) or --db-dir DIR")
+    dsns: dict[str, str | None] = {}
+    for item in postgres or []:
+        code, sep, dsn = item.partition("=")
+        if not sep or not dsn or code in dsns:
+            raise typer.BadParameter(f"--postgres must look like REGION=DSN, once per region, got {item!r}")
+        dsns[code] = dsn
+    if db_dir is not None:
+        dsns = dict.fromkeys(region_codes or load.REGIONS)
+    unknown = sorted(set(dsns) - set(load.REGIONS))
+    if unknown or len(dsns) < 2:
+        raise typer.BadParameter(f"regions must be two or more of {', '.join(load.REGIONS)}; got {sorted(dsns)}")
+    who = _actor(actor)
+    clock = load.DayClock(when)
+    book = load.policy_book()
+    pop = load.population(seed, regions=sorted(dsns), persons_per_region=persons)
+    with ExitStack() as stack:
+        if db_dir is not None:
+            db_dir.mkdir(parents=True, exist_ok=True)
+        centres = {code: stack.enter_context(_engine(db_dir / f"{code}.db" if db_dir else None, dsn, book, clock,
+                                                    init=True))
+                   for code, dsn in sorted(dsns.items())}
+        country = regions.Country(centres, clock)
+        try:
+            with console.status("population"):
+                regions.install(country, pop)
+            with console.status(f"{visits} visits"):
+                the_day = regions.region_day(country, pop, seed=seed, visits=visits, cross_region_rate=cross)
+            with console.status("clearing and reconciliation"):
+                close = regions.close_day(country, pop, the_day, actor=who)
+            for engine in centres.values():
+                engine.ledger.check_invariants()
+        except (SettlementError, ValueError) as e:
+            raise _fail(e) from None
+    t = Table(title=f"Region day {the_day.day} (seed {seed})")
+    for col in ("region", "journal lines", "postings", "reconciled", "net position"):
+        t.add_column(col, justify="left" if col in ("region", "reconciled") else "right")
+    for code in sorted(centres):
+        rep = close.reports[code]
+        t.add_row(code, f"{rep.journal_lines:,}", f"{rep.centre_postings:,}",
+                  "clean" if rep.clean else f"{len(rep.open_differences)} differences",
+                  _yuan(close.national.get(code, 0)))
+    console.print(t)
+    stats = the_day.stats
+    console.print(f"{stats['visits']} visits ({stats['cross_region']} across regions), {stats['settled']} settled, "
+                  f"{stats['voided']} voided, {stats['refunded']} refunded, {stats['refused']} refused; "
+                  f"net positions between regions sum to {_yuan(sum(close.national.values()))}")
+    if out is not None:
+        for code in sorted(centres):
+            close.clearings[code].write(out / code)
+            write_journal_csv(the_day.lines.get(code, []), out / code / "journal.csv")
+        console.print(f"journals and clearing reports in {out}")
+    console.print("[green]clean[/green]" if close.clean else "[red]not clean[/red]")
+    raise typer.Exit(0 if close.clean else 1)

@@ -184,6 +184,15 @@ class TempCluster:
             conn.execute(f'CREATE SCHEMA "{name}"')
         return self.dsn(search_path=name)
 
+    def new_database(self, prefix: str = "db") -> str:
+        """Create an empty database and return a conninfo for it."""
+        import psycopg
+
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn(name)
+
     def _kill(self) -> None:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
