@@ -6,7 +6,10 @@ Targets: in-process >= 20,000/s; over TCP on loopback with 8 concurrent clients 
 (a session per connection, a tag on every frame) costs at most 10%: 8 clients against a server that
 authenticates them, alternating short rounds with the same traffic against a server that does not
 (`access=None`, which only a benchmark's baseline runs), in the same run; the ratio is the median of
-per-round ratios, so bursts of other work on a shared machine hit both alike.
+per-round ratios, so bursts of other work on a shared machine hit both alike. `--baseline-tree DIR` adds a
+third server in the rotation: the build before authentication (a checkout of 202af37, e.g.
+`git worktree add --detach /tmp/hsm-before 202af37`), run from DIR with the same clients, so the baseline
+is also the code that had no authentication at all.
 
 The servers run in their own processes (`multiprocessing`, ephemeral LMK, keys generated over the wire by
 the console client), the clients are 1 or 8 threads in this process, each with its own `HsmClient`,
@@ -14,7 +17,7 @@ credential (terminals T0001..T0008) and connection; every verification is one re
 (no batching, no pipelining). On a 2-core machine that leaves one core to the servers and one to all
 clients; `--client-processes` runs the 1- and 8-client rows as processes instead.
 
-Run: .venv/bin/python bench/hsm.py [--seconds 2] [--rounds 40] [--client-processes]
+Run: .venv/bin/python bench/hsm.py [--seconds 2] [--rounds 40] [--client-processes] [--baseline-tree DIR]
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ import argparse
 import multiprocessing as mp
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from hsm_client.auth import Credential
+from hsm_client.auth import Channel, Credential
 from hsm_client.client import HsmClient
+from hsm_client.wire import BY_METHOD, encode_fields, encode_reply
 from hsm_mock.access import AccessPolicy
 from hsm_mock.commands import LocalHsm
 from hsm_mock.keystore import KeyStore, Lmk
@@ -53,10 +59,33 @@ def _server_main(authenticate: bool, ready: Connection) -> None:
           access=access)
 
 
-class Server:
-    """A server process; `credential(id)` is None when it does not authenticate."""
+# The server of another source tree, without authentication (before it, `serve` had no `access`).
+_TREE_SERVER = """
+import inspect
+from hsm_mock.commands import LocalHsm
+from hsm_mock.keystore import KeyStore, Lmk
+from hsm_mock.server import serve
+kw = {"access": None} if "access" in inspect.signature(serve).parameters else {}
+serve(LocalHsm(KeyStore(Lmk.ephemeral())), "127.0.0.1", 0, on_ready=lambda host, port: print(port, flush=True), **kw)
+"""
 
-    def __init__(self, authenticate: bool) -> None:
+
+class Server:
+    """A server process (this tree's, with or without authentication, or another tree's without);
+    `credential(id)` is None when it does not authenticate."""
+
+    def __init__(self, authenticate: bool, tree: Path | None = None) -> None:
+        self.creds: dict[str, Credential] = {}
+        if tree is not None:
+            env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
+            self.proc: mp.process.BaseProcess | subprocess.Popen[str] = subprocess.Popen(
+                [sys.executable, "-c", _TREE_SERVER], cwd=tree, env=env, stdout=subprocess.PIPE, text=True)
+            assert self.proc.stdout is not None
+            line = self.proc.stdout.readline()
+            if not line.strip().isdigit():
+                raise SystemExit(f"the server of {tree} did not start")
+            self.port = int(line)
+            return
         ctx = mp.get_context("spawn")
         recv, send = ctx.Pipe(duplex=False)
         self.proc = ctx.Process(target=_server_main, args=(authenticate, send), daemon=True)
@@ -78,7 +107,10 @@ class Server:
 
     def stop(self) -> None:
         self.proc.terminate()  # SIGTERM: the server's own handler stops it
-        self.proc.join(10)
+        if isinstance(self.proc, subprocess.Popen):
+            self.proc.wait(10)
+        else:
+            self.proc.join(10)
 
 
 def _loop(client: HsmClient, label: str, mac: bytes, seconds: float, step: int = 50) -> int:
@@ -166,17 +198,18 @@ class Side:
         return (self.server_cpu + self.client_cpu) / self.requests * 1e6
 
 
-def side_by_side(servers: dict[bool, Server], label: str, macs: dict[bool, bytes], rounds: int,
-                 seconds: float = 0.25) -> tuple[Side, Side, float]:
-    """Alternating rounds of 8 clients without and with authentication: each side's rates and CPU per
-    verification, and the median of per-round rate ratios (on / off)."""
-    pools = {on: connected(server, 8) for on, server in servers.items()}
-    sides = {False: Side(), True: Side()}
+def side_by_side(servers: dict[str, Server], label: str, macs: dict[str, bytes], rounds: int,
+                 seconds: float = 0.25) -> dict[str, Side]:
+    """Rounds of 8 clients on each server in turn (the order rotating every round): each side's rates and
+    CPU per verification."""
+    pools = {name: connected(server, 8) for name, server in servers.items()}
+    sides = {name: Side() for name in servers}
+    names = list(servers)
     for r in range(rounds):
-        for on in (False, True) if r % 2 == 0 else (True, False):
-            side, server = sides[on], servers[on]
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            side, server = sides[name], servers[name]
             s0, c0 = server.cpu(), time.process_time()
-            rate, n = run_threads(pools[on], label, macs[on], seconds, step=10, count=True)
+            rate, n = run_threads(pools[name], label, macs[name], seconds, step=10, count=True)
             side.server_cpu += server.cpu() - s0
             side.client_cpu += time.process_time() - c0
             side.rates.append(rate)
@@ -184,8 +217,13 @@ def side_by_side(servers: dict[bool, Server], label: str, macs: dict[bool, bytes
     for pool in pools.values():
         for c in pool:
             c.close()
-    ratio = statistics.median(a / b for a, b in zip(sides[True].rates, sides[False].rates, strict=True))
-    return sides[False], sides[True], ratio
+    return sides
+
+
+def ratios(on: Side, base: Side) -> tuple[float, float]:
+    """(median of per-round rate ratios, ratio of CPU per verification) of `on` against `base`."""
+    return (statistics.median(a / b for a, b in zip(on.rates, base.rates, strict=True)),
+            base.cpu_us() / on.cpu_us())
 
 
 def opening_cost(plain: Server, auth: Server, n: int = 200) -> tuple[float, float]:
@@ -200,6 +238,23 @@ def opening_cost(plain: Server, auth: Server, n: int = 200) -> tuple[float, floa
     return statistics.median(times[False]) * 1e3, statistics.median(times[True]) * 1e3
 
 
+def tag_cost(n: int = 20_000) -> float:
+    """CPU microseconds of the four tags of one verification (the client seals the request, the HSM opens
+    it, seals the reply, the client opens it), in-process: the part of the path authentication adds."""
+    request = bytes(4) + BY_METHOD["verify_mac"].code.encode() + encode_fields(["bench.sm4", MESSAGE, bytes(4), b""])
+    reply = encode_reply(bytes(4), BY_METHOD["verify_mac"].reply_code, "00", [])
+    c2s, s2c = os.urandom(32), os.urandom(32)
+    client, hsm = Channel(c2s, s2c), Channel(s2c, c2s)
+    runs = []
+    for _ in range(5):
+        t0 = time.process_time()
+        for _ in range(n):
+            hsm.open(client.seal(request))
+            client.open(hsm.seal(reply))
+        runs.append((time.process_time() - t0) / n * 1e6)
+    return statistics.median(runs)
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -207,8 +262,10 @@ def loadavg() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=2.0, help="measuring time per figure")
-    ap.add_argument("--rounds", type=int, default=40, help="alternating 0.25 s rounds per suite, auth off/on")
+    ap.add_argument("--rounds", type=int, default=40, help="0.25 s rounds per suite on each server in turn")
     ap.add_argument("--client-processes", action="store_true", help="TCP clients as processes, not threads")
+    ap.add_argument("--baseline-tree", type=Path, metavar="DIR",
+                    help="also compare with the server of this source tree (the build before authentication)")
     a = ap.parse_args()
     print(f"mock HSM, MAC verification, {len(MESSAGE)}-byte message, 4-byte MAC; cpus={os.cpu_count()}; "
           f"TCP clients as {'processes' if a.client_processes else 'threads in one process'}, authenticated; "
@@ -226,43 +283,53 @@ def main() -> int:
     for suite in SUITES:
         row(suite, "in-process", 1, bench_local(suite, a.seconds), TARGET_LOCAL)
 
-    plain, auth = Server(False), Server(True)
+    servers: dict[str, Server] = {}
     try:
-        macs: dict[str, dict[bool, bytes]] = {}
+        plain = servers["off"] = Server(False)
+        auth = servers["on"] = Server(True)
+        if a.baseline_tree is not None:
+            servers["before"] = Server(False, a.baseline_tree)
+        macs: dict[str, dict[str, bytes]] = {}
         for suite in SUITES:
             label = f"bench.{suite.lower()}"
             macs[label] = {}
-            for on, server in ((False, plain), (True, auth)):
+            for name, server in servers.items():
                 with server.client("console") as console, server.client(TERMINALS[0]) as terminal:
                     console.generate_key(label, "MAK", suite)
-                    macs[label][on] = terminal.generate_mac(label, MESSAGE)
+                    macs[label][name] = terminal.generate_mac(label, MESSAGE)
             for clients in (1, 8):
                 if a.client_processes:
-                    rate = bench_tcp_processes(auth, label, macs[label][True], clients, a.seconds)
+                    rate = bench_tcp_processes(auth, label, macs[label]["on"], clients, a.seconds)
                 else:
                     pool = connected(auth, clients)
-                    rate = run_threads(pool, label, macs[label][True], a.seconds)
+                    rate = run_threads(pool, label, macs[label]["on"], a.seconds)
                     for c in pool:
                         c.close()
                 row(suite, "tcp", clients, rate, TARGET_TCP_8 if clients == 8 else None)
-        print(f"\nauthentication on vs off, 8 clients, {a.rounds} alternating rounds of 0.25 s; target: on/off "
-              f">= {TARGET_AUTH_RATIO} in verifications/s (median of per-round ratios), and in verifications per "
-              "CPU second (server + clients, summed over the rounds: steadier on a shared machine)")
+        print(f"\nauthentication on vs off, 8 clients, {a.rounds} rounds of 0.25 s on each server in turn; target: "
+              f"on/off >= {TARGET_AUTH_RATIO} in verifications/s (median of per-round ratios), and in verifications "
+              "per CPU second (server + clients, summed over the rounds: steadier on a shared machine)"
+              + ("; 'before': the server of --baseline-tree" if "before" in servers else ""))
+        tags = tag_cost()
         for suite in SUITES:
             label = f"bench.{suite.lower()}"
-            off, on, ratio = side_by_side({False: plain, True: auth}, label, macs[label], a.rounds)
-            cpu_ratio = off.cpu_us() / on.cpu_us()
-            verdict = "PASS" if min(ratio, cpu_ratio) >= TARGET_AUTH_RATIO else "FAIL"
-            ok &= verdict == "PASS"
-            print(f"{suite:6} off {statistics.median(off.rates):>7,.0f}/s {off.cpu_us():6.1f} us CPU  "
-                  f"on {statistics.median(on.rates):>7,.0f}/s {on.cpu_us():6.1f} us CPU  "
-                  f"on/off {ratio:.3f}, by CPU {cpu_ratio:.3f}  {verdict}", flush=True)
+            sides = side_by_side(servers, label, macs[label], a.rounds)
+            on = sides["on"]
+            print(f"{suite:6} " + "  ".join(f"{name} {statistics.median(s.rates):>6,.0f}/s {s.cpu_us():5.1f} us CPU"
+                                            for name, s in sides.items()))
+            print(f"{'':6} the tags alone: {tags:.1f} us CPU a verification, {tags / on.cpu_us():.1%} of the "
+                  "authenticated path's")
+            for base in (b for b in sides if b != "on"):
+                ratio, cpu_ratio = ratios(on, sides[base])
+                verdict = "PASS" if min(ratio, cpu_ratio) >= TARGET_AUTH_RATIO else "FAIL"
+                ok &= verdict == "PASS"
+                print(f"{'':6} on/{base} {ratio:.3f}, by CPU {cpu_ratio:.3f}  {verdict}", flush=True)
         t_off, t_on = opening_cost(plain, auth)
         print(f"a fresh connection and one ping: {t_off:.3f} ms without a session, {t_on:.3f} ms with one "
               "(paid once per pooled connection)")
     finally:
-        plain.stop()
-        auth.stop()
+        for server in servers.values():
+            server.stop()
     print(f"load average {loadavg()}")
     print("overall:", "PASS" if ok else "FAIL")
     return 0 if ok else 1

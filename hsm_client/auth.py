@@ -23,7 +23,7 @@ is answered untagged, with the error code, and the connection is closed. The tag
 frames; they do not hide them (see hsm_mock/README.md, "Client authentication").
 
 The tag is BLAKE2b in its keyed mode (RFC 7693: a MAC by design, as WireGuard uses it), not HMAC-SHA-256,
-for speed: a tag costs about 1 us against 3 us here, and a request takes four (bench/README.md, "HSM").
+for speed: a tag costs about 0.5 us against 1.8 us here, and a request takes four (bench/README.md, "HSM").
 """
 
 from __future__ import annotations
