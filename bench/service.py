@@ -184,7 +184,7 @@ def http_row(c: Centre, port: int, pid: int, workers: int, clients: int, seconds
     meter = threading.Thread(target=measure)
     meter.start()
     r = run_in_process(("127.0.0.1", port), plan, mode="visit" if visit else "settle", seconds=seconds,
-                       warmup=warmup, seed=clients, run_id=f"h{c.runs}x{clients}")
+                       warmup=warmup, seed=clients, run_id=f"{'v' if visit else 'h'}{c.runs}x{clients}")
     meter.join()
     (s0, d0), (s1, d1) = holder  # type: ignore[misc]
     n = max(1, r.count("settle"))
