@@ -381,6 +381,16 @@ class Void(_Out):
     replayed: bool = False
 
 
+class Restoration(_Out):
+    """A settlement voided by mistake, restored by a correcting posting (`restore_key`)."""
+
+    restore_key: str
+    setl_id: str
+    void_key: str
+    at: str
+    replayed: bool = False
+
+
 class SettlementRecord(_Out):
     """A settlement's state: status and what may still be refunded per part."""
 

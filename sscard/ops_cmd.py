@@ -6,6 +6,7 @@
         --policies day/policies --report-dir day/reports [--repair] [--close]
     sscard reconcile --day 2026-03-02 --db day.db --repair --apply [--threshold 0.2] [--force-threshold REASON]
     sscard reconcile --day 2026-03-02 --db day.db --accept T0001:000042 --note "HIS corrected the bill" --apply
+    sscard reconcile --day 2026-03-02 --db day.db --restore T0001:000042 --note "the full journal has it" --apply
     sscard reconcile --day 2026-03-02 --db day.db --close --force --note "bank confirms; see ticket 88" --apply
     sscard clear --period 2026-03 --db day.db --report-dir day/reports
 
@@ -141,12 +142,15 @@ def reconcile(
     accept: list[str] = typer.Option(None, "--accept", metavar="KEY",
                                      help="Accept the difference on KEY (or statement reference) with --note; "
                                           "repeatable; applied only with --apply."),
+    restore: list[str] = typer.Option(None, "--restore", metavar="SETL_ID",
+                                      help="Restore a settlement voided by mistake (a correcting posting) with "
+                                           "--note; repeatable; applied only with --apply."),
     close: bool = typer.Option(False, "--close", help="Close the day if it is clean (with --force: even with "
                                                       "open differences, given --note and --apply)."),
     force: bool = typer.Option(False, "--force", help="With --close: close with open differences (audited)."),
-    note: str = typer.Option(None, "--note", help="Why (audited): needed by --accept and --force."),
-    apply: bool = typer.Option(False, "--apply", help="Apply the plan shown (repairs, acceptances, a forced "
-                                                      "close); without it nothing changes."),
+    note: str = typer.Option(None, "--note", help="Why (audited): needed by --accept, --restore and --force."),
+    apply: bool = typer.Option(False, "--apply", help="Apply the plan shown (repairs, acceptances, restores, a "
+                                                      "forced close); without it nothing changes."),
     threshold: float = typer.Option(DEFAULT_THRESHOLD, "--threshold", min=0.0, max=1.0,
                                     help="Largest share of a terminal's day (by count or amount) a repair may void "
                                          "(more than one settlement)."),
@@ -157,7 +161,7 @@ def reconcile(
     actor: str = ACTOR,
 ) -> None:
     """Reconcile a business day: terminal journals and statements against the ledger. What changes money
-    (--repair, --accept, --close --force) is planned and shown first, and applied with --apply."""
+    (--repair, --accept, --restore, --close --force) is planned and shown first, and applied with --apply."""
     from settlement.errors import InvalidRequest, NoData, SettlementError
     from settlement.reconcile.encoding import check_encoding
     from settlement.reconcile.reconciler import Reconciler
@@ -165,8 +169,8 @@ def reconcile(
     who = _actor(actor)
     try:
         day, encoding = _check_day(day), check_encoding(encoding)
-        if (accept or force) and not (note and note.strip()):
-            raise InvalidRequest("--accept and --force need --note saying why (it is audited)",
+        if (accept or restore or force) and not (note and note.strip()):
+            raise InvalidRequest("--accept, --restore and --force need --note saying why (it is audited)",
                                  field="note")
         if force and not close:
             raise InvalidRequest("--force goes with --close", field="force")
@@ -203,6 +207,15 @@ def reconcile(
             if accept:
                 report = _accept(recon, report, accept, note, who, apply)
                 planned = planned or not apply
+            if restore:
+                planned_restores = recon.plan_restore(day, restore)
+                _restores(planned_restores, note, apply)
+                if apply:
+                    done = recon.apply_restore(day, planned_restores, actor=who, reason=note)
+                    _repairs(done.actions)
+                    report = done.after
+                else:
+                    planned = True
             if repair:
                 plan = recon.plan_repair(day, actor=who, threshold=threshold)
                 _plan(plan)
@@ -255,6 +268,18 @@ def _accept(recon, report: Report, keys: list[str], note: str, who: str, apply: 
     for k in keys:
         recon.accept(report.business_day, k, actor=who, note=note)
     return recon.reconcile(report.business_day, actor=who)
+
+
+def _restores(items: list, note: str, apply: bool) -> None:  # type: ignore[type-arg]
+    """The settlements a restore would put back in force, and what they held."""
+    t = Table(title=f"Restore ({'applying' if apply else 'plan'}): {note}")
+    for col in ("settlement", "voided by", "correcting posting", "person", "institution", "yuan"):
+        t.add_column(col, justify="right" if col == "yuan" else "left", overflow="fold")
+    for p in items:
+        t.add_row(p.setl_id, p.void_key, p.restore_key, p.person_id, p.institution, _yuan(p.amount))
+    t.add_section()
+    t.add_row(f"{len(items)} to restore", "", "", "", "", _yuan(sum(p.amount for p in items)))
+    console.print(t)
 
 
 def _plan(plan) -> None:  # type: ignore[no-untyped-def]

@@ -249,7 +249,8 @@ def sync(run: Callable[[Callable[[Tx], Any]], Any], dialect: str, link: str,
             if int(cur or 0) != lo:
                 return 0  # another run extracted this range meanwhile
             n = tx.execute(extract[0], (lo, top))
-            tx.execute(extract[1], (lo, top))
+            for sql in extract[1:]:
+                tx.execute(sql, (lo, top))
             tx.execute("INSERT INTO recon_cursor (name, seq) VALUES ('ledger', ?)"
                        " ON CONFLICT (name) DO UPDATE SET seq = excluded.seq", (top,))
             return n

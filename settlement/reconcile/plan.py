@@ -77,3 +77,15 @@ class RepairPlan:
 
     def count(self, action: str) -> int:
         return sum(1 for i in self.items if i.action == action)
+
+
+@dataclass(frozen=True)
+class PlannedRestore:
+    """A settlement voided by mistake that a restore would put back in force."""
+
+    setl_id: str
+    void_key: str
+    restore_key: str
+    amount: int  # fen the settlement held before the void (what comes back into force)
+    person_id: str
+    institution: str

@@ -8,6 +8,8 @@ statements (the national platform's 3201 totals and 3202 details, for our own te
     report = recon.reconcile("2024-03-01", actor="ops")              # Report (reconcile/report.py)
     plan = recon.plan_repair("2024-03-01", actor="ops")              # what repair would do: nothing posted
     result = recon.apply_repair(plan, actor="ops")                   # replays and voids, audited
+    restore = recon.plan_restore("2024-03-01", ["T0001:000042"])     # a settlement voided by mistake...
+    recon.apply_restore("2024-03-01", restore, actor="ops", reason="the full journal proves it")  # ...restored
     recon.accept("2024-03-01", "T0001:000042", actor="ops", note="HIS corrected the bill")
     recon.close_day("2024-03-01", actor="ops")
 
@@ -27,7 +29,8 @@ other), and a comparison runs its journal side and its centre side on two thread
 Repairs go through the engine's own idempotent paths, never around them: a transaction missing at the
 centre is replayed with its original key and request (medical register + settle, refund, pension
 collect); a settlement in force at the centre but voided, failed, pending or missing at the terminal is
-voided (with the terminal's own void key when its journal has one, else `RECON:V<hash of the key>`). Each
+voided (with the terminal's own void key when its journal has one, else `RECON:V<hash of the key>`); a
+settlement voided by mistake is restored by a correcting posting (`RECON:R...`, Medical.restore). Each
 repair is written to `recon_repairs` (so its posting counts for the day it repairs) and to the audit
 table before it runs, and its outcome after; running a repair again replays instead of posting twice.
 Nothing else is ever posted by reconciliation. A closed day refuses imports, runs, repairs and acceptances
@@ -63,8 +66,8 @@ from settlement.reconcile.imports import audit as _audit
 from settlement.reconcile.imports import check_open as _check_open
 from settlement.reconcile.journal import Chunk, Terminals, check_trailer, iter_import
 from settlement.reconcile.journal import chunks as journal_chunks
-from settlement.reconcile.plan import DEFAULT_THRESHOLD, PlannedRepair, RepairPlan, TerminalShare
-from settlement.reconcile.repair import RepairAction, Repairs
+from settlement.reconcile.plan import DEFAULT_THRESHOLD, PlannedRepair, PlannedRestore, RepairPlan, TerminalShare
+from settlement.reconcile.repair import RepairAction, Repairs, recon_restore_key
 from settlement.reconcile.report import REPAIRABLE, Report
 from settlement.reconcile.scratch import Scratch
 from settlement.wire import JournalLine, Row, check_day, row_from_json
@@ -74,12 +77,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RepairResult:
-    """A repair run: the report before, what was done, the report after."""
+    """A repair or restore run: the report before, what was done, the report after."""
 
     before: Report
     actions: list[RepairAction]
     after: Report
-    plan: RepairPlan
+    plan: RepairPlan | None = None  # (a repair's; a restore has none)
 
 
 @dataclass(frozen=True)
@@ -366,6 +369,37 @@ class Reconciler:
                               for s in over}}))
         actions = [self.repairs.repair_one(day, i.diff, actor) for i in plan.items]
         return RepairResult(plan.before, actions, self.reconcile(day, actor=actor), plan)
+
+    def plan_restore(self, day: str, setl_ids: Iterable[str]) -> list[PlannedRestore]:
+        """What restoring settlements `setl_ids` (voided by mistake) would do: nothing is posted. Refuses
+        (INVALID_STATE, UNKNOWN_TRANSACTION) a settlement that is not voided, or whose void kept no record of
+        what it held."""
+        day = _day(day)
+        self._require_open(day)
+        out = []
+        for setl_id in dict.fromkeys(setl_ids):
+            s = self.engine.medical.settlement(setl_id)
+            void = self.engine.ledger.get(s.void_key) if s.status == "voided" and s.void_key else None
+            held = (void.payload.get("remaining") or {}) if void is not None else {}
+            if void is None or "bill" not in held:
+                state = {"settled": "in force", "void_before_arrival": "a tombstone (it never arrived)"}
+                raise InvalidState(f"settlement {setl_id} is {state.get(s.status, s.status)}" + (
+                    "" if void is None else f", and its void {s.void_key} kept no record of what it held") +
+                    ": nothing to restore", key=setl_id, status=s.status)
+            out.append(PlannedRestore(setl_id, void.key, recon_restore_key(setl_id, void.key), int(held["bill"]),
+                                      s.person_id or "", s.institution or ""))
+        return out
+
+    def apply_restore(self, day: str, plan: Sequence[PlannedRestore], *, actor: str, reason: str) -> RepairResult:
+        """Restore the planned settlements by correcting postings (counted for `day`), audited with `actor`
+        and `reason`, then reconcile again."""
+        if not actor or not reason or not reason.strip():
+            raise InvalidRequest("a restore needs an actor and a reason (both audited)")
+        before = self.reconcile(day, actor=actor)
+        actions = [self.repairs.restore_one(before.business_day, p.setl_id, p.restore_key, actor, reason)
+                   for p in plan]
+        after = self.reconcile(day, actor=actor)
+        return RepairResult(before, actions, after)
 
     def repair(self, day: str, *, actor: str, keys: Iterable[str] | None = None,
                threshold: float = DEFAULT_THRESHOLD, force_reason: str | None = None) -> RepairResult:

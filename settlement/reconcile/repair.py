@@ -6,7 +6,9 @@ pending or missing at the terminal is voided: with the terminal's own void key w
 else with `RECON:V<hash of the key>`. Before the engine is called, the posting key is written to
 `recon_repairs` (so the posting counts for the day it repairs) and the intent to the audit table; the
 outcome is audited after. A crash in between is harmless: the next repair finds the difference gone, or
-sends the same key again and the engine answers with the first result.
+sends the same key again and the engine answers with the first result. A settlement voided by mistake is
+restored the same way, under `RECON:R<hash of the settlement and its void>`, with the operator's reason
+(Medical.restore).
 """
 
 from __future__ import annotations
@@ -36,15 +38,20 @@ class RepairAction:
     """One repair attempt: what was done for which difference, and how it ended."""
 
     key: str
-    action: str  # replay | void
+    action: str  # replay | void | restore
     posting_key: str
-    outcome: str  # posted | replayed | voided | voided_before_arrival | failed
+    outcome: str  # posted | replayed | voided | voided_before_arrival | restored | failed
     detail: str = ""
 
 
 def recon_void_key(setl_id: str) -> str:
     """The key reconciliation voids an orphan under when the terminal has no void of its own."""
     return f"{RECON_TERMINAL}:V{hashlib.blake2b(setl_id.encode(), digest_size=12).hexdigest()}"
+
+
+def recon_restore_key(setl_id: str, void_key: str) -> str:
+    """The key reconciliation restores settlement `setl_id`, voided by `void_key`, under."""
+    return f"{RECON_TERMINAL}:R{hashlib.blake2b(f'{setl_id}|{void_key}'.encode(), digest_size=12).hexdigest()}"
 
 
 class Repairs:
@@ -70,13 +77,14 @@ class Repairs:
         """Run the repair of difference `d` (replay or void): intent audited first, outcome after."""
         eng = self.engine
         posting_key = self.posting_key(day, d)
+        why = {"class": d.cls, "reason": d.reason}
         if d.repair == "replay":
             line = self.read(lambda tx: tx.one(
                 "SELECT kind, original_key, amount, request FROM recon_journal WHERE business_day = ?"
                 " AND terminal_id = ? AND key = ? ORDER BY row_no LIMIT 1", (day, d.terminal_id, d.key)))
             if line is None or not line["request"]:
-                return self._record(day, d, actor, "replay", posting_key, "failed",
-                                    "the journal line carries no request to replay")
+                return self._record(day, d.key, actor, "replay", posting_key, "failed",
+                                    "the journal line carries no request to replay", why)
             req = json.loads(line["request"])
 
             def run() -> str:
@@ -86,12 +94,12 @@ class Repairs:
                 v = eng.medical.void(posting_key, d.key)
                 return "replayed" if v.replayed else v.status
 
-        self._intent(day, d, actor, d.repair, posting_key)
+        self._intent(day, d.key, actor, d.repair, posting_key, why)
         try:
             outcome = run()
         except SettlementError as e:
-            return self._record(day, d, actor, d.repair, posting_key, "failed", f"{e.code}: {e.message}")
-        return self._record(day, d, actor, d.repair, posting_key, outcome, "")
+            return self._record(day, d.key, actor, d.repair, posting_key, "failed", f"{e.code}: {e.message}", why)
+        return self._record(day, d.key, actor, d.repair, posting_key, outcome, "", why)
 
     def replay(self, kind: str, key: str, original_key: str, amount: int, req: dict[str, Any], actor: str) -> str:
         """Send a journal line's request again, under its own key, through the engine's idempotent path."""
@@ -119,21 +127,34 @@ class Repairs:
             raise InvalidRequest(f"the journal's request for {key} cannot be replayed: {e!r}") from None
         raise InvalidRequest(f"a {kind} cannot be replayed")
 
-    def _intent(self, day: str, d: Difference, actor: str, action: str, posting_key: str) -> None:
+    def restore_one(self, day: str, setl_id: str, restore_key: str, actor: str, reason: str) -> RepairAction:
+        """Restore settlement `setl_id`, voided by mistake, under `restore_key` (Medical.restore): intent audited
+        first with the operator's reason, outcome after; the correcting posting counts for `day`."""
+        detail = {"reason": reason}
+        self._intent(day, setl_id, actor, "restore", restore_key, detail)
+        try:
+            r = self.engine.medical.restore(restore_key, setl_id, actor=actor, reason=reason)
+        except SettlementError as e:
+            return self._record(day, setl_id, actor, "restore", restore_key, "failed", f"{e.code}: {e.message}",
+                                detail)
+        return self._record(day, setl_id, actor, "restore", restore_key, "replayed" if r.replayed else "restored", "",
+                            detail)
+
+    def _intent(self, day: str, key: str, actor: str, action: str, posting_key: str, detail: dict[str, Any]) -> None:
         at = self.engine.stamp()
 
         def unit(tx: Tx) -> None:
             check_open(tx, day)
             tx.execute("INSERT INTO recon_repairs (posting_key, business_day, diff_key, action, created_at)"
                        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (posting_key) DO NOTHING",
-                       (posting_key, day, d.key, action, at))
-            audit(tx, at, actor, day, action, d.key, posting_key, "started", {"class": d.cls, "reason": d.reason})
+                       (posting_key, day, key, action, at))
+            audit(tx, at, actor, day, action, key, posting_key, "started", detail)
 
         self.store.run(unit)
 
-    def _record(self, day: str, d: Difference, actor: str, action: str, posting_key: str, outcome: str,
-                detail: str) -> RepairAction:
+    def _record(self, day: str, key: str, actor: str, action: str, posting_key: str, outcome: str,
+                detail: str, more: dict[str, Any]) -> RepairAction:
         at = self.engine.stamp()
-        self.store.run(lambda tx: audit(tx, at, actor, day, action, d.key, posting_key, outcome,
-                                        {"class": d.cls, "reason": d.reason, "detail": detail}))
-        return RepairAction(d.key, action, posting_key, outcome, detail)
+        self.store.run(lambda tx: audit(tx, at, actor, day, action, key, posting_key, outcome,
+                                        {**more, "detail": detail}))
+        return RepairAction(key, action, posting_key, outcome, detail)

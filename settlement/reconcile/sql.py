@@ -32,7 +32,7 @@ from settlement.wire import PARTS
 MEDICAL_MEMOS = PARTS  # memos of medical transfers that carry money of the breakdown
 PENSION_MEMO = "pension collection"  # memo of the pension collection transfer (settlement/schemes/pension.py)
 KIND_MAP = {"medical.settle": "settle", "medical.refund": "refund", "reversal": "void",
-            "pension.collect": "pension_collect"}
+            "pension.collect": "pension_collect", "medical.restore": "restore"}
 AMOUNT_COLS = ("amount", *PARTS)
 
 
@@ -256,7 +256,8 @@ def transfer_link(transfer_columns: list[str]) -> str:
 
 def extract_sql(dialect: str, link: str) -> list[str]:
     """Statements that copy ledger postings with lo < seq <= hi into recon_centre (params: lo, hi each),
-    then mark the originals the copied reversals reversed.
+    then mark the originals the copied reversals reversed, and settlements restored by reconciliation
+    (`medical.restore`, recorded in recon_repairs) in force again, unless their restore was voided.
 
     Money per breakdown part is summed from the transfers by memo (medical.py names each transfer after its
     part; pension.py's collection transfer is "pension collection"), so the centre's side is the money the
@@ -292,6 +293,14 @@ def extract_sql(dialect: str, link: str) -> list[str]:
         # an original is reversed once (the ledger refuses a second reversal), on the day of the reversal's row
         "UPDATE recon_centre SET reversed_on = v.business_day FROM (SELECT original_key, business_day"
         " FROM recon_centre WHERE kind = 'void' AND seq > ? AND seq <= ?) v WHERE recon_centre.key = v.original_key",
+        # a settlement restored (by reconciliation: recon_repairs names it) is in force again...
+        "UPDATE recon_centre SET reversed_on = NULL WHERE key IN (SELECT r.diff_key FROM recon_repairs r JOIN"
+        " recon_centre c ON c.key = r.posting_key WHERE r.action = 'restore' AND c.seq > ? AND c.seq <= ?)",
+        # ...until its correcting posting is voided in turn
+        "UPDATE recon_centre SET reversed_on = v.reversed_on FROM (SELECT r.diff_key, c.reversed_on FROM"
+        " recon_repairs r JOIN recon_centre c ON c.key = r.posting_key WHERE r.action = 'restore' AND EXISTS"
+        " (SELECT 1 FROM recon_centre x WHERE x.original_key = c.key AND x.kind = 'void' AND x.seq > ?"
+        " AND x.seq <= ?)) v WHERE recon_centre.key = v.diff_key",
     ]
 
 

@@ -24,6 +24,11 @@ A void reverses whatever the settlement still holds (after refunds) and rolls ba
 its accumulators; the visit can then be settled again under a new key. A void that arrives before its
 settlement (the settlement request still in flight) leaves a tombstone: the late settlement is refused
 with ALREADY_REVERSED, so a terminal that voided never finds the visit settled behind its back.
+
+A settlement voided by mistake (a reconciliation repair that trusted a journal cut short) is restored by a
+correcting posting (`restore`, kind `medical.restore`: the void's transfers turned back), audited with the
+operator and the reason in `med_restorations`; the settlement is in force again with what it held before the
+void (its refundable remainder and accumulators), and later refunds and voids link to the correcting posting.
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ from settlement.wire import (
     PreSettlement,
     Refund,
     RefundParts,
+    Restoration,
     Settlement,
     SettlementLine,
     SettlementRecord,
@@ -168,6 +174,14 @@ def schema(dialect: str) -> list[str]:
             psn_cash_pay BIGINT NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS med_reversals_institution ON med_reversals (institution, at)",
+        """CREATE TABLE IF NOT EXISTS med_restorations (
+            setl_id TEXT PRIMARY KEY,
+            restore_key TEXT NOT NULL UNIQUE,
+            void_key TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            at TEXT NOT NULL
+        )""",
         """CREATE TABLE IF NOT EXISTS med_accumulators (
             person_id TEXT NOT NULL,
             year INTEGER NOT NULL,
@@ -607,6 +621,8 @@ class Medical:
         persons = load_persons(tx, [r["person_id"] for r in rows.values() if r["person_id"]], lock=True)
         insts = load_institutions(tx, [r["institution"] for r in rows.values() if r["institution"]])
         rems = {k: json.loads(r["remaining"]) for k, r in rows.items() if r["remaining"]}
+        restored = dict(tx.rows("SELECT setl_id, restore_key FROM med_restorations"
+                                f" WHERE setl_id IN ({marks(len(ids))})", ids))
         cards = self.cards.refusals(tx, [(rows[it.setl_id]["person_id"] or "" if it.setl_id in rows else "",
                                           it.card_id, it.card_no) for it in its])
         reqs, changed, reversals = [], set(), []
@@ -645,7 +661,8 @@ class Medical:
                 result = Refund(refund_key=it.key, setl_id=it.setl_id, refund=_refund_parts(parts),
                                 refundable_after=after["bill"])
                 reqs.append(self.ledger.request(it.key, "medical.refund", _transfers(parts, person, inst, back=True),
-                                                links_to=it.setl_id, payload_json=answers.payload(result),
+                                                links_to=restored.get(it.setl_id, it.setl_id),
+                                                payload_json=answers.payload(result),
                                                 request_hash=it.rhash))
             except SettlementError as e:
                 results[i] = e
@@ -715,7 +732,8 @@ class Medical:
             rem = json.loads(row["remaining"])
             result = Void(void_key=key, setl_id=setl_id, status="voided",
                           reversed=_refund_parts({p: rem["parts"][p] for p in PARTS}))
-            posting = self.ledger.reverse(key, setl_id, payload={"result": result.model_dump(mode="json")})
+            posting = self.ledger.reverse(key, self._in_force(tx, setl_id),
+                                          payload={"result": result.model_dump(mode="json"), "remaining": rem})
             if posting.replayed:  # the key reversed this settlement before, in a unit that also did the rest
                 return answers.replay(posting, Void, "reversal")
             add_to_accumulators(tx, person.person_id, row["year"], {c: -v for c, v in rem["counters"].items()})
@@ -726,6 +744,64 @@ class Medical:
             tx.execute("UPDATE med_visits SET status = 'registered', settle_key = NULL WHERE mdtrt_id = ?",
                        (row["mdtrt_id"],))
             return result
+
+        return self.store.run(unit)
+
+    @staticmethod
+    def _in_force(tx: Tx, setl_id: str) -> str:
+        """The posting that holds settlement `setl_id`'s money: the settlement's, or its correcting posting."""
+        return str(tx.value("SELECT restore_key FROM med_restorations WHERE setl_id = ?", (setl_id,)) or setl_id)
+
+    def restore(self, key: str, setl_id: str, *, actor: str, reason: str) -> Restoration:
+        """Restore settlement `setl_id`, voided by mistake, by a correcting posting under `key` (the void's
+        transfers turned back): in force again as before the void, audited with `actor` and `reason`.
+        Repeating `key` returns the first result. Refused: a settlement in force, a tombstone (nothing ever
+        arrived), a visit settled again since, a void recorded before restores existed (INVALID_STATE), money
+        no longer there (INSUFFICIENT_FUNDS); then nothing changes."""
+        if not actor or not reason or not reason.strip():
+            raise InvalidRequest("a restore needs an actor and a reason (both audited)")
+
+        def unit(tx: Tx) -> Restoration:
+            done = tx.one("SELECT setl_id, void_key, at FROM med_restorations WHERE restore_key = ?", (key,))
+            if done is not None:
+                if done["setl_id"] != setl_id:
+                    raise IdempotencyConflict(f"key {key!r} restored {done['setl_id']}", key=key)
+                return Restoration(restore_key=key, setl_id=setl_id, void_key=done["void_key"], at=done["at"],
+                                   replayed=True)
+            row = tx.one(f"SELECT status, void_key, person_id, year, mdtrt_id FROM med_settlements WHERE key = ?"
+                         f"{tx.for_update}", (setl_id,))
+            if row is None:
+                raise UnknownTransaction(f"no settlement {setl_id!r}", key=setl_id)
+            if row["status"] != "voided":
+                what = "never arrived (a tombstone)" if row["status"] == "void_before_arrival" else "is in force"
+                raise InvalidState(f"settlement {setl_id} {what}: nothing to restore", key=setl_id)
+            void = self.ledger.get(row["void_key"])
+            rem = (void.payload if void is not None else {}).get("remaining")
+            if void is None or rem is None:
+                raise InvalidState(f"the void of {setl_id} ({row['void_key']}) keeps no record of what the "
+                                   "settlement held: restore it by hand", key=setl_id)
+            visit = tx.one(f"SELECT status, settle_key FROM med_visits WHERE mdtrt_id = ?{tx.for_update}",
+                           (row["mdtrt_id"],))
+            if visit is not None and visit["status"] == "settled":
+                raise InvalidState(f"visit {row['mdtrt_id']} was settled again by {visit['settle_key']}: settlement "
+                                   f"{setl_id} cannot be restored beside it", key=setl_id)
+            at = self.clock.stamp()
+            self.ledger.post(key, "medical.restore", [Transfer(t.credit, t.debit, t.amount, t.memo)
+                                                      for t in void.transfers],
+                             payload={"setl_id": setl_id, "void_key": row["void_key"], "actor": actor,
+                                      "reason": reason})
+            add_to_accumulators(tx, row["person_id"], row["year"], rem["counters"])
+            tx.execute("UPDATE med_settlements SET status = 'settled', void_key = NULL, remaining = ? WHERE key = ?",
+                       (json.dumps(rem), setl_id))
+            tx.execute("UPDATE med_visits SET status = 'settled', settle_key = ? WHERE mdtrt_id = ?",
+                       (setl_id, row["mdtrt_id"]))
+            tx.execute("DELETE FROM med_reversals WHERE key = ?", (row["void_key"],))  # (the book: never voided)
+            tx.execute("INSERT INTO med_restorations (setl_id, restore_key, void_key, actor, reason, at)"
+                       " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (setl_id) DO UPDATE SET restore_key ="
+                       " excluded.restore_key, void_key = excluded.void_key, actor = excluded.actor,"
+                       " reason = excluded.reason, at = excluded.at",
+                       (setl_id, key, row["void_key"], actor, reason, at))
+            return Restoration(restore_key=key, setl_id=setl_id, void_key=row["void_key"], at=at)
 
         return self.store.run(unit)
 

@@ -1,6 +1,7 @@
-"""Hostile clients of the mock HSM (issue 12, finding 4): a server with the issuer's keys and a client list
-(two terminals, the settlement service, the console), small limits, and a clock the tests move (the
-server's sweep of timeouts is run by the test, so nothing waits for the wall clock)."""
+"""Operator commands' output (`wide_console`), and hostile clients of the mock HSM (issue 12, finding 4): a
+server with the issuer's keys and a client list (two terminals, the settlement service, the console), small
+limits, and a clock the tests move (the server's sweep of timeouts is run by the test, so nothing waits for the
+wall clock)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,15 @@ from hsm_mock.access import AccessPolicy
 from hsm_mock.server import ServerThread
 from sim.issuer import DEFAULT_ISSUER, install_into_hsm
 from tests.hsm_mock.conftest import RawSession, raw_connect, read_payload
+
+
+@pytest.fixture
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Operator tables as wide as their keys (CliRunner's terminal is 80 columns: rich would fold them)."""
+    from sscard.ops_cmd import console
+
+    monkeypatch.setattr(console, "width", 220)
+
 
 LIMITS = {"max_connections": 24, "max_connections_per_client": 4, "idle_timeout": 30.0, "frame_timeout": 2.0}
 CLIENTS = {"T0001": "terminal", "T0002": "terminal", "centre": "settlement", "ops": "console"}

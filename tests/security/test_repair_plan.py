@@ -6,6 +6,7 @@ voided at once, journals had no trailer, there was no threshold, no --accept and
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections import Counter
 from pathlib import Path
@@ -19,6 +20,7 @@ from tests.security.test_operator_cli import day, invoke, postings  # noqa: F401
 from tests.settlement.reconcile.test_reconcile import DAY
 
 D = DAY.isoformat()
+pytestmark = pytest.mark.usefixtures("wide_console")
 
 
 def audit(db: Path, action: str) -> list[dict]:
@@ -28,14 +30,6 @@ def audit(db: Path, action: str) -> list[dict]:
         rows = conn.execute("SELECT actor, key, outcome, detail FROM recon_audit WHERE action = ? ORDER BY seq",
                             (action,)).fetchall()
     return [{"actor": a, "key": k, "outcome": o, **json.loads(d)} for a, k, o, d in rows]
-
-
-@pytest.fixture(autouse=True)
-def wide(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tables as wide as their keys (CliRunner's terminal is 80 columns: rich would fold them)."""
-    from sscard.ops_cmd import console
-
-    monkeypatch.setattr(console, "width", 220)
 
 
 def busiest(lines) -> str:  # noqa: ANN001
@@ -202,3 +196,53 @@ def test_accept_and_force_close_are_planned_then_applied(tmp_path):
     assert closed["actor"] == "zhao" and closed["outcome"] == "forced" and closed["note"].startswith("bank")
     code, shown = invoke("reconcile", *common)
     assert code == 2 and "DAY_CLOSED" in shown
+
+
+# -- restoring what was voided by mistake --------------------------------------------------------------------
+def test_a_wrongly_voided_settlement_is_restored_by_a_correcting_posting(day, tmp_path):  # noqa: F811
+    """The field case's aftermath: settlements voided by a repair that trusted a short journal stayed
+    `status_mismatch` "manual" with no command to undo it. Now each is restored (planned, then applied with a
+    reason), audited; it can be refunded and voided again like any settlement."""
+    from settlement.ledger.store.sqlite import SqliteStore
+    from settlement.schemes.engine import Engine
+    from settlement.schemes.policy import PolicyBook
+
+    out, db = day
+    lines = read_journal(out / "journal.jsonl")
+    t = busiest(lines)
+    refunded = {ln.original_key for ln in lines if ln.kind in ("refund", "void")}
+    gone = [ln.key for ln in lines if ln.terminal_id == t and ln.kind == "settle" and ln.status == "confirmed"
+            and ln.key not in refunded][:2]
+    short = tmp_path / "short.csv"
+    write_journal_csv([ln for ln in lines if ln.key not in gone], short)
+    code, shown = invoke("reconcile", "--day", D, "--db", db, "--journal", short, "--repair", "--apply",
+                         "--force-threshold", "operator error, on purpose")
+    assert code == 0 and shown.count("voided") >= 2, shown
+    code, shown = invoke("reconcile", "--day", D, "--db", db, "--journal", out / "journal.csv")
+    assert code == 1 and "reversed at the centre" in shown and all(k in shown for k in gone), shown
+    before = postings(db)
+    args = ("reconcile", "--day", D, "--db", db, *(x for k in gone for x in ("--restore", k)))
+    code, shown = invoke(*args)
+    assert code == 2 and "--note" in shown, shown
+    code, shown = invoke(*args, "--note", "the whole journal proves them")
+    assert code == 1 and "plan only" in shown and "2 to restore" in shown and postings(db) == before, shown
+    code, shown = invoke(*args, "--note", "the whole journal proves them", "--apply", "--actor", "sun")
+    assert code == 0 and "clean" in shown and shown.count("restored") >= 2, shown
+    assert postings(db) == before + 2
+    restores = [a for a in audit(db, "restore") if a["outcome"] == "restored"]
+    assert sorted(a["key"] for a in restores) == sorted(gone)
+    assert all(a["actor"] == "sun" and a["reason"] == "the whole journal proves them" for a in restores)
+    code, shown = invoke(*args, "--note", "again", "--apply")
+    assert code == 2 and "INVALID_STATE" in shown and "in force" in shown and postings(db) == before + 2, shown
+    with SqliteStore(db) as store:
+        noon = dt.datetime.combine(DAY, dt.time(4), tzinfo=dt.UTC)  # noon in China on the reconciled day
+        eng = Engine(store, policies=PolicyBook.load(out / "policies"), clock=lambda: noon)
+        s = eng.medical.settlement(gone[0])
+        assert s.status == "settled" and s.refundable > 0
+        eng.medical.refund(f"{t}:900001", gone[0], 1)
+        eng.medical.void(f"{t}:900002", gone[1])
+        eng.ledger.check_invariants()
+    code, shown = invoke("reconcile", "--day", D, "--db", db)
+    assert code == 1 and "2 open differences" in shown, shown
+    assert f"settle {gone[1]} (" in shown and "reversed at the centre" in shown, shown  # voided again: seen
+    assert f"refund {t}:900001 (0.01 yuan)" in shown, shown  # the refund (the journal predates it)
