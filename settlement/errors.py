@@ -161,6 +161,18 @@ RepairThreshold = _error(
     409,
     "A repair would void more than the allowed share of a terminal's day; nothing was changed.",
 )
+InvalidEnrolmentRow = _error(
+    "InvalidEnrolmentRow",
+    "INVALID_ENROLMENT_ROW",
+    422,
+    "A row of an enrolment import is malformed (the message names the file, row and field); nothing was imported.",
+)
+EnrolmentConflict = _error(
+    "EnrolmentConflict",
+    "ENROLMENT_CONFLICT",
+    409,
+    "A row of an enrolment import contradicts what the centre holds (the message names it); nothing was imported.",
+)
 NoData = _error(
     "NoData",
     "NO_DATA",

@@ -20,11 +20,16 @@ WORKER_OPTIONS = "SSCARD_SERVE_WORKER"  # the options a worker process builds it
 
 @app.command()
 def serve(
+    ctx: typer.Context,
+    config_file: Path = typer.Option(None, "--config", exists=True, dir_okay=False, envvar="SSCARD_CONFIG",
+                                     help="TOML configuration file (sscard/centre_config.py, deploy/centre.toml."
+                                          "example); options on the command line or in the environment override it."),
     db: Path = typer.Option(None, "--db", envvar="SSCARD_DB", help="SQLite database file (the default store)."),
     postgres: str = typer.Option(None, "--postgres", envvar="SSCARD_POSTGRES_DSN",
                                  help="PostgreSQL DSN, instead of --db."),
-    keys: Path = typer.Option(..., "--keys", exists=True, dir_okay=False, envvar="SSCARD_TERMINAL_KEYS",
-                              help="TOML file of terminal keys (see settlement/api/auth.py)."),
+    keys: Path = typer.Option(None, "--keys", exists=True, dir_okay=False, envvar="SSCARD_TERMINAL_KEYS",
+                              help="TOML file of terminal keys (see settlement/api/auth.py); required, here or in "
+                                   "--config."),
     host: str = typer.Option("127.0.0.1", envvar="SSCARD_BIND",
                              help="Address to bind; 127.0.0.1 unless you mean to expose it."),
     port: int = typer.Option(8700, envvar="SSCARD_PORT", help="TCP port."),
@@ -60,11 +65,23 @@ def serve(
 ) -> None:
     """Serve the settlement HTTP API (OpenAPI at /docs and /openapi.json) and the national platform
     interface (POST /fsi/api/rsfComIfsService/callService). Each option can also come from the environment
-    variable its help names (a systemd EnvironmentFile, a container's environment). Logs are JSON lines."""
+    variable its help names (a systemd EnvironmentFile, a container's environment), or from --config. Logs
+    are JSON lines."""
     import uvicorn
 
     from terminal.logs import setup as setup_logs
 
+    if config_file is not None:
+        p = {**ctx.params, **_from_config(ctx, config_file)}
+        db, postgres, keys, policies, init = p["db"], p["postgres"], p["keys"], p["policies"], p["init"]
+        host, port, workers, log_level = p["host"], p["port"], p["workers"], p["log_level"]
+        log_file = str(p["log_file"] or "")
+        access_log, max_backlog, biometric_threshold = p["access_log"], p["max_backlog"], p["biometric_threshold"]
+        hsm, hsm_credential, hsm_prefix, hsm_timeout = p["hsm"], p["hsm_credential"], p["hsm_prefix"], p["hsm_timeout"]
+        national_catalogue = p["national_catalogue"]
+    if keys is None:
+        raise typer.BadParameter("give the terminal keys file: --keys FILE, or [terminals] keys in --config",
+                                 param_hint="--keys")
     if (db is None) == (postgres is None):
         raise typer.BadParameter("give exactly one of --db PATH or --postgres DSN")
     options = {"db": str(db) if db else None, "postgres": postgres, "keys": str(keys),
@@ -100,6 +117,27 @@ def serve(
     if sock is None:
         sock = cfg.bind_socket()
     Multiprocess(cfg, sockets=[sock]).run()
+
+
+def _from_config(ctx: typer.Context, config_file: Path) -> dict[str, Any]:
+    """The options `config_file` sets that were given neither on the command line nor by environment."""
+    from sscard.centre_config import ConfigError, options
+
+    def given_here(name: str) -> bool:  # on the command line or by environment (typer's click or click's enum)
+        return getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
+
+    try:
+        given = options(config_file)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e), param_hint="--config") from None
+    mine = {k: v for k, v in given.items() if not given_here(k)}
+    for name in ("keys", "national_catalogue", "policies", "hsm_credential"):
+        if name in mine and not mine[name].exists():
+            raise typer.BadParameter(f"{config_file}: {name}: no such file {mine[name]}", param_hint="--config")
+    for one, other in (("db", "postgres"), ("postgres", "db")):  # a store given explicitly replaces the file's
+        if given_here(one):
+            mine.pop(other, None)
+    return mine
 
 
 def _build(options: dict[str, Any]) -> tuple[Any, Any, Any]:

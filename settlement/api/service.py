@@ -40,6 +40,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from starlette.middleware import Middleware
 
+from settlement.api import enrolment
 from settlement.api.auth import KeyRing, TerminalKey
 from settlement.api.lean import LeanPath
 from settlement.api.national import National
@@ -449,6 +450,7 @@ def create_app(
         return engine.fraud.scan()
 
     app.include_router(v1)
+    app.include_router(enrolment.router(engine, operator))
     lean = {"/v1/medical/visits": (RegisterRequest, register_visit), "/v1/medical/settle": (SettleRequest, settle),
             "/v1/medical/refund": (RefundRequest, refund), "/v1/pension/collect": (CollectRequest, collect_pension)}
     app.user_middleware.append(Middleware(LeanPath, routes=lean, keys=keys, key_header=KEY_HEADER,
