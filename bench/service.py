@@ -20,6 +20,7 @@ The machine's load average is printed with every table: on a shared machine the 
     .venv/bin/python bench/service.py                  # SQLite and PostgreSQL, about 4 minutes
     .venv/bin/python bench/service.py --quick          # fewer configurations, 3 s each
     .venv/bin/python bench/service.py --stores sqlite --clients 64 --seconds 10
+    .venv/bin/python bench/service.py --strict          # exit 1 when a target is missed (make bench)
 """
 
 from __future__ import annotations
@@ -295,7 +296,8 @@ def bench_store(kind: str, tmp: Path, args: argparse.Namespace, cluster: object 
     return rows
 
 
-def verdicts(rows: list[Row]) -> None:
+def verdicts(rows: list[Row]) -> bool:
+    """Print each target's verdict and the projection; True when every target measured was met."""
     def best(store: str, path: str, clients: int, procs: Callable[[object], bool] = lambda p: True) -> Row | None:
         found = [r for r in rows if r.store == store and r.path.startswith(path) and r.clients == clients
                  and procs(r.procs)]
@@ -334,6 +336,7 @@ def verdicts(rows: list[Row]) -> None:
         for r in [x for x in rows if x.store == store and x.path == "HTTP settle" and x.clients == 64]:
             total = r.cpu_us + r.db_us
             print(f"  {store:<10} {r.procs} process(es): {total:5.0f} us -> {TARGET_RATE * total / 1e6:4.2f} cores")
+    return all(ok for _, ok, _ in checks)
 
 
 def main() -> int:
@@ -344,6 +347,7 @@ def main() -> int:
     ap.add_argument("--workers", default="1,2", help="service process counts")
     ap.add_argument("--stores", default="sqlite,postgres")
     ap.add_argument("--quick", action="store_true", help="3 s per configuration, 64 terminals only, no visit figure")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = ap.parse_args()
     if args.quick:
         args.seconds, args.clients = 3.0, "64"
@@ -367,9 +371,9 @@ def main() -> int:
                     rows += bench_store("postgres", Path(tmp), args, cluster)
                 finally:
                     cluster.stop()
-    verdicts(rows)
+    met = verdicts(rows)
     print(f"load average at the end: {loadavg()}")
-    return 0
+    return 1 if args.strict and not met else 0
 
 
 if __name__ == "__main__":
