@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS blacklist_recent (
     card_id      TEXT,
     status       TEXT NOT NULL,
     application  TEXT NOT NULL DEFAULT ''
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blacklist_recent_card_id ON blacklist_recent (card_id);
 CREATE TABLE IF NOT EXISTS blacklist_state (
     id          INTEGER PRIMARY KEY CHECK (id = 1),
