@@ -20,7 +20,7 @@ The machine's load average is printed with every table: on a shared machine the 
     .venv/bin/python bench/service.py                  # SQLite and PostgreSQL, about 4 minutes
     .venv/bin/python bench/service.py --quick          # fewer configurations, 3 s each
     .venv/bin/python bench/service.py --stores sqlite --clients 64 --seconds 10
-    .venv/bin/python bench/service.py --strict          # exit 1 when a target is missed (make bench)
+    .venv/bin/python bench/service.py --strict          # exit 1 when a target is missed
 """
 
 from __future__ import annotations
