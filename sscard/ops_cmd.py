@@ -509,6 +509,8 @@ def region(
         raise typer.BadParameter(f"--day must look like 2024-03-01, got {day!r}") from None
     if bool(postgres) == (db_dir is not None):
         raise typer.BadParameter("give --postgres REGION=DSN (repeated) or --db-dir DIR")
+    if postgres and region_codes:
+        raise typer.BadParameter("--region goes with --db-dir; with --postgres each REGION=DSN names its region")
     dsns: dict[str, str | None] = {}
     for item in postgres or []:
         code, sep, dsn = item.partition("=")

@@ -49,3 +49,15 @@ def test_a_day_of_two_regions_each_on_its_own_database_reconciles_clean(postgres
         finally:
             store.close()
     assert crossed > 0
+
+
+def test_a_region_day_refuses_options_that_do_not_name_two_known_regions(tmp_path: Path) -> None:
+    for args, words in [(["--db-dir", str(tmp_path), "--region", "110000"], "two or more"),
+                        (["--db-dir", str(tmp_path), "--region", "110000", "--region", "XX"], "two or more"),
+                        (["--postgres", "110000"], "REGION=DSN"),
+                        (["--postgres", "110000=a", "--postgres", "110000=b"], "once per region"),
+                        (["--postgres", "110000=a", "--postgres", "990100=b", "--region", "110000"], "--db-dir"),
+                        ([], "--db-dir DIR")]:
+        result = CliRunner().invoke(app, ["load", "region", *args])
+        assert result.exit_code == 2 and words in result.output, (args, result.output)
+    assert not list(tmp_path.iterdir())  # nothing created
