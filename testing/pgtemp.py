@@ -194,10 +194,11 @@ class TempCluster:
         return self.dsn(name)
 
     def _kill(self) -> None:
+        """Immediate shutdown (SIGQUIT: no shutdown checkpoint, the files are thrown away), then SIGKILL."""
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        for sig, wait in ((signal.SIGINT, 30.0), (signal.SIGQUIT, 10.0), (signal.SIGKILL, 10.0)):
+        for sig, wait in ((signal.SIGQUIT, 10.0), (signal.SIGKILL, 10.0)):
             try:
                 os.kill(proc.pid, sig)
             except ProcessLookupError:
