@@ -516,11 +516,19 @@ class National:
         over = 0
         if item.pric_uplmt_amt is not None and pric > item.pric_uplmt_amt:
             over = min(amount, max(0, amount - _fen(item.pric_uplmt_amt * cnt)))
-        detail = {k: (str(v) if isinstance(v, Decimal) else v) for k, v in ln.items()
-                  if isinstance(v, (str, int, Decimal)) and k not in ("mdtrt_id", "psn_no")}
+        detail: dict[str, Any] = {}
+        for k, v in ln.items():  # what else the HIS sent, as JSON scalars (numbers exactly, as strings)
+            t = type(v)
+            if t is str or t is int:
+                detail[k] = v
+            elif t is Decimal:
+                detail[k] = str(v)
+            elif isinstance(v, (str, int, Decimal)):
+                detail[k] = str(v) if isinstance(v, Decimal) else v
+        detail.pop("mdtrt_id", None)
+        detail.pop("psn_no", None)
         detail["det_item_fee_sumamt"] = amount
-        for k in ("fee_ocur_time",):
-            detail[k] = ln[k].isoformat(sep=" ")
+        detail["fee_ocur_time"] = ln["fee_ocur_time"].isoformat(sep=" ")
         return FeeDetail(ln["feedetl_sn"], ln.get("chrg_bchno", ""), code, item.chrgitm_lv, amount, over, detail)
 
     def _fee_result(self, f: FeeDetail, share: Any) -> dict[str, Any]:
@@ -852,6 +860,14 @@ def _zip(name: str, text: str) -> bytes:
 
 
 def _is_time(digits: str) -> bool:
+    """`digits` read as yyyyMMddHHmmss (as `strptime` reads them: tried first field by fixed width, which is
+    cheaper and agrees whenever it succeeds)."""
+    try:
+        dt.datetime(int(digits[:4]), int(digits[4:6]), int(digits[6:8]), int(digits[8:10]), int(digits[10:12]),
+                    int(digits[12:14]))
+        return True
+    except ValueError:
+        pass
     try:
         dt.datetime.strptime(digits, "%Y%m%d%H%M%S")
     except ValueError:
