@@ -449,13 +449,13 @@ def create_app(
         """Run all fraud detectors; returns the new flags."""
         return engine.fraud.scan()
 
-    app.include_router(v1)
+    national = National(engine, keys, catalogue=national_catalogue)
+    app.state.national = national
+    app.include_router(national.router())  # before v1: a route is found by walking the list, and a HIS
+    app.include_router(v1)                 # sends each message here (not on the lean path below)
     app.include_router(enrolment.router(engine, operator))
     lean = {"/v1/medical/visits": (RegisterRequest, register_visit), "/v1/medical/settle": (SettleRequest, settle),
             "/v1/medical/refund": (RefundRequest, refund), "/v1/pension/collect": (CollectRequest, collect_pension)}
     app.user_middleware.append(Middleware(LeanPath, routes=lean, keys=keys, key_header=KEY_HEADER,
                                           error=_lean_refusal))  # innermost: the app's other middleware first
-    national = National(engine, keys, catalogue=national_catalogue)
-    app.state.national = national
-    app.include_router(national.router())
     return app
