@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from settlement.ledger.store.sqlite import SqliteStore  # noqa: E402
 from settlement.reconcile.reconciler import Reconciler  # noqa: E402
 from settlement.schemes.engine import Engine  # noqa: E402
-from settlement.wire import FIELDS, PARTS  # noqa: E402
+from settlement.wire import FIELDS, PARTS, Trailer  # noqa: E402
 from testing.load import policy_book  # noqa: E402
 
 DAY = "2026-03-02"
@@ -253,6 +253,9 @@ def run(n: int, workdir: Path, build_only: bool = False) -> dict[str, float]:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(FIELDS)
         w.writerows(day.journal)
+    digest = hashlib.sha256(csv_path.read_bytes()).hexdigest()  # the trailer an export ends with (wire.py)
+    with csv_path.open("a", encoding="utf-8", newline="") as f:
+        f.write(Trailer(len(day.journal), day.journal[-1][2], digest).csv_line())
     rows = len(day.journal)
     print(f"  built {n:,} settlements, {len(day.postings):,} postings, {rows:,} journal rows "
           f"in {time.perf_counter() - t:.1f} s (not timed)", flush=True)

@@ -40,11 +40,12 @@ catalogue = ""                   # the national interface's medical list ("" = t
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from terminal.config import ConfigError, read_model
 
 
 class _Section(BaseModel):
@@ -114,25 +115,10 @@ OPTIONS = {
 }
 
 
-class ConfigError(ValueError):
-    """The configuration file is missing, unreadable or wrong; the message names the field."""
-
-
 def load_centre_config(path: str | Path) -> CentreConfig:
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read {p}: {e.strerror}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from e
-    try:
-        cfg = CentreConfig.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        raise ConfigError(f"{p}: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from e
+    cfg = read_model(path, CentreConfig)
     if cfg.store.db and cfg.store.postgres:
-        raise ConfigError(f"{p}: store: give db or postgres, not both")
+        raise ConfigError(f"{path}: store: give db or postgres, not both")
     return cfg
 
 

@@ -89,11 +89,13 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cardlib.readers.base import DEFAULT_TIMEOUT
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Section(BaseModel):
@@ -259,7 +261,8 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def load_config(path: str | Path) -> TerminalConfig:
+def read_model(path: str | Path, model: type[M]) -> M:
+    """A TOML file validated as `model`; ConfigError names the file and the first wrong field."""
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
@@ -268,8 +271,12 @@ def load_config(path: str | Path) -> TerminalConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from e
     try:
-        return TerminalConfig.model_validate(data).relative_to(p.resolve().parent)
+        return model.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
         raise ConfigError(f"{p}: {where}: {first['msg']}") from e
+
+
+def load_config(path: str | Path) -> TerminalConfig:
+    return read_model(path, TerminalConfig).relative_to(Path(path).resolve().parent)

@@ -420,6 +420,22 @@ def _last_key(line: str, jsonl: bool) -> str:
         return ""
 
 
+def _decodes(path: str | Path, size: int) -> bool:
+    """Whether the first `size` bytes of `path` are UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with open(path, "rb") as f:
+        while size > 0:
+            block = f.read(min(size, 1 << 20))
+            size -= len(block)
+            try:
+                decoder.decode(block, final=size <= 0 or not block)
+            except UnicodeDecodeError:
+                return False
+            if not block:
+                break
+    return True
+
+
 def check_trailer(path: str | Path, encoding: str = DEFAULT) -> Trailer | None:
     """The trailer of journal file `path` when it has one, checked against the file (rows, last serial, SHA-256
     of the text before it); None when the file has none (a file cut short, or written by an exporter without
@@ -442,18 +458,20 @@ def check_trailer(path: str | Path, encoding: str = DEFAULT) -> Trailer | None:
         f.seek(0)
         digest, rows, left, last = hashlib.sha256(), 0, at, b""
         utf8 = codecs.lookup(encoding).name == "utf-8"
-        decoder = codecs.getincrementaldecoder(encoding)()
+        decoder = codecs.getincrementaldecoder(encoding)()  # (another encoding: hashed as UTF-8 text)
         while left:
             block = f.read(min(left, 1 << 20))
             left -= len(block)
             if not block:
                 break
             rows += block.count(b"\n")
-            try:
-                text = decoder.decode(block, final=not left)
-                digest.update(block if utf8 else text.encode("utf-8"))
-            except UnicodeDecodeError:
-                return None  # (the reader names the row that does not decode)
+            if utf8:  # (the bytes are the UTF-8 text: checked to decode only when they disagree, below)
+                digest.update(block)
+            else:
+                try:
+                    digest.update(decoder.decode(block, final=not left).encode("utf-8"))
+                except UnicodeDecodeError:
+                    return None  # (the reader names the row that does not decode)
             last = (last + block)[-_TAIL:]
     lines = last.rstrip(b"\r\n").rsplit(b"\n", 1)
     last_line = lines[-1].decode(encoding, "replace") if rows > (0 if jsonl else 1) else ""
@@ -461,6 +479,8 @@ def check_trailer(path: str | Path, encoding: str = DEFAULT) -> Trailer | None:
     for what, said, is_ in (("rows", trailer.rows, found.rows), ("last_serial", trailer.last_serial, found.last_serial),
                             ("sha256", trailer.sha256, found.sha256)):
         if said != is_:
+            if utf8 and not _decodes(path, at):
+                return None  # (the reader names the row that does not decode)
             raise IncompleteJournal(f"{name}: the trailer says {what} {said}, the file has {is_}: the file was cut or "
                                     "changed after export; export the journal again (sscard terminal export)",
                                     file=name, field=what)

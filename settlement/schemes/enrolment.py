@@ -27,9 +27,9 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from settlement.errors import EnrolmentConflict, InvalidEnrolmentRow, SettlementError
 from settlement.ledger import Tx
@@ -45,6 +45,15 @@ MAX_ROWS = 1_000_000
 _PART = 2_000
 _TEXT = r"^\S(.{0,62}\S)?$"  # 1-64 characters, no blank at either end
 _HEX64 = r"^[0-9a-f]{64}$"
+
+
+def _card_no(v: str) -> str:
+    if not CARD_NO_FORM.fullmatch(v):
+        raise ValueError("a card number is 1-20 letters and digits")
+    return v
+
+
+CardNo = Annotated[str, AfterValidator(_card_no)]
 
 
 class _Row(BaseModel):
@@ -76,7 +85,7 @@ class PersonRow(_Row):
     name: str = Field(pattern=_TEXT)
     region: str = Field(pattern=r"^\d{6}$")
     category: str
-    card_no: str | None = None
+    card_no: CardNo | None = None
     assistance_class: str | None = Field(None, pattern=_TEXT)
     personal_account: int = 0  # fen (the file gives yuan)
 
@@ -87,12 +96,6 @@ class PersonRow(_Row):
             raise ValueError(f"use one of {', '.join(CATEGORIES)}")
         return v
 
-    @field_validator("card_no")
-    @classmethod
-    def _card(cls, v: str | None) -> str | None:
-        if v is not None and not CARD_NO_FORM.fullmatch(v):
-            raise ValueError("a card number is 1-20 letters and digits")
-        return v
 
     @field_validator("personal_account", mode="before")
     @classmethod
@@ -108,15 +111,9 @@ class PersonRow(_Row):
 
 class PinReferenceRow(_Row):
     person_id: str = Field(pattern=_TEXT)
-    card_no: str
+    card_no: CardNo
     reference: str = Field(pattern=r"^[0-9a-fA-F]{32}$", repr=False)
 
-    @field_validator("card_no")
-    @classmethod
-    def _card(cls, v: str) -> str:
-        if not CARD_NO_FORM.fullmatch(v):
-            raise ValueError("a card number is 1-20 letters and digits")
-        return v
 
     def key(self) -> str:
         return self.person_id
