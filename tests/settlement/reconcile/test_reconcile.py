@@ -365,3 +365,27 @@ def test_a_line_filed_under_the_day_before_still_matches_and_a_line_on_both_days
     recon.import_lines(early, actor="ops")  # the terminals' clocks were a little behind at midnight
     assert found(recon.reconcile(yesterday, actor="ops")) == {("duplicate", twice.key)}
     assert found(recon.reconcile(day.day, actor="ops")) == {("duplicate", twice.key)}
+
+
+def test_a_settlement_voided_from_a_short_journal_is_restored_on_both_stores(world):
+    """(tests/security/test_repair_plan.py drives this through the CLI on SQLite; here the library on each
+    store: the correcting posting, the copy of the ledger and the comparison.)"""
+    eng, recon, pop = world
+    day = drive(eng, pop, visits=40, collections=0)
+    settled = [ln.key for ln in day.journal if ln.kind == "settle" and ln.status == "confirmed"
+               and not any(o.original_key == ln.key for o in day.journal)]
+    gone = settled[0]
+    recon.import_lines([ln for ln in day.journal if ln.key != gone], actor="ops")
+    voided = recon.repair(day.day, actor="ops", keys=[gone])
+    assert [a.outcome for a in voided.actions] == ["voided"]
+    recon.import_lines(day.journal, actor="ops")
+    assert found(recon.reconcile(day.day, actor="ops")) == {("status_mismatch", gone)}
+    with pytest.raises(errors.InvalidState):
+        recon.plan_restore(day.day, [settled[1]])  # in force: nothing to restore
+    plan = recon.plan_restore(day.day, [gone])
+    assert plan[0].amount > 0 and plan[0].restore_key.startswith("RECON:R")
+    result = recon.apply_restore(day.day, plan, actor="ops", reason="the whole journal has it")
+    assert [a.outcome for a in result.actions] == ["restored"] and result.after.clean
+    assert recon.apply_restore(day.day, plan, actor="ops", reason="again").actions[0].outcome == "replayed"
+    assert eng.medical.settlement(gone).status == "settled"
+    eng.ledger.check_invariants()
