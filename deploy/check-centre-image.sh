@@ -29,6 +29,7 @@ for _ in $(seq 60); do
 done
 [ "$state" = healthy ] || { docker logs sscard-check-centre-$$; echo "centre never became healthy" >&2; exit 1; }
 port=$(docker port sscard-check-centre-$$ 8700 | head -1 | cut -d: -f2)
-curl -fsS -H "X-Terminal-Key: $key" "http://127.0.0.1:$port/v1/persons/nobody" -o /dev/null -w '%{http_code}\n' \
-  | grep -q 404 || { echo "an authenticated request did not reach the store" >&2; exit 1; }
+# an unknown person with a card number: the centre looks the person up (403 CARD_PROOF_MISMATCH, as for a wrong card)
+curl -sS -H "X-Terminal-Key: $key" -H "X-Card-No: C00000000" "http://127.0.0.1:$port/v1/persons/nobody" -o /dev/null \
+  -w '%{http_code}\n' | grep -q 403 || { echo "an authenticated request did not reach the store" >&2; exit 1; }
 echo "centre image OK: healthy on PostgreSQL, authenticated requests answered"

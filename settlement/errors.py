@@ -22,8 +22,9 @@ class SettlementError(Exception):
         return {"code": self.code, "message": self.message, "details": self.details}
 
 
-def _error(name: str, code: str, http_status: int = 400, doc: str = "") -> type[SettlementError]:
-    return type(name, (SettlementError,), {"code": code, "http_status": http_status, "__doc__": doc})
+def _error(name: str, code: str, http_status: int = 400, doc: str = "",
+           base: type[SettlementError] = SettlementError) -> type[SettlementError]:
+    return type(name, (base,), {"code": code, "http_status": http_status, "__doc__": doc})
 
 
 InvalidAmount = _error(
@@ -96,6 +97,28 @@ UnknownInstitution = _error(
     "UnknownInstitution", "UNKNOWN_INSTITUTION", 404, "No designated institution with that code."
 )
 Forbidden = _error("Forbidden", "FORBIDDEN", 403, "This terminal may not make this request.")
+# the scoping rules (settlement/api/scope.py): each refusal names its rule in details["rule"]
+OtherInstitution = _error(
+    "OtherInstitution", "OTHER_INSTITUTION", 403,
+    "The terminal acts only for its own institution (rule own_institution).", Forbidden,
+)
+NotOwnKey = _error(
+    "NotOwnKey", "NOT_OWN_KEY", 403,
+    "A void, reversal or lookup names a key another terminal issued (rule own_key).", Forbidden,
+)
+CardProofRequired = _error(
+    "CardProofRequired", "CARD_PROOF_REQUIRED", 403,
+    "Person data and acts on a person need the person's card: its card number from a read in the same flow "
+    "(rule card_proof).", Forbidden,
+)
+CardProofMismatch = _error(
+    "CardProofMismatch", "CARD_PROOF_MISMATCH", 403,
+    "The card number given is not the person's card on record (rule card_proof).", Forbidden,
+)
+ReasonRequired = _error(
+    "ReasonRequired", "REASON_REQUIRED", 422,
+    "An operator's void or refund, or a refund of another terminal's settlement, needs a reason (rule reason).",
+)
 PinCheckUnavailable = _error(
     "PinCheckUnavailable",
     "PIN_CHECK_UNAVAILABLE",

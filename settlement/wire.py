@@ -81,6 +81,15 @@ PARTS = ("hifp_pay", "hifob_pay", "hifmi_pay", "maf_pay", "acct_pay", "psn_cash_
 """The parts of a settlement in the national platform's names: four funds, the personal account, cash."""
 MONEY_KINDS = ("settle", "refund", "void", "pension_collect")
 """The requests that move money: what a terminal exports a journal line for."""
+MAX_FEN = 10**15
+"""The largest amount in fen any request or journal line may carry (10 trillion yuan): far above any policy's
+ceiling per bill, and a sum of `MAX_FEE_LINES` of them still fits a signed 64-bit integer."""
+MAX_FEE_LINES = 5_000
+"""The most fee lines one request may carry (a policy may allow fewer: `limits.max_fee_lines`)."""
+ID_FORM = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+"""An id: a terminal id, serial, person, card number, institution, region, visit (and each half of a key)."""
+KEY_FORM = r"([A-Za-z0-9_.\-]{1,64}):[A-Za-z0-9_.\-]{1,64}"
+"""An idempotency key, `terminal_id:serial` (the `setl_id` of a settlement)."""
 
 
 def yuan(amount: int) -> str:
@@ -363,10 +372,16 @@ class RefundParts(_Out):
 
 
 class Refund(_Out):
+    """A refund. `actor` is the terminal (or operator) that made it; `reason` and `operator` (the clerk) as
+    given."""
+
     refund_key: str
     setl_id: str
     refund: RefundParts
     refundable_after: int
+    actor: str = ""
+    reason: str | None = None
+    operator: str | None = None
     replayed: bool = False
 
 
@@ -378,6 +393,8 @@ class Void(_Out):
     setl_id: str
     status: Literal["voided", "voided_before_arrival"]
     reversed: RefundParts | None = None
+    actor: str = ""
+    reason: str | None = None
     replayed: bool = False
 
 
@@ -439,6 +456,8 @@ class CollectionVoid(BaseModel):
     collection_key: str
     status: Literal["voided", "voided_before_arrival"]
     amount: int = 0
+    actor: str = ""
+    reason: str | None = None
     replayed: bool = False
 
 
@@ -581,9 +600,15 @@ class SelfService(BaseModel):
 
 
 # -- HTTP API: requests and answers ----------------------------------------------------------------------
-Fen = Annotated[int, Field(strict=True, ge=0, description="amount in fen (1 yuan = 100 fen)")]
-Serial = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="the terminal's serial number for "
-                              "this request (流水号); with the terminal id it is the idempotency key")]
+Fen = Annotated[int, Field(strict=True, ge=0, le=MAX_FEN, description="amount in fen (1 yuan = 100 fen)")]
+Serial = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", max_length=64, description=(
+    "the terminal's serial number for this request (流水号); with the terminal id it is the idempotency key"))]
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", max_length=64)]
+"""An id of 1-64 letters, digits, '_', '.', '-' (person, card number, institution, region, visit)."""
+Key = Annotated[str, Field(pattern=f"^{KEY_FORM}$", max_length=129, description=(
+    "an idempotency key, terminal_id:serial (a settlement's setl_id)"), examples=["T0001:000102"])]
+Text = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+"""Free text for people (a reason, a note): 1-200 characters, no control characters."""
 PinBlockHex = Annotated[str, Field(
     pattern=r"^(?:[0-9A-Fa-f]{16}|[0-9A-Fa-f]{32})$",
     description="the PIN as an ISO 9564 format-0 PIN block encrypted under the terminal PIN key, hex: 16 digits "
@@ -591,6 +616,10 @@ PinBlockHex = Annotated[str, Field(
 CardNo = Annotated[str, Field(pattern=r"^[A-Za-z0-9]{1,20}$", description="the card number read from the card (卡号)")]
 CardId = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{32}$", description="the card identification code read from the "
                               "card (卡识别码, EF05 item 01), 16 bytes as hex")]
+Reason = Annotated[str, Field(min_length=2, max_length=200, pattern=r"^[^\x00-\x1f]+$",
+                              description="why (audited with the operator)")]
+OperatorName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f]+$",
+                                    description="who at the service hall (audited with the terminal id)")]
 AMOUNT_FIELDS = frozenset({"det_item_fee_sumamt", "overlmt_amt", "amount"})
 
 
@@ -609,9 +638,12 @@ class ErrorBody(BaseModel):
 class FeeLineIn(_In):
     """One fee item (as uploaded with 2204)."""
 
-    feedetl_sn: str = Field("", description="fee line serial number in the HIS")
-    med_list_codg: str = Field("", description="catalogue code of the item")
-    chrgitm_lv: str = Field(description="catalogue class: A/B/C, or the national 01 甲类 / 02 乙类 / 03 丙类")
+    feedetl_sn: str = Field("", max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$",
+                            description="fee line serial number in the HIS")
+    med_list_codg: str = Field("", max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$",
+                               description="catalogue code of the item")
+    chrgitm_lv: str = Field(max_length=16, pattern=r"^[^\x00-\x1f\x7f]+$",
+                            description="catalogue class: A/B/C, or the national 01 甲类 / 02 乙类 / 03 丙类")
     det_item_fee_sumamt: Fen = Field(description="line amount in fen")
     overlmt_amt: Fen = Field(0, description="part of the amount above the price limit, in fen")
 
@@ -623,8 +655,8 @@ class RegisterRequest(_In):
     """Register a visit (2201 outpatient / 2303 inpatient admission)."""
 
     terminal_serial: Serial
-    person_id: str = Field(description="insured person's id (psn_no)")
-    institution: str = Field(description="designated institution code (fixmedins_code)")
+    person_id: Id = Field(description="insured person's id (psn_no)")
+    institution: Id = Field(description="designated institution code (fixmedins_code)")
     care: Literal["outpatient", "inpatient"]
     begntime: dt.date | None = Field(None, description="visit or admission date; default today")
     card_no: CardNo | None = None
@@ -634,8 +666,8 @@ class RegisterRequest(_In):
 class PreSettleRequest(_In):
     """Pre-settle (2206): compute the split, post nothing."""
 
-    mdtrt_id: str
-    lines: list[FeeLineIn] = Field(min_length=1)
+    mdtrt_id: Id
+    lines: list[FeeLineIn] = Field(min_length=1, max_length=MAX_FEE_LINES)
     use_account: bool = Field(True, description="let the personal account pay what the policy allows")
 
 
@@ -652,18 +684,23 @@ class RefundRequest(_In):
     """Refund all or part of a settlement (linked to it)."""
 
     terminal_serial: Serial
-    setl_id: str
+    setl_id: Key
     amount: Fen | None = Field(None, description="fen to refund; omitted: everything not yet refunded")
-    card_no: CardNo | None = Field(None, description="a refund to the card: the card presented, which must be the "
-                                   "person's active card")
+    card_no: CardNo | None = Field(None, description="the card presented, which must be the person's active card: "
+                                   "a refund to the card, and the proof of the card for a refund of another terminal's "
+                                   "settlement")
     card_id: CardId | None = None
+    reason: Reason | None = Field(None, description="why: required for a refund of another terminal's settlement and "
+                                  "from an operator; kept with who did it, and audited")
+    operator: OperatorName | None = Field(None, description="who does it at the counter (clerk)")
 
 
 class VoidRequest(_In):
     """Void (冲正 / 2208) a settlement, e.g. when its response was lost."""
 
     terminal_serial: Serial
-    setl_id: str
+    setl_id: Key
+    reason: Reason | None = Field(None, description="why: required from an operator (audited)")
 
 
 class CertifyRequest(_In):
@@ -676,7 +713,7 @@ class CertifyRequest(_In):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # never echo a PIN block
 
     terminal_serial: Serial
-    person_id: str
+    person_id: Id
     method: Literal["card_pin", "biometric", "assisted"]
     card_no: CardNo | None = None
     card_id: CardId | None = None
@@ -684,16 +721,10 @@ class CertifyRequest(_In):
     pin_verified: bool | None = None
     score: float | None = Field(None, description="match score in [0, 1] from the biometric device")
     modality: Literal["face", "fingerprint"] | None = None
-    device_id: str | None = None
-    agent_id: str | None = None
-    agent_region: str | None = None
-    note: str | None = None
-
-
-Reason = Annotated[str, Field(min_length=2, max_length=200, pattern=r"^[^\x00-\x1f]+$",
-                              description="why (audited with the operator)")]
-OperatorName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f]+$",
-                                    description="who at the service hall (audited with the terminal id)")]
+    device_id: Id | None = None
+    agent_id: Id | None = None
+    agent_region: Id | None = None
+    note: Text | None = None
 
 
 class CardIn(_In):
@@ -742,9 +773,9 @@ class CollectRequest(_In):
     """Collect pension at a counter, with the card presented (which must be the person's active card)."""
 
     terminal_serial: Serial
-    person_id: str
+    person_id: Id
     amount: Fen
-    institution: str
+    institution: Id
     card_no: CardNo | None = None
     card_id: CardId | None = None
 
@@ -753,19 +784,21 @@ class CollectionVoidRequest(_In):
     """Void (冲正) a pension collection whose answer the counter never got; also one not arrived yet."""
 
     terminal_serial: Serial
-    collection_key: str
+    collection_key: Key
+    reason: Reason | None = Field(None, description="why: required from an operator (audited)")
 
 
 class IssueRequest(_In):
     """Issue a month's pension entitlements for a region (operator)."""
 
-    region: str
+    region: Id
     month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2024-05"])
 
 
 class DeathReportRequest(_In):
     death_date: dt.date
-    source: str = Field("", description="who reported it (civil affairs, hospital, family...)")
+    source: str = Field("", max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$",
+                        description="who reported it (civil affairs, hospital, family...)")
 
 
 class TransferOut(BaseModel):
@@ -805,13 +838,10 @@ FIELDS = (
     "institution_id", "insured_region", "treatment_region", "at", "request",
 )
 CSV_HEADER = ",".join(FIELDS)
-MAX_FEN = 10**15
 ORIGINALS = frozenset({"settle", "pension_collect"})
 LINKED = frozenset({"refund", "void"})
 
-ID_FORM = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-"""A terminal id (and each half of a key)."""
-_KEY = re.compile(r"([A-Za-z0-9_.\-]{1,64}):[A-Za-z0-9_.\-]{1,64}")
+_KEY = re.compile(KEY_FORM)
 _AMOUNTS_TEXT = re.compile(r"[0-9]{1,16}(?:,[0-9]{1,16}){6}")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _KINDS = frozenset(MONEY_KINDS)

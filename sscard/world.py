@@ -48,6 +48,11 @@ def person_id(stem: str) -> str:
     return str(load_holder(sample_holders()[stem]).holder["social_security_number"])
 
 
+def card_no(stem: str) -> str:
+    """The card number of a sample holder's card (the proof of the card the centre asks a terminal for)."""
+    return str(load_holder(sample_holders()[stem]).card["card_number"])
+
+
 def enrol_pin(engine, hsm, person: str, card_no: str, pin: str, prefix: str = "SSSE") -> None:
     """Issuance: record the PIN reference of `pin` for the person's card (through the HSM, see above)."""
     pan = pin_pan(person)

@@ -87,7 +87,8 @@ class Centre(Protocol):
                   visit: Visit | None = None) -> PreSettlement: ...
     def settle(self, *, serial: str, mdtrt_id: str, lines: list[FeeLineIn], use_account: bool = True,
                card_no: str | None = None, card_id: str | None = None, visit: Visit | None = None) -> Settlement: ...
-    def refund(self, *, serial: str, setl_id: str, amount: int | None = None) -> Refund: ...
+    def refund(self, *, serial: str, setl_id: str, amount: int | None = None, reason: str | None = None,
+               operator: str | None = None, card_no: str | None = None, card_id: str | None = None) -> Refund: ...
     def void(self, *, serial: str, setl_id: str, mdtrt_id: str | None = None, person_id: str | None = None,
              visit: Visit | None = None) -> Void: ...
     def settlement_outcome(self, setl_id: str) -> Outcome: ...
@@ -97,8 +98,8 @@ class Centre(Protocol):
                        card_authenticated: bool, card_id: str | None = None,
                        biometric_passed: bool | None = None) -> IdentityCheck: ...
     def certify(self, *, serial: str, person_id: str, method: str, **evidence: Any) -> Certification: ...
-    def certification_status(self, person_id: str) -> CertificationStatus: ...
-    def pensioner(self, person_id: str) -> Pensioner: ...
+    def certification_status(self, person_id: str, *, card_no: str | None = None) -> CertificationStatus: ...
+    def pensioner(self, person_id: str, *, card_no: str | None = None) -> Pensioner: ...
     def collect_pension(self, *, serial: str, person_id: str, amount: int, institution: str,
                         card_no: str | None = None, card_id: str | None = None) -> Collection: ...
     def void_collection(self, *, serial: str, collection_key: str) -> CollectionVoid: ...
@@ -138,8 +139,10 @@ class NativeCentre:
         return self.client.settle(serial=serial, mdtrt_id=mdtrt_id, lines=lines, use_account=use_account,
                                   card_no=card_no, card_id=card_id)
 
-    def refund(self, *, serial: str, setl_id: str, amount: int | None = None) -> Refund:
-        return self.client.refund(serial=serial, setl_id=setl_id, amount=amount)
+    def refund(self, *, serial: str, setl_id: str, amount: int | None = None, reason: str | None = None,
+               operator: str | None = None, card_no: str | None = None, card_id: str | None = None) -> Refund:
+        return self.client.refund(serial=serial, setl_id=setl_id, amount=amount, reason=reason, operator=operator,
+                                  card_no=card_no, card_id=card_id)
 
     def void(self, *, serial: str, setl_id: str, mdtrt_id: str | None = None, person_id: str | None = None,
              visit: Visit | None = None) -> Void:
@@ -161,11 +164,11 @@ class NativeCentre:
     def certify(self, *, serial: str, person_id: str, method: str, **evidence: Any) -> Certification:
         return self.client.certify(serial=serial, person_id=person_id, method=method, **evidence)
 
-    def certification_status(self, person_id: str) -> CertificationStatus:
-        return self.client.certification_status(person_id)
+    def certification_status(self, person_id: str, *, card_no: str | None = None) -> CertificationStatus:
+        return self.client.certification_status(person_id, card_no=card_no)
 
-    def pensioner(self, person_id: str) -> Pensioner:
-        return self.client.pensioner(person_id)
+    def pensioner(self, person_id: str, *, card_no: str | None = None) -> Pensioner:
+        return self.client.pensioner(person_id, card_no=card_no)
 
     def collect_pension(self, *, serial: str, person_id: str, amount: int, institution: str,
                         card_no: str | None = None, card_id: str | None = None) -> Collection:

@@ -396,16 +396,30 @@ class Terminal:
             self.write_card_record(s, entry, "settle", result.breakdown.model_dump())
         return self.journal.get(entry.key)
 
-    def refund(self, setl_id: str, amount: int | None, reason: str, operator: str) -> Entry:
-        """Refund all (`amount` None) or part of a settlement; the reason and who did it are journaled."""
+    def refund(self, setl_id: str, amount: int | None, reason: str, operator: str, reader: str | None = None
+               ) -> Entry:
+        """Refund all (`amount` None) or part of a settlement; the reason and who did it are journaled and go to
+        the centre. Another terminal's settlement (of this hospital) needs the holder's card in the reader: the
+        centre asks for it as proof."""
+        if setl_id.startswith(f"{self.config.terminal.id}:"):
+            return self._refund(setl_id, amount, reason, operator, None)
+        s = self.session(reader)
+        with s.claim("refund"):
+            return self._refund(setl_id, amount, reason, operator, self._card(s, None))
+
+    def _refund(self, setl_id: str, amount: int | None, reason: str, operator: str, card: BasicInfo | None
+                ) -> Entry:
         original = self.journal.find(setl_id)
+        person_id, card_no, holder = ((card.social_security_number, card.card_number, card.name) if card else
+                                      (original.person_id, original.card_no, original.holder_name) if original else
+                                      (None, None, None))
         entry = self._begin(
-            "refund", {"setl_id": setl_id, "amount": amount}, original_key=setl_id,
-            person_id=original.person_id if original else None, card_no=original.card_no if original else None,
-            holder_name=original.holder_name if original else None, amount=amount or 0, reason=reason,
-            operator=operator)
-        self._send(entry, None, lambda serial: self.centre.refund(serial=serial, setl_id=setl_id, amount=amount),
-                   reverse_on_unknown=False, amount_of=lambda r: r.refund.medfee_sumamt)
+            "refund", {"setl_id": setl_id, "amount": amount}, original_key=setl_id, person_id=person_id,
+            card_no=card_no, holder_name=holder, amount=amount or 0, reason=reason, operator=operator)
+        shown = {"card_no": card.card_number, "card_id": card.card_id} if card else {}  # the card read, if any
+        self._send(entry, None, lambda serial: self.centre.refund(
+            serial=serial, setl_id=setl_id, amount=amount, reason=reason, operator=operator, **shown),
+            reverse_on_unknown=False, amount_of=lambda r: r.refund.medfee_sumamt)
         metrics.transactions.labels("refund", "confirmed").inc()
         return self.journal.get(entry.key)
 
@@ -472,8 +486,8 @@ class Terminal:
         with s.claim("pension-status"):
             info = self._card(s, None)
         try:
-            pensioner = self.centre.pensioner(info.social_security_number)
-            cert = self.centre.certification_status(info.social_security_number)
+            pensioner = self.centre.pensioner(info.social_security_number, card_no=info.card_number)
+            cert = self.centre.certification_status(info.social_security_number, card_no=info.card_number)
         except SettlementError as e:
             raise from_settlement_error(e) from e
         return {"pensioner": pensioner.model_dump(mode="json"), "certification": cert.model_dump(mode="json")}

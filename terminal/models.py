@@ -22,7 +22,7 @@ ReaderName = Annotated[str | None, Field(None, max_length=128,
                                          description="reader name; default: the counter's first user-card reader")]
 Pin = Annotated[SecretStr, Field(description="the holder's PIN (4-12 digits, usually 6), typed at the PIN pad; "
                                              "never stored, logged or echoed")]
-Operator = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f]+$",
+Operator = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f]+$",
                                 description="who does it at the counter (clerk's name or staff number)")]
 
 
@@ -98,9 +98,12 @@ class RefundIn(_In):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"amount": 5000, "reason": "患者退药", "operator": "收费员 王芳"}]})
     amount: Fen | None = Field(None, ge=1, le=10**12, description="fen to refund; omitted: all that is left")
-    reason: str = Field(min_length=2, max_length=200, pattern=r"^[^\x00-\x1f]+$",
+    reason: str = Field(min_length=2, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$",
                         description="why the money goes back (shown on the receipt)")
     operator: Operator
+    reader: ReaderName = Field(None, description=(
+        "the reader holding the patient's card: needed for another terminal's settlement (the centre asks for "
+        "the card as proof); default: the first"))
 
 
 class CertifyIn(_In):

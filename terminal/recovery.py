@@ -40,7 +40,9 @@ def _resend(t: Terminal, e: Entry):
     r = e.request
     serial = r["terminal_serial"]
     if e.kind == "refund":
-        return t.centre.refund(serial=serial, setl_id=r["setl_id"], amount=r.get("amount"))
+        theirs = not r["setl_id"].startswith(f"{t.config.terminal.id}:")  # another counter's: the card read is proof
+        return t.centre.refund(serial=serial, setl_id=r["setl_id"], amount=r.get("amount"), reason=e.reason,
+                               operator=e.operator, card_no=e.card_no if theirs else None)
     if e.kind == "register":
         return t.centre.register_visit(serial=serial, person_id=r["person_id"], institution=r["institution"],
                                        care=r["care"], card_no=r.get("card_no"), card_id=r.get("card_id"))

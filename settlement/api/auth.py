@@ -1,13 +1,17 @@
 """Terminal API keys for the settlement service: one key per terminal, configured and kept only as a hash.
 
-A keys file (TOML) lists each terminal, the SHA-256 of its key, the institution it belongs to (its
-requests may only name that institution) and whether it is an operator (pension issuance, death
-reports, fraud flags, any balance):
+A keys file (TOML) lists each terminal, the SHA-256 of its key and the institution it belongs to (it
+acts only for that institution: settlement/api/scope.py). An operator key is a distinct role, asked for
+explicitly: it belongs to no institution and may act for all (pension issuance, death reports, fraud
+flags, any balance, voids and refunds with a reason). A terminal without an institution is refused:
 
     [terminal.T0001]
     key_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     institution = "H110001"
-    operator = false
+
+    [terminal.OPS01]
+    key_sha256 = "..."
+    operator = true
 
 Keys are random 32-byte tokens (`new_key()`), so a plain SHA-256 is enough to keep them unreadable.
 """
@@ -23,12 +27,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from settlement.wire import ID_FORM
+
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
 class TerminalKey:
-    """A configured terminal: its id, the hash of its key, its institution and role."""
+    """A configured terminal: its id, the hash of its key, and its institution, or the operator role."""
 
     terminal_id: str
     key_sha256: str
@@ -38,8 +44,14 @@ class TerminalKey:
     def __post_init__(self) -> None:
         if not _HEX64.match(self.key_sha256):
             raise ValueError(f"terminal {self.terminal_id}: key_sha256 must be 64 lowercase hex digits")
-        if not re.match(r"^[A-Za-z0-9_.\-]{1,64}$", self.terminal_id):
+        if not ID_FORM.fullmatch(self.terminal_id):
             raise ValueError(f"terminal id {self.terminal_id!r}: use 1-64 letters, digits, '_', '.', '-'")
+        if self.operator and self.institution is not None:
+            raise ValueError(f"terminal {self.terminal_id}: an operator key acts for every institution; "
+                             "give it no institution (or make a terminal key without operator)")
+        if not self.operator and not (self.institution and ID_FORM.fullmatch(self.institution)):
+            raise ValueError(f"terminal {self.terminal_id}: a terminal key needs the institution it belongs to "
+                             f"(1-64 letters, digits, '_', '.', '-'), got {self.institution!r}")
 
 
 def hash_key(key: str) -> str:
@@ -77,5 +89,10 @@ def load_terminal_keys(path: str | Path) -> list[TerminalKey]:
         unknown = set(entry) - {"key_sha256", "institution", "operator"}
         if unknown:
             raise ValueError(f"{path}: terminal {tid}: unknown field(s) {sorted(unknown)}")
-        out.append(TerminalKey(tid, entry["key_sha256"], entry.get("institution"), bool(entry.get("operator", False))))
+        if "key_sha256" not in entry or type(entry.get("operator", False)) is not bool:
+            raise ValueError(f"{path}: terminal {tid}: needs key_sha256, and operator (if given) is true or false")
+        try:
+            out.append(TerminalKey(tid, entry["key_sha256"], entry.get("institution"), entry.get("operator", False)))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
     return out

@@ -103,9 +103,12 @@ class SettlementClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, model: Any, *, json: Any = None, params: Any = None) -> Any:
+    def _call(self, method: str, path: str, model: Any, *, json: Any = None, params: Any = None,
+              card_no: str | None = None) -> Any:
+        """`card_no`: the proof of the person's card for a read (the `X-Card-No` header)."""
         try:
-            r = self.http.request(method, path, json=json, params=params)
+            r = self.http.request(method, path, json=json, params=params,
+                                  headers={"X-Card-No": card_no} if card_no else None)
         except httpx.TimeoutException as e:
             raise ServiceUnreachable(f"no answer from the settlement service in time ({e.__class__.__name__})",
                                      path=path, outcome_unknown=method != "GET") from e
@@ -154,13 +157,16 @@ class SettlementClient:
             terminal_serial=serial, mdtrt_id=mdtrt_id, lines=lines, use_account=use_account, card_no=card_no,
             card_id=card_id))
 
-    def refund(self, *, serial: str, setl_id: str, amount: int | None = None, card_no: str | None = None,
-               card_id: str | None = None) -> Refund:
+    def refund(self, *, serial: str, setl_id: str, amount: int | None = None, reason: str | None = None,
+               operator: str | None = None, card_no: str | None = None, card_id: str | None = None) -> Refund:
+        """The card (`card_no`, `card_id`) and `reason` are needed for another terminal's settlement."""
         return self._call("POST", "/v1/medical/refund", Refund, json=self._body(
-            terminal_serial=serial, setl_id=setl_id, amount=amount, card_no=card_no, card_id=card_id))
+            terminal_serial=serial, setl_id=setl_id, amount=amount, reason=reason, operator=operator, card_no=card_no,
+            card_id=card_id))
 
-    def void(self, *, serial: str, setl_id: str) -> Void:
-        return self._call("POST", "/v1/medical/void", Void, json=self._body(terminal_serial=serial, setl_id=setl_id))
+    def void(self, *, serial: str, setl_id: str, reason: str | None = None) -> Void:
+        return self._call("POST", "/v1/medical/void", Void,
+                          json=self._body(terminal_serial=serial, setl_id=setl_id, reason=reason))
 
     def settlement(self, setl_id: str) -> SettlementRecord:
         return self._call("GET", f"/v1/medical/settlements/{_seg(setl_id)}", SettlementRecord)
@@ -184,18 +190,20 @@ class SettlementClient:
     def identity_check_record(self, check_id: str) -> IdentityCheck:
         return self._call("GET", f"/v1/identity/checks/{_seg(check_id)}", IdentityCheck)
 
-    def person(self, person_id: str) -> Person:
-        return self._call("GET", f"/v1/persons/{_seg(person_id)}", Person)
+    # a person's data: `card_no` is the card read from the person's card (operators need none)
+    def person(self, person_id: str, *, card_no: str | None = None) -> Person:
+        return self._call("GET", f"/v1/persons/{_seg(person_id)}", Person, card_no=card_no)
 
-    def certification_status(self, person_id: str) -> CertificationStatus:
-        return self._call("GET", f"/v1/persons/{_seg(person_id)}/certification", CertificationStatus)
+    def certification_status(self, person_id: str, *, card_no: str | None = None) -> CertificationStatus:
+        return self._call("GET", f"/v1/persons/{_seg(person_id)}/certification", CertificationStatus,
+                          card_no=card_no)
 
-    def accumulators(self, person_id: str, year: int | None = None) -> Accumulators:
+    def accumulators(self, person_id: str, year: int | None = None, *, card_no: str | None = None) -> Accumulators:
         return self._call("GET", f"/v1/persons/{_seg(person_id)}/accumulators", Accumulators,
-                          params={"year": year} if year else None)
+                          params={"year": year} if year else None, card_no=card_no)
 
-    def person_balances(self, person_id: str) -> PersonBalances:
-        return self._call("GET", f"/v1/persons/{_seg(person_id)}/balances", PersonBalances)
+    def person_balances(self, person_id: str, *, card_no: str | None = None) -> PersonBalances:
+        return self._call("GET", f"/v1/persons/{_seg(person_id)}/balances", PersonBalances, card_no=card_no)
 
     def self_service(self, person_id: str, *, card_no: str | None = None, card_id: str | None = None,
                      limit: int | None = None) -> SelfService:
@@ -247,15 +255,15 @@ class SettlementClient:
             terminal_serial=serial, person_id=person_id, amount=amount, institution=institution, card_no=card_no,
             card_id=card_id))
 
-    def void_collection(self, *, serial: str, collection_key: str) -> CollectionVoid:
+    def void_collection(self, *, serial: str, collection_key: str, reason: str | None = None) -> CollectionVoid:
         return self._call("POST", "/v1/pension/void", CollectionVoid, json=self._body(
-            terminal_serial=serial, collection_key=collection_key))
+            terminal_serial=serial, collection_key=collection_key, reason=reason))
 
     def issue_pensions(self, *, region: str, month: str) -> IssueBatch:
         return self._call("POST", "/v1/pension/issue", IssueBatch, json={"region": region, "month": month})
 
-    def pensioner(self, person_id: str) -> Pensioner:
-        return self._call("GET", f"/v1/pension/pensioners/{_seg(person_id)}", Pensioner)
+    def pensioner(self, person_id: str, *, card_no: str | None = None) -> Pensioner:
+        return self._call("GET", f"/v1/pension/pensioners/{_seg(person_id)}", Pensioner, card_no=card_no)
 
     # -- ledger and supervision ----------------------------------------------------------------------------
     def posting(self, key: str) -> PostingOut:

@@ -3,7 +3,9 @@
     app = create_app(store, terminals=[TerminalKey(...)])     # or `sscard settlement serve`
 
 Every request but /v1/health needs the header `X-Terminal-Key` (a per-terminal key, configured as its
-SHA-256; see settlement/api/auth.py). Money-moving requests carry `terminal_serial`; the idempotency key is
+SHA-256; see settlement/api/auth.py). A terminal acts only for its own institution and its own keys, and
+reaches a person only with the person's card (`card_no`, or the `X-Card-No` header on reads): the rules are
+in settlement/api/scope.py. Money-moving requests carry `terminal_serial`; the idempotency key is
 `{terminal_id}:{terminal_serial}`, so a terminal repeating a request after a timeout gets the first
 result back (`replayed: true`). Errors are `{code, message, details}` with the HTTP status of their
 code (settlement/errors.py); malformed bodies are 422 INVALID_REQUEST, or INVALID_AMOUNT when only
@@ -33,26 +35,29 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import Path as InPath
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 
-from settlement.api import enrolment
+from settlement.api import enrolment, scope
 from settlement.api.auth import KeyRing, TerminalKey
 from settlement.api.lean import LeanPath
 from settlement.api.national import National
 from settlement.api.national_data import Item
 from settlement.errors import Forbidden, InvalidState, Overloaded, SettlementError, Unauthorized, UnknownTransaction
-from settlement.ledger import Store, make_key, utc_now
+from settlement.ledger import Store, issued_by, make_key, utc_now
 from settlement.schemes import cards, chart
 from settlement.schemes.engine import Engine, Settings
 from settlement.schemes.identity import PinVerifier
 from settlement.schemes.policy import PolicyBook
 from settlement.wire import (
     AMOUNT_FIELDS,
+    KEY_FORM,
     Accumulators,
     ApplicationReport,
     AuditEntry,
@@ -97,6 +102,8 @@ from settlement.wire import (
 log = logging.getLogger("sscard.settlement.service")
 KEY_HEADER = "X-Terminal-Key"
 _key_scheme = APIKeyHeader(name=KEY_HEADER, auto_error=False, description="the terminal's API key")
+PathId = Annotated[str, InPath(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", max_length=64)]
+PathKey = Annotated[str, InPath(pattern=f"^{KEY_FORM}$", max_length=129)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorBody, "description": d}
     for s, d in [(401, "missing or unknown terminal key"), (403, "not allowed, not certified, suspended"),
@@ -167,15 +174,9 @@ def create_app(
 
     Term = Annotated[TerminalKey, Depends(terminal)]
     Oper = Annotated[TerminalKey, Depends(operator)]
-
-    def at_own(t: TerminalKey, institution: str) -> None:
-        if t.institution is not None and institution != t.institution and not t.operator:
-            raise Forbidden(f"terminal {t.terminal_id} belongs to institution {t.institution}, not {institution}",
-                            terminal_id=t.terminal_id, institution=institution)
-
-    def own_key(t: TerminalKey, key: str) -> None:
-        if not t.operator and not key.startswith(f"{t.terminal_id}:"):
-            raise Forbidden(f"terminal {t.terminal_id} may only look up its own keys", key=key)
+    CardHeader = Annotated[str | None, Header(alias=scope.CARD_HEADER, max_length=20, pattern=r"^[A-Za-z0-9]{1,20}$",
+                                              description="the card number read from the person's card in this "
+                                                          "flow (proof of the card; operators need none)")]
 
     def acting_for(t: TerminalKey) -> str | None:
         """The institution a terminal's request acts for (None: an operator, or a terminal of no institution)."""
@@ -221,21 +222,30 @@ def create_app(
 
     # -- medical -----------------------------------------------------------------------------------------
     @v1.post("/medical/visits", tags=["medical"], operation_id="register_visit")
-    async def register_visit(req: RegisterRequest, t: Term) -> Visit:
-        """Register a visit or admission (2201 / 2303). Idempotent on terminal_serial."""
-        at_own(t, req.institution)
-        return await write(engine.medical.register_job(
-            make_key(t.terminal_id, req.terminal_serial), req.person_id, req.institution, req.care,
-            begntime=req.begntime, card_no=req.card_no, card_id=req.card_id))
+    async def register_visit(req: RegisterRequest, t: Term, card: CardHeader = None) -> Visit:
+        """Register a visit or admission (2201 / 2303) at the terminal's institution, with the patient's card.
+        Idempotent on terminal_serial."""
+        scope.own_institution(t, req.institution)
+        card_no = card or req.card_no
+        scope.card_shown(t, req.person_id, card_no, req.card_id)
+        try:
+            return await write(engine.medical.register_job(
+                make_key(t.terminal_id, req.terminal_serial), req.person_id, req.institution, req.care,
+                begntime=req.begntime, card_no=card_no, card_id=req.card_id))
+        except scope.NOT_THE_CARD as e:
+            raise scope.not_the_card(t, req.person_id, card_no or req.card_id, e) from None
 
     @v1.get("/medical/visits/{mdtrt_id}", tags=["medical"], operation_id="get_visit")
-    def get_visit(mdtrt_id: str, t: Term) -> Visit:
-        return engine.medical.visit(mdtrt_id)
+    def get_visit(mdtrt_id: PathId, t: Term) -> Visit:
+        """A visit the terminal's institution holds."""
+        visit = engine.medical.visit(mdtrt_id)
+        scope.own_institution(t, visit.institution)
+        return visit
 
     @v1.post("/medical/presettle", tags=["medical"], operation_id="presettle")
     def presettle(req: PreSettleRequest, t: Term) -> PreSettlement:
         """Pre-settle (2206): the split as a settlement now would make it. Posts nothing."""
-        at_own(t, engine.medical.visit(req.mdtrt_id).institution)
+        scope.own_institution(t, engine.medical.visit(req.mdtrt_id).institution)
         return engine.medical.presettle(req.mdtrt_id, [ln.line() for ln in req.lines], use_account=req.use_account)
 
     @v1.post("/medical/settle", tags=["medical"], operation_id="settle")
@@ -246,30 +256,35 @@ def create_app(
             use_account=req.use_account, at_institution=acting_for(t), card_id=req.card_id, card_no=req.card_no))
 
     @v1.post("/medical/refund", tags=["medical"], operation_id="refund")
-    async def refund(req: RefundRequest, t: Term) -> Refund:
-        """Refund all or part of a settlement; bounded by what is not yet refunded."""
+    async def refund(req: RefundRequest, t: Term, card: CardHeader = None) -> Refund:
+        """Refund all or part of a settlement; bounded by what is not yet refunded. Another terminal of the
+        settlement's institution needs the holder's card and a reason; an operator a reason."""
+        if t.operator or not issued_by(req.setl_id, t.terminal_id):  # reads the settlement: off the event loop
+            await run_in_threadpool(scope.refund, engine, t, req.setl_id, card or req.card_no, req.card_id,
+                                    req.reason)
         return await write(engine.medical.refund_job(
             make_key(t.terminal_id, req.terminal_serial), req.setl_id, req.amount, at_institution=acting_for(t),
-            card_id=req.card_id, card_no=req.card_no))
+            card_id=req.card_id, card_no=req.card_no, actor=t.terminal_id, reason=req.reason,
+            operator=req.operator))
 
     @v1.post("/medical/void", tags=["medical"], operation_id="void")
     def void(req: VoidRequest, t: Term) -> Void:
-        """Void (冲正 / 2208) a settlement, also one that has not arrived yet (it will then be refused)."""
-        try:
-            at_own(t, engine.medical.settlement(req.setl_id).institution or t.institution or "")
-        except UnknownTransaction:
-            pass  # not arrived yet: the void leaves a tombstone
-        return engine.medical.void(make_key(t.terminal_id, req.terminal_serial), req.setl_id)
+        """Void (冲正 / 2208) one of the terminal's own settlements, also one that has not arrived yet (it will
+        then be refused); an operator voids any, with a reason."""
+        scope.void(t, req.setl_id, req.reason)
+        return engine.medical.void(make_key(t.terminal_id, req.terminal_serial), req.setl_id, actor=t.terminal_id,
+                                   reason=req.reason)
 
     @v1.get("/medical/settlements/{setl_id}", tags=["medical"], operation_id="get_settlement")
-    def get_settlement(setl_id: str, t: Term) -> SettlementRecord:
-        own_key(t, setl_id)
+    def get_settlement(setl_id: PathKey, t: Term) -> SettlementRecord:
+        scope.own_key(t, setl_id)
         return engine.medical.settlement(setl_id)
 
     # -- identity and persons ------------------------------------------------------------------------------
     @v1.post("/identity/certify", tags=["identity"], operation_id="certify")
-    def certify(req: CertifyRequest, t: Term) -> Certification:
-        """Record a certification attempt (card and PIN, biometric score, or assisted)."""
+    def certify(req: CertifyRequest, t: Term, card: CardHeader = None) -> Certification:
+        """Record a certification attempt (card and PIN, biometric score, or assisted), with the person's card."""
+        scope.card_proof(engine, t, req.person_id, card or req.card_no, req.card_id)
         ev = req.model_dump(exclude={"terminal_serial", "person_id", "method"})
         return engine.identity.certify(make_key(t.terminal_id, req.terminal_serial), req.person_id, req.method,
                                        actor=t.terminal_id, **ev)
@@ -286,25 +301,30 @@ def create_app(
     @v1.get("/identity/checks/{check_id}", tags=["identity"], operation_id="get_identity_check")
     def get_identity_check(check_id: str, t: Term) -> IdentityCheck:
         """A recorded identity check (the terminal's own, or any for an operator)."""
-        own_key(t, check_id)
+        scope.own_key(t, check_id)
         return engine.identity.check_record(check_id)
 
     @v1.get("/persons/{person_id}", tags=["persons"], operation_id="get_person")
-    def get_person(person_id: str, t: Term) -> Person:
-        """Person lookup (1101)."""
+    def get_person(person_id: PathId, t: Term, card: CardHeader = None) -> Person:
+        """Person lookup (1101), with the person's card."""
+        scope.card_proof(engine, t, person_id, card)
         return engine.registry.person(person_id)
 
     @v1.get("/persons/{person_id}/certification", tags=["identity"], operation_id="certification_status")
-    def certification_status(person_id: str, t: Term) -> CertificationStatus:
+    def certification_status(person_id: PathId, t: Term, card: CardHeader = None) -> CertificationStatus:
+        scope.card_proof(engine, t, person_id, card)
         return engine.identity.status(person_id)
 
     @v1.get("/persons/{person_id}/accumulators", tags=["persons"], operation_id="get_accumulators")
-    def get_accumulators(person_id: str, t: Term, year: int | None = None) -> Accumulators:
+    def get_accumulators(person_id: PathId, t: Term, card: CardHeader = None,
+                         year: Annotated[int | None, Query(ge=1900, le=9999)] = None) -> Accumulators:
         """The person's yearly accumulators (deductible used, cumulative amounts, what each fund paid)."""
+        scope.card_proof(engine, t, person_id, card)
         return engine.medical.accumulators(person_id, year)
 
     @v1.get("/persons/{person_id}/balances", tags=["persons"], operation_id="person_balances")
-    def person_balances(person_id: str, t: Term) -> PersonBalances:
+    def person_balances(person_id: PathId, t: Term, card: CardHeader = None) -> PersonBalances:
+        scope.card_proof(engine, t, person_id, card)
         engine.registry.person(person_id)
         b = engine.ledger.balances([chart.personal_account(person_id), chart.pensioner_account(person_id)])
         return PersonBalances(person_id=person_id, personal_account=b[chart.personal_account(person_id)],
@@ -333,11 +353,11 @@ def create_app(
                            certification=engine.identity.status(person_id) if pensioner else None)
 
     @v1.get("/persons/{person_id}/audit", tags=["identity"], operation_id="audit_trail")
-    def audit_trail(person_id: str, t: Oper) -> list[AuditEntry]:
+    def audit_trail(person_id: PathId, t: Oper) -> list[AuditEntry]:
         return engine.registry.audit_trail(person_id)
 
     @v1.post("/persons/{person_id}/death-report", tags=["persons"], operation_id="report_death")
-    def report_death(person_id: str, req: DeathReportRequest, t: Oper) -> Person:
+    def report_death(person_id: PathId, req: DeathReportRequest, t: Oper) -> Person:
         """Record a death report: suspends the pension and flags benefits dated after it."""
         return engine.registry.report_death(person_id, req.death_date, actor=t.terminal_id, source=req.source)
 
@@ -400,19 +420,27 @@ def create_app(
 
     # -- pensions ------------------------------------------------------------------------------------------
     @v1.post("/pension/collect", tags=["pension"], operation_id="collect_pension")
-    async def collect_pension(req: CollectRequest, t: Term) -> Collection:
-        """Pay pension out at a counter (also in another region); needs a valid certification."""
-        at_own(t, req.institution)
-        return await write(engine.pensions.collect_job(
-            make_key(t.terminal_id, req.terminal_serial), req.person_id, req.amount, req.institution,
-            actor=t.terminal_id, card_id=req.card_id, card_no=req.card_no))
+    async def collect_pension(req: CollectRequest, t: Term, card: CardHeader = None) -> Collection:
+        """Pay pension out at the terminal's counter (also in another region), with the pensioner's card; needs
+        a valid certification."""
+        scope.own_institution(t, req.institution)
+        card_no = card or req.card_no
+        scope.card_shown(t, req.person_id, card_no, req.card_id)
+        try:
+            return await write(engine.pensions.collect_job(
+                make_key(t.terminal_id, req.terminal_serial), req.person_id, req.amount, req.institution,
+                actor=t.terminal_id, card_id=req.card_id, card_no=card_no))
+        except scope.NOT_THE_CARD as e:
+            raise scope.not_the_card(t, req.person_id, card_no or req.card_id, e) from None
 
     @v1.post("/pension/void", tags=["pension"], operation_id="void_collection")
     def void_collection(req: CollectionVoidRequest, t: Term) -> CollectionVoid:
-        """Void (冲正) a pension collection: the money goes back to the pensioner account. A void that
-        arrives first leaves a tombstone, and the collection is refused with ALREADY_REVERSED when it lands."""
-        own_key(t, req.collection_key)
-        return engine.pensions.void(make_key(t.terminal_id, req.terminal_serial), req.collection_key)
+        """Void (冲正) one of the terminal's own pension collections: the money goes back to the pensioner
+        account. A void that arrives first leaves a tombstone, and the collection is refused with
+        ALREADY_REVERSED when it lands. An operator voids any, with a reason."""
+        scope.void(t, req.collection_key, req.reason)
+        return engine.pensions.void(make_key(t.terminal_id, req.terminal_serial), req.collection_key,
+                                    actor=t.terminal_id, reason=req.reason)
 
     @v1.post("/pension/issue", tags=["pension"], operation_id="issue_pensions")
     def issue_pensions(req: IssueRequest, t: Oper) -> IssueBatch:
@@ -420,14 +448,15 @@ def create_app(
         return engine.pensions.issue_month(req.region, req.month, actor=t.terminal_id)
 
     @v1.get("/pension/pensioners/{person_id}", tags=["pension"], operation_id="get_pensioner")
-    def get_pensioner(person_id: str, t: Term) -> Pensioner:
+    def get_pensioner(person_id: PathId, t: Term, card: CardHeader = None) -> Pensioner:
+        scope.card_proof(engine, t, person_id, card)
         return engine.pensions.pensioner(person_id)
 
     # -- ledger and supervision ----------------------------------------------------------------------------
     @v1.get("/postings/{key}", tags=["ledger"], operation_id="get_posting")
-    def get_posting(key: str, t: Term) -> PostingOut:
+    def get_posting(key: PathKey, t: Term) -> PostingOut:
         """A posting by its key (own keys only, unless operator)."""
-        own_key(t, key)
+        scope.own_key(t, key)
         p = engine.ledger.get(key)
         if p is None:
             raise UnknownTransaction(f"no posting {key!r}", key=key)

@@ -7,7 +7,7 @@ it. It imports nothing above it: no scheme, no reconciliation, no HTTP.
 
 from settlement.ledger.batch import OneByOne, PostReq, marks, write_rows
 from settlement.ledger.clock import CST, Clock, utc_now
-from settlement.ledger.idempotency import make_key, request_hash
+from settlement.ledger.idempotency import check_key, issued_by, make_key, request_hash
 from settlement.ledger.ledger import Ledger
 from settlement.ledger.model import MAX_AMOUNT, Account, AccountKind, Draft, Posting, Transfer
 from settlement.ledger.money import Fen, apply_ratio, fen, ratio
@@ -17,6 +17,7 @@ from settlement.ledger.store.open import open_store
 
 __all__ = [
     "CST", "MAX_AMOUNT", "Account", "AccountKind", "Clock", "Draft", "Fen", "Ledger", "OneByOne", "PostReq", "Posting",
-    "Retry", "Store", "Transfer", "Tx", "apply_ratio", "fen", "make_key", "marks", "open_store", "ratio",
+    "Retry", "Store", "Transfer", "Tx", "apply_ratio", "check_key", "fen", "issued_by", "make_key", "marks",
+    "open_store", "ratio",
     "request_hash", "utc_now", "write_rows",
 ]

@@ -46,10 +46,10 @@ from pydantic_core import to_json
 from settlement.errors import (
     AlreadyReversed,
     DeathReported,
-    Forbidden,
     IdempotencyConflict,
     InvalidRequest,
     InvalidState,
+    OtherInstitution,
     RefundTooLarge,
     SettlementError,
     UnknownAccount,
@@ -67,12 +67,14 @@ from settlement.ledger import (
     Transfer,
     Tx,
     apply_ratio,
+    check_key,
     fen,
+    issued_by,
     marks,
     request_hash,
     write_rows,
 )
-from settlement.schemes import answers, chart
+from settlement.schemes import answers, audit, chart
 from settlement.schemes.accumulators import add_to_accumulators, add_to_counters, load_accumulators, load_counters
 from settlement.schemes.breakdown import Split, allocate, split_bill
 from settlement.schemes.hooks import CardCheck, FraudChecks
@@ -314,6 +316,9 @@ class _Refund:
     at: str | None
     card_id: str | None  # a refund to the card: the card presented
     card_no: str | None
+    actor: str = ""  # who refunds: kept with the refund, audited when not the settlement's terminal
+    reason: str | None = None
+    operator: str | None = None
 
 
 _VISIT_INSERT = ("INSERT INTO med_visits (mdtrt_id, register_key, person_id, institution, treatment_region, level,"
@@ -524,8 +529,8 @@ class Medical:
                 if row is None:
                     raise UnknownVisit(f"no registered visit {it.mdtrt_id!r}", mdtrt_id=it.mdtrt_id)
                 if it.at is not None and row["institution"] != it.at:
-                    raise Forbidden(f"visit {it.mdtrt_id} is at institution {row['institution']}, not {it.at}",
-                                    mdtrt_id=it.mdtrt_id, institution=it.at)
+                    raise OtherInstitution(f"visit {it.mdtrt_id} is at institution {row['institution']}, not {it.at}",
+                                           rule="own_institution", mdtrt_id=it.mdtrt_id, institution=it.at)
                 pid = row["person_id"]
                 person = persons.get(pid)
                 if person is None:
@@ -593,20 +598,25 @@ class Medical:
 
     # -- refund ----------------------------------------------------------------------------------------
     def refund(self, key: str, setl_id: str, amount: int | None = None, *, at_institution: str | None = None,
-               card_id: str | None = None, card_no: str | None = None) -> Refund:
+               card_id: str | None = None, card_no: str | None = None, actor: str = "", reason: str | None = None,
+               operator: str | None = None) -> Refund:
         """Refund `amount` fen of settlement `setl_id` (all that is left when None), linked to it. A card
         presented (a refund to the card) must be the person's active card. `at_institution`: the institution
-        the request acts for; a settlement of another one is FORBIDDEN."""
+        the request acts for; a settlement of another one is FORBIDDEN. `actor` (the terminal or operator),
+        `reason` and `operator` (the clerk) are kept with the refund; a refund by anyone but the settlement's own
+        terminal is also written to the person's audit trail."""
         return self.store.run_batched(*self.refund_job(  # type: ignore[no-any-return]
-            key, setl_id, amount, at_institution=at_institution, card_id=card_id, card_no=card_no))
+            key, setl_id, amount, at_institution=at_institution, card_id=card_id, card_no=card_no, actor=actor,
+            reason=reason, operator=operator))
 
     def refund_job(self, key: str, setl_id: str, amount: int | None = None, *, at_institution: str | None = None,
-                   card_id: str | None = None, card_no: str | None = None) -> tuple[Handler, _Refund]:
+                   card_id: str | None = None, card_no: str | None = None, actor: str = "",
+                   reason: str | None = None, operator: str | None = None) -> tuple[Handler, _Refund]:
         """`refund` as a job for the store (see the class docstring)."""
         if amount is not None:
             fen(amount, allow_zero=False, field="amount")
         return self._refund_many, _Refund(key, setl_id, amount, request_hash("medical.refund", [setl_id, amount]),
-                                          at_institution, card_id, card_no)
+                                          at_institution, card_id, card_no, actor, reason, operator)
 
     def _refund_many(self, tx: Tx, items: list[_Refund]) -> list[Refund | Exception]:
         results, todo = answers.repeats(self.ledger, tx, items, Refund, "medical.refund")
@@ -634,8 +644,9 @@ class Medical:
                 if row is None or row["status"] == "void_before_arrival":
                     raise UnknownTransaction(f"no settlement {it.setl_id!r}", key=it.setl_id)
                 if it.at is not None and row["institution"] != it.at:
-                    raise Forbidden(f"settlement {it.setl_id} was made at institution {row['institution']}, "
-                                    f"not {it.at}", key=it.setl_id, institution=it.at)
+                    raise OtherInstitution(f"settlement {it.setl_id} was made at institution {row['institution']}, "
+                                           f"not {it.at}", rule="own_institution", key=it.setl_id,
+                                           institution=it.at)
                 if row["status"] == "voided":
                     raise AlreadyReversed(f"settlement {it.setl_id} was voided by {row['void_key']}", key=it.setl_id)
                 person = persons.get(row["person_id"])
@@ -659,7 +670,8 @@ class Medical:
                 after = {"bill": left - want, "parts": {p: rem["parts"][p] - parts[p] for p in PARTS},
                          "counters": {c: v - back.get(c, 0) for c, v in rem["counters"].items() if v - back.get(c, 0)}}
                 result = Refund(refund_key=it.key, setl_id=it.setl_id, refund=_refund_parts(parts),
-                                refundable_after=after["bill"])
+                                refundable_after=after["bill"], actor=it.actor, reason=it.reason,
+                                operator=it.operator)
                 reqs.append(self.ledger.request(it.key, "medical.refund", _transfers(parts, person, inst, back=True),
                                                 links_to=restored.get(it.setl_id, it.setl_id),
                                                 payload_json=answers.payload(result),
@@ -671,6 +683,9 @@ class Medical:
             rems[it.setl_id] = after
             changed.add(it.setl_id)
             reversals.append((it.key, it.setl_id, "refund", inst.code, stamp, result.refund))
+            if it.actor and not issued_by(it.setl_id, it.actor):
+                audit.record(tx, at=stamp, person_id=person.person_id, event="settlement_refunded", actor=it.actor,
+                             key=it.key, setl_id=it.setl_id, amount=want, reason=it.reason, operator=it.operator)
             for c, v in back.items():
                 k = (person.person_id, row["year"], c)
                 deltas[k] = deltas.get(k, 0) - v
@@ -702,8 +717,10 @@ class Medical:
         return back
 
     # -- void (冲正) ------------------------------------------------------------------------------------
-    def void(self, key: str, setl_id: str) -> Void:
-        """Reverse settlement `setl_id` (what is left of it after refunds), or tombstone it if unknown."""
+    def void(self, key: str, setl_id: str, *, actor: str = "", reason: str | None = None) -> Void:
+        """Reverse settlement `setl_id` (what is left of it after refunds), or tombstone it if unknown. `actor`
+        and `reason` are kept with the void; a void by anyone but the settlement's own terminal is also written
+        to the person's audit trail."""
         if key == setl_id:
             raise InvalidRequest("a void needs its own key")
 
@@ -712,10 +729,12 @@ class Medical:
             if other is not None and other.kind != "medical.settle":
                 raise InvalidState(f"{setl_id} is a {other.kind}, not a settlement; only settlements are voided",
                                    key=setl_id, kind=other.kind)
+            if other is None:
+                check_key(setl_id, "setl_id")  # a tombstone only for what could be a settlement's key
             if tx.execute("INSERT INTO med_settlements (key, status, void_key, settled_at) VALUES"
                           " (?, 'void_before_arrival', ?, ?) ON CONFLICT (key) DO NOTHING",
                           (setl_id, key, self.clock.stamp())) == 1:
-                return Void(void_key=key, setl_id=setl_id, status="voided_before_arrival")
+                return Void(void_key=key, setl_id=setl_id, status="voided_before_arrival", actor=actor, reason=reason)
             row = tx.one(f"SELECT status, void_key, person_id, institution, year, mdtrt_id, remaining"
                          f" FROM med_settlements WHERE key = ?{tx.for_update}", (setl_id,))
             assert row is not None
@@ -731,7 +750,7 @@ class Medical:
             person = load_person(tx, row["person_id"], lock=True)
             rem = json.loads(row["remaining"])
             result = Void(void_key=key, setl_id=setl_id, status="voided",
-                          reversed=_refund_parts({p: rem["parts"][p] for p in PARTS}))
+                          reversed=_refund_parts({p: rem["parts"][p] for p in PARTS}), actor=actor, reason=reason)
             posting = self.ledger.reverse(key, self._in_force(tx, setl_id),
                                           payload={"result": result.model_dump(mode="json"), "remaining": rem})
             if posting.replayed:  # the key reversed this settlement before, in a unit that also did the rest
@@ -739,6 +758,9 @@ class Medical:
             add_to_accumulators(tx, person.person_id, row["year"], {c: -v for c, v in rem["counters"].items()})
             assert result.reversed is not None
             _record_reversals(tx, [(key, setl_id, "void", row["institution"], posting.created_at, result.reversed)])
+            if actor and not issued_by(setl_id, actor):
+                audit.record(tx, at=self.clock.stamp(), person_id=person.person_id, event="settlement_voided",
+                             actor=actor, key=key, setl_id=setl_id, amount=rem["bill"], reason=reason)
             tx.execute("UPDATE med_settlements SET status = 'voided', void_key = ?, remaining = ? WHERE key = ?",
                        (key, json.dumps({"bill": 0, "parts": dict.fromkeys(PARTS, 0), "counters": {}}), setl_id))
             tx.execute("UPDATE med_visits SET status = 'registered', settle_key = NULL WHERE mdtrt_id = ?",

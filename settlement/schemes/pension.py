@@ -40,7 +40,19 @@ from settlement.errors import (
     UnknownInstitution,
     UnknownPerson,
 )
-from settlement.ledger import Clock, Ledger, Store, Transfer, Tx, fen, marks, request_hash, write_rows
+from settlement.ledger import (
+    Clock,
+    Ledger,
+    Store,
+    Transfer,
+    Tx,
+    check_key,
+    fen,
+    issued_by,
+    marks,
+    request_hash,
+    write_rows,
+)
 from settlement.schemes import answers, audit, chart
 from settlement.schemes.hooks import CardCheck, CertificationCheck, FraudChecks
 from settlement.schemes.policy import PolicyBook
@@ -379,8 +391,10 @@ class Pensions:
                    " collected_on) VALUES ", "(?, ?, ?, ?, ?, ?, ?)", rows)
         return results
 
-    def void(self, key: str, collection_key: str) -> CollectionVoid:
-        """Reverse collection `collection_key`, or tombstone it if it has not arrived (idempotent on `key`)."""
+    def void(self, key: str, collection_key: str, *, actor: str = "", reason: str | None = None) -> CollectionVoid:
+        """Reverse collection `collection_key`, or tombstone it if it has not arrived (idempotent on `key`).
+        `actor` and `reason` are kept with the void; a void by anyone but the collection's own terminal is also
+        written to the pensioner's audit trail."""
         if key == collection_key:
             raise InvalidRequest("a void needs its own key")
 
@@ -406,16 +420,23 @@ class Pensions:
             if row is not None:
                 return seen(row)
             if kind is None:  # not arrived (yet): a tombstone refuses it when it lands
+                check_key(collection_key, "collection_key")
                 if tx.execute("INSERT INTO pen_voids (collection_key, void_key, status, amount, voided_at)"
                               " VALUES (?, ?, 'void_before_arrival', 0, ?) ON CONFLICT (collection_key) DO NOTHING",
                               (collection_key, key, self.clock.stamp())) == 0:
                     return seen(tx.one(sql, (collection_key,)) or {})  # a concurrent void won
-                return CollectionVoid(void_key=key, collection_key=collection_key, status="voided_before_arrival")
-            amount = int(tx.value("SELECT amount FROM pen_collections WHERE key = ?", (collection_key,)))
-            result = CollectionVoid(void_key=key, collection_key=collection_key, status="voided", amount=amount)
+                return CollectionVoid(void_key=key, collection_key=collection_key, status="voided_before_arrival",
+                                      actor=actor, reason=reason)
+            amount, person_id = tx.rows("SELECT amount, person_id FROM pen_collections WHERE key = ?",
+                                        (collection_key,))[0]
+            result = CollectionVoid(void_key=key, collection_key=collection_key, status="voided", amount=int(amount),
+                                    actor=actor, reason=reason)
             self.ledger.reverse(key, collection_key, payload={"result": result.model_dump(mode="json")})
+            if actor and not issued_by(collection_key, actor):
+                audit.record(tx, at=self.clock.stamp(), person_id=person_id, event="collection_voided", actor=actor,
+                             key=key, collection_key=collection_key, amount=int(amount), reason=reason)
             tx.execute("INSERT INTO pen_voids (collection_key, void_key, status, amount, voided_at)"
-                       " VALUES (?, ?, 'voided', ?, ?)", (collection_key, key, amount, self.clock.stamp()))
+                       " VALUES (?, ?, 'voided', ?, ?)", (collection_key, key, int(amount), self.clock.stamp()))
             return result
 
         return self.store.run(unit)

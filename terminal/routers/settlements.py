@@ -14,6 +14,7 @@ router = APIRouter(tags=["visit"])
              response_model=Receipt, responses=answers(Receipt))
 def refund(t: TerminalDep, setl_id: Ident, body: RefundIn, lang: LangDep) -> Receipt:
     """Refund all or part of a settlement (linked to it, never more than was paid), with the reason and who
-    does it; both are journaled and printed on the receipt."""
-    entry = t.refund(setl_id, body.amount, body.reason, body.operator)
+    does it; both are journaled and printed on the receipt. Another terminal's settlement needs the patient's
+    card in the reader."""
+    entry = t.refund(setl_id, body.amount, body.reason, body.operator, body.reader)
     return Receipt(**receipt_of(t, entry, lang))

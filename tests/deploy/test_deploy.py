@@ -100,8 +100,9 @@ def run_centre(argv: list[str], env: dict[str, str], key: str) -> None:
     try:
         url = f"http://127.0.0.1:{env['SSCARD_PORT']}"
         wait_healthy(f"{url}/v1/health", proc)
-        r = httpx.get(f"{url}/v1/persons/110105198001010016", headers={"X-Terminal-Key": key}, timeout=10)
-        assert r.status_code == 404 and r.json()["code"] == "UNKNOWN_PERSON", r.text  # asked the store
+        r = httpx.get(f"{url}/v1/persons/110105198001010016", headers={"X-Terminal-Key": key, "X-Card-No": "C00000000"},
+                      timeout=10)  # an unknown person answers like a wrong card, once the store was asked
+        assert r.status_code == 403 and r.json()["code"] == "CARD_PROOF_MISMATCH", r.text
         assert httpx.get(f"{url}/v1/persons/x", timeout=10).status_code == 401  # keys file read
     finally:
         proc.send_signal(signal.SIGTERM)

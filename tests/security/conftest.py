@@ -18,6 +18,7 @@ from hsm_mock.access import AccessPolicy
 from hsm_mock.server import ServerThread
 from sim.issuer import DEFAULT_ISSUER, install_into_hsm
 from tests.hsm_mock.conftest import RawSession, raw_connect, read_payload
+from tests.security.centre import centre, make_store, store, store_kind  # noqa: F401  (hostile-terminal fixtures)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import pytest
 
 from settlement.errors import UnknownTransaction
 from sscard.stack import listening_socket, start_centre
+from sscard.world import card_no
 from terminal.config import hash_token
 from terminal.journal import CONFIRMED, FAILED, REVERSED, Journal
 from tests.terminal.conftest import DIALECTS, LINES
@@ -196,7 +197,7 @@ def test_sigkill_at_random_points_loses_nothing_and_posts_nothing_twice(tmp_path
         centre.engine.ledger.check_invariants()
         # no fen lost: the patient's account paid exactly what the confirmed settlements say
         paid = sum(e.response["breakdown"]["acct_pay"] for e in settles if e.state == CONFIRMED)
-        balance = client.person_balances("110105198001010016").personal_account
+        balance = client.person_balances("110105198001010016", card_no=card_no("zhang_san")).personal_account
         assert balance == 5_000_00 - paid
         client.close()
         journal.close()

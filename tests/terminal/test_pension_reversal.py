@@ -9,7 +9,7 @@ import pytest
 from settlement.errors import AlreadyReversed, ServiceUnreachable
 from settlement.schemes import chart
 from sscard.stack import start_counter
-from sscard.world import person_id
+from sscard.world import card_no, person_id
 from terminal.journal import CONFIRMED, REVERSED
 from terminal.recovery import recover
 from tests.terminal.conftest import DIALECTS
@@ -84,7 +84,7 @@ def test_restart_resolves_a_pending_collection(pension_counter, centre, applied)
     e = t.journal.begin("pension_collect", request, person_id=WANG, amount=300_00)
     client = centre.client()
     if applied:
-        client.collect_pension(serial=e.request["terminal_serial"], **request)
+        client.collect_pension(serial=e.request["terminal_serial"], **request, card_no=card_no("wang_xiuying"))
     rep = recover(t)
     got = t.journal.get(e.key)
     if applied:
@@ -94,7 +94,7 @@ def test_restart_resolves_a_pending_collection(pension_counter, centre, applied)
     else:
         assert (rep.reversed, got.state) == ([e.key], REVERSED)
         with pytest.raises(AlreadyReversed):  # the lost request, landing late, is refused
-            client.collect_pension(serial=e.request["terminal_serial"], **request)
+            client.collect_pension(serial=e.request["terminal_serial"], **request, card_no=card_no("wang_xiuying"))
         assert balances(centre) == (START, 0)
     assert recover(t).clean and t.journal.get(e.key).state == got.state  # a second pass changes nothing
     client.close()

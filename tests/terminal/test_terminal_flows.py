@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from sim.faults import Fault
-from sscard.stack import UvicornThread, start_counter
-from sscard.world import person_id
+from sscard.stack import UvicornThread, start_centre, start_counter
+from sscard.world import card_no, person_id
 from tests.terminal.conftest import DIALECTS, LINES, agree, busy
 
 pytestmark = pytest.mark.parametrize("dialect", DIALECTS)
@@ -95,6 +95,31 @@ def test_hospital_visit_with_partial_and_full_refund(api, counter, centre):
     hist = api.get("/v1/transactions", params={"card_no": "B10238475"}).json()
     assert [h["kind"] for h in hist][:4] == ["refund", "refund", "refund", "settle"]
     assert agree(counter.terminal.journal, centre)["confirmed"] == 1
+
+
+def test_another_counter_of_the_hospital_refunds_with_the_card_in_its_reader(tmp_path, dialect):
+    """The centre asks for the holder's card when a counter refunds another counter's settlement: the
+    second counter reads the card in its reader and sends its number; with another person's card it is
+    refused CARD_PROOF_MISMATCH and nothing is refunded."""
+    centre = start_centre(tmp_path / "centre", terminals=("T0001", "T0002"))
+    first = start_counter(centre, terminal_id="T0001", dialect=dialect)
+    second = start_counter(centre, "memory:li_si", terminal_id="T0002", dialect=dialect)
+    try:
+        with httpx.Client(base_url=first.url, headers=first.headers(), timeout=15) as api:
+            rec = api.post(f"/v1/visits/{visit(api)}/settle", json={"lines": LINES, "pin": "123456"}).json()
+        with httpx.Client(base_url=second.url, headers=second.headers(), timeout=15) as api:
+            body = {"amount": 10_00, "reason": "退药", "operator": "clerk-2"}
+            r = api.post(f"/v1/settlements/{rec['key']}/refund", json=body)  # li_si's card is in its reader
+            assert (r.status_code, r.json()["code"]) == (403, "CARD_PROOF_MISMATCH"), r.text
+            second.terminal.sessions["memory:li_si"].reader.insert(sim_card(first))  # zhang_san comes over
+            r = api.post(f"/v1/settlements/{rec['key']}/refund", json=body)
+            assert r.status_code == 200, r.text
+            assert (r.json()["response"]["actor"], r.json()["name"]) == ("T0002", "张三")
+        assert centre.client("T0001").settlement(rec["key"]).refundable == 205_00
+    finally:
+        first.stop()
+        second.stop()
+        centre.stop()
 
 
 def test_pension_certify_and_collect(centre, dialect):
@@ -304,4 +329,5 @@ def test_response_lost_after_the_centre_applied_it(api, counter, centre):
     r = api.post(f"/v1/visits/{mdtrt}/settle", json={"lines": LINES, "pin": "123456"})
     assert r.status_code == 503 and r.json()["details"]["reversal_state"] == "confirmed"
     assert agree(counter.terminal.journal, centre) == {"confirmed": 0, "reversed": 1, "failed": 0}
-    assert centre.client().person_balances(person_id("zhang_san")).personal_account == 5_000_00
+    assert centre.client().person_balances(person_id("zhang_san"), card_no=card_no("zhang_san")
+                                           ).personal_account == 5_000_00

@@ -122,8 +122,10 @@ def test_transactions_carry_the_card_and_are_refused_with_its_status(hall, count
         counter.settle(serial="3", mdtrt_id=visit.mdtrt_id, lines=[line])  # the visit's card
     with pytest.raises(errors.CardReportedLost):
         counter.certify(serial="4", person_id="EMP", method="card_pin", card_no="C0000001", pin_verified=True)
-    with pytest.raises(errors.UnknownCard):
+    with pytest.raises(errors.CardProofMismatch):  # to a terminal, an unknown card answers like another's card
         counter.register_visit(serial="5", person_id="EMP", institution="BJ3", care="outpatient", card_no="Z1")
+    with pytest.raises(errors.UnknownCard):  # the engine's own check, as an operator meets it
+        hall.register_visit(serial="5", person_id="EMP", institution="BJ3", care="outpatient", card_no="Z1")
 
 
 def test_an_identity_check_is_quoted_by_its_terminal_or_a_service_hall(app, hall, counter):

@@ -32,7 +32,8 @@ def test_the_lean_routes_answer_as_the_api_does(store) -> None:
     async def main() -> None:
         async with client(app) as c:
             r = await c.post("/v1/medical/visits", json={"terminal_serial": "r1", "person_id": "EMP",
-                                                          "institution": "BJ3", "care": "outpatient"})
+                                                          "institution": "BJ3", "care": "outpatient",
+                                                          "card_no": "C0000001"})
             assert r.status_code == 200 and r.headers["content-type"] == "application/json"
             mdtrt = r.json()["mdtrt_id"]
             body = {"terminal_serial": "s1", "mdtrt_id": mdtrt, "lines": LINES}
@@ -45,7 +46,14 @@ def test_the_lean_routes_answer_as_the_api_does(store) -> None:
             assert (r.status_code, r.json()["code"]) == (409, "INVALID_STATE")
             r = await c.post("/v1/medical/visits", json={"terminal_serial": "r2", "person_id": "EMP",
                                                           "institution": "BJ1", "care": "outpatient"})
-            assert (r.status_code, r.json()["code"]) == (403, "FORBIDDEN")
+            assert (r.status_code, r.json()["code"]) == (403, "OTHER_INSTITUTION")
+            r = await c.post("/v1/medical/visits", json={"terminal_serial": "r3", "person_id": "EMP",
+                                                          "institution": "BJ3", "care": "outpatient"})
+            assert (r.status_code, r.json()["code"]) == (403, "CARD_PROOF_REQUIRED")
+            r = await c.post("/v1/medical/visits", json={"terminal_serial": "r4", "person_id": "EMP",
+                                                          "institution": "BJ3", "care": "outpatient",
+                                                          "card_no": "C0000002"})
+            assert (r.status_code, r.json()["code"]) == (403, "CARD_PROOF_MISMATCH")
             # what the lean path leaves to FastAPI is answered as before
             r = await c.post("/v1/medical/settle", json={**body, "lines": [{"chrgitm_lv": "A",
                                                                             "det_item_fee_sumamt": -1}]})

@@ -61,8 +61,9 @@ def world(store):
         yield his, http, eng, clock
 
 
-def native(http: Any, method: str, path: str, **kw: Any) -> Any:
-    r = http.request(method, path, headers={"X-Terminal-Key": KEY}, **kw)
+def native(http: Any, method: str, path: str, card: str = EMP_CARD, **kw: Any) -> Any:
+    """A native call by the hospital's terminal, with the patient's card (`card`) as proof."""
+    r = http.request(method, path, headers={"X-Terminal-Key": KEY, "X-Card-No": card}, **kw)
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -224,7 +225,7 @@ def test_an_inpatient_stay_admission_to_settlement_matches_the_native_api(world)
     posting = native(http, "GET", f"/v1/postings/{settled['setlinfo']['setl_id']}")
     check_setlinfo(settled["setlinfo"], settled["setldetail"], posting["payload"]["result"]["breakdown"])
     assert (settled["setlinfo"]["med_type"], settled["setlinfo"]["clr_type"]) == ("21", "21")
-    assert native(http, "GET", f"/v1/persons/{RES}/accumulators?year=2024")["admissions"] == 1
+    assert native(http, "GET", f"/v1/persons/{RES}/accumulators?year=2024", card=RES_CARD)["admissions"] == 1
     refused = his.call("2405", {"data": {"mdtrt_id": mdtrt_id, "psn_no": RES}}, **BJ3)
     assert refused["infcode"] == -1 and "2305" in refused["err_msg"]
     eng.ledger.check_invariants()

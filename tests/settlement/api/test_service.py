@@ -57,7 +57,7 @@ def test_health_needs_no_key_but_everything_else_does(http):
 
 
 def test_visit_settle_refund_void_through_the_client(svc):
-    visit = svc.register_visit(serial="0001", person_id="EMP", institution="BJ3", care="inpatient")
+    visit = svc.register_visit(serial="0001", person_id="EMP", institution="BJ3", care="inpatient", card_no="C0000001")
     pre = svc.presettle(mdtrt_id=visit.mdtrt_id, lines=LINES)
     s = svc.settle(serial="0002", mdtrt_id=visit.mdtrt_id, lines=LINES)
     assert s.setl_id == "T1:0002" and s.breakdown == pre.breakdown
@@ -65,17 +65,17 @@ def test_visit_settle_refund_void_through_the_client(svc):
     again = svc.settle(serial="0002", mdtrt_id=visit.mdtrt_id, lines=LINES)
     assert again.replayed and again.model_copy(update={"replayed": False}) == s
     assert svc.posting("T1:0002").kind == "medical.settle"
-    assert svc.accumulators("EMP", 2024).admissions == 1
+    assert svc.accumulators("EMP", 2024, card_no="C0000001").admissions == 1
     r = svc.refund(serial="0003", setl_id=s.setl_id, amount=10_000 * Y)
     assert r.refundable_after == 40_000 * Y
     v = svc.void(serial="0004", setl_id=s.setl_id)
     assert v.status == "voided" and v.reversed.medfee_sumamt == 40_000 * Y
     assert svc.settlement(s.setl_id).status == "voided"
-    assert svc.person_balances("EMP").personal_account == 5_000 * Y
+    assert svc.person_balances("EMP", card_no="C0000001").personal_account == 5_000 * Y
 
 
 def test_typed_errors_reach_the_client(svc, app):
-    visit = svc.register_visit(serial="0001", person_id="EMP", institution="BJ3", care="inpatient")
+    visit = svc.register_visit(serial="0001", person_id="EMP", institution="BJ3", care="inpatient", card_no="C0000001")
     s = svc.settle(serial="0002", mdtrt_id=visit.mdtrt_id, lines=LINES)
     with pytest.raises(errors.RefundTooLarge) as e:
         svc.refund(serial="0003", setl_id=s.setl_id, amount=60_000 * Y)
@@ -86,7 +86,7 @@ def test_typed_errors_reach_the_client(svc, app):
         svc.presettle(mdtrt_id="MDNOPE", lines=LINES)
     app.state.engine.pensions.enrol("RET", 3_000 * Y, "2024-01")
     with pytest.raises(errors.NotCertified):
-        svc.collect_pension(serial="0004", person_id="RET", amount=1, institution="BJ3")
+        svc.collect_pension(serial="0004", person_id="RET", amount=1, institution="BJ3", card_no="C0000002")
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,8 @@ def test_typed_errors_reach_the_client(svc, app):
 )
 def test_bad_amounts_get_error_bodies_and_post_nothing(http, amount, code):
     visit = raw(http, "POST", "/v1/medical/visits", json={
-        "terminal_serial": "1", "person_id": "EMP", "institution": "BJ3", "care": "outpatient"}).json()
+        "terminal_serial": "1", "person_id": "EMP", "institution": "BJ3", "care": "outpatient",
+        "card_no": "C0000001"}).json()
     body = {"terminal_serial": "2", "mdtrt_id": visit["mdtrt_id"],
             "lines": [{"chrgitm_lv": "A", "det_item_fee_sumamt": amount}]}
     r = raw(http, "POST", "/v1/medical/settle", json=body)
@@ -105,7 +106,7 @@ def test_bad_amounts_get_error_bodies_and_post_nothing(http, amount, code):
 
 
 def test_other_error_statuses(http):
-    r = raw(http, "POST", "/v1/medical/visits", json={
+    r = raw(http, "POST", "/v1/medical/visits", key=OPERATOR, json={
         "terminal_serial": "1", "person_id": "NOBODY", "institution": "BJ3", "care": "outpatient"})
     assert (r.status_code, r.json()["code"]) == (404, "UNKNOWN_PERSON")
     assert r.json()["details"] == {"person_id": "NOBODY"}
@@ -119,21 +120,21 @@ def test_other_error_statuses(http):
 def test_roles_and_institution_binding(http):
     r = raw(http, "POST", "/v1/medical/visits", json={
         "terminal_serial": "1", "person_id": "EMP", "institution": "BJ1", "care": "outpatient"})
-    assert (r.status_code, r.json()["code"]) == (403, "FORBIDDEN")
+    assert (r.status_code, r.json()["code"]) == (403, "OTHER_INSTITUTION")
     for method, path, body in [("POST", "/v1/pension/issue", {"region": "110000", "month": "2024-03"}),
                                ("GET", "/v1/balances?code=110000/fund/hifp", None),
                                ("GET", "/v1/fraud/flags", None),
                                ("POST", "/v1/persons/RET/death-report", {"death_date": "2024-02-01"})]:
         r = raw(http, method, path, json=body)
         assert (r.status_code, r.json()["code"]) == (403, "FORBIDDEN"), path
-    assert raw(http, "GET", "/v1/postings/OPS:1").json()["code"] == "FORBIDDEN"
+    assert raw(http, "GET", "/v1/postings/OPS:1").json()["code"] == "NOT_OWN_KEY"
     # a settlement at BJ1 (made by the operator) cannot be refunded or voided by BJ3's terminal
     ops = SettlementClient("http://testserver", OPERATOR, http=TestClient(http.app))
     visit = ops.register_visit(serial="1", person_id="EMP", institution="BJ1", care="outpatient")
     s = ops.settle(serial="2", mdtrt_id=visit.mdtrt_id, lines=LINES[:1])
-    for path in ("/v1/medical/refund", "/v1/medical/void"):
+    for path, refusal in (("/v1/medical/refund", "OTHER_INSTITUTION"), ("/v1/medical/void", "NOT_OWN_KEY")):
         r = raw(http, "POST", path, json={"terminal_serial": "9", "setl_id": s.setl_id})
-        assert r.json()["code"] == "FORBIDDEN", path
+        assert r.json()["code"] == refusal, path
 
 
 def test_pension_day_over_http(http):
@@ -141,15 +142,16 @@ def test_pension_day_over_http(http):
     counter = SettlementClient("http://testserver", COUNTER, http=TestClient(http.app))
     http.app.state.engine.pensions.enrol("RET", 3_000 * Y, "2024-01")
     c = counter.certify(serial="c1", person_id="RET", method="card_pin", card_no="C0000002", pin_verified=True)
-    assert c.passed and counter.certification_status("RET").certified
+    assert c.passed and counter.certification_status("RET", card_no="C0000002").certified
     batch = ops.issue_pensions(region="110000", month="2024-03")
     assert batch.issued == ["RET"] and ops.issue_pensions(region="110000", month="2024-03").already_issued == ["RET"]
-    got = counter.collect_pension(serial="p1", person_id="RET", amount=1_000 * Y, institution="BJ3")
+    got = counter.collect_pension(serial="p1", person_id="RET", amount=1_000 * Y, institution="BJ3",
+                                  card_no="C0000002")
     assert got.balance_after == 2_000 * Y
     assert ops.balances(["inst/BJ3/cash"]) == {"inst/BJ3/cash": 1_000 * Y}
     assert [a.event for a in ops.audit_trail("RET")] == ["certified"]
-    assert counter.pensioner("RET").status == 1
-    counter.collect_pension(serial="p2", person_id="RET", amount=500 * Y, institution="BJ3")
+    assert counter.pensioner("RET", card_no="C0000002").status == 1
+    counter.collect_pension(serial="p2", person_id="RET", amount=500 * Y, institution="BJ3", card_no="C0000002")
     v = counter.void_collection(serial="v2", collection_key="T1:p2")  # the counter never got p2's answer
     assert (v.status, v.amount) == ("voided", 500 * Y)
     assert counter.void_collection(serial="v2", collection_key="T1:p2").replayed
@@ -157,9 +159,9 @@ def test_pension_day_over_http(http):
     early = counter.void_collection(serial="v3", collection_key="T1:p3")
     assert early.status == "voided_before_arrival"
     with pytest.raises(errors.AlreadyReversed):
-        counter.collect_pension(serial="p3", person_id="RET", amount=500 * Y, institution="BJ3")
+        counter.collect_pension(serial="p3", person_id="RET", amount=500 * Y, institution="BJ3", card_no="C0000002")
     r = raw(http, "POST", "/v1/pension/void", json={"terminal_serial": "v4", "collection_key": "T2:p1"})
-    assert (r.status_code, r.json()["code"]) == (403, "FORBIDDEN")
+    assert (r.status_code, r.json()["code"]) == (403, "NOT_OWN_KEY")
     ops.report_death("RET", dt.date(2024, 2, 25), source="civil affairs")
     assert {f.detail["key"] for f in ops.fraud_flags(person_id="RET")} == {"pension:RET:2024-03", "T1:p1"}
 
@@ -195,6 +197,6 @@ def test_keys_file_and_key_ring(tmp_path):
     assert ring.find("k").institution == "BJ3" and ring.find("o").operator
     assert ring.find("x") is None and ring.find("") is None
     with pytest.raises(ValueError, match="share a key"):
-        KeyRing([TerminalKey("A", hash_key("k")), TerminalKey("B", hash_key("k"))])
+        KeyRing([TerminalKey("A", hash_key("k"), "BJ3"), TerminalKey("B", hash_key("k"), "BJ3")])
     with pytest.raises(ValueError, match="64 lowercase hex"):
         TerminalKey("A", "plaintext-key")

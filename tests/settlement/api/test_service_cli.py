@@ -44,13 +44,13 @@ def wait_until_serving(proc: subprocess.Popen, port: int) -> str:
 
 def test_serve_answers_with_auth(tmp_path):
     keys = tmp_path / "keys.toml"
-    keys.write_text(f'[terminal.T1]\nkey_sha256 = "{hash_key("secret")}"\n')
+    keys.write_text(f'[terminal.T1]\nkey_sha256 = "{hash_key("secret")}"\ninstitution = "BJ3"\n')
     proc, port = start_service(["--db", str(tmp_path / "s.db"), "--init", "--keys", str(keys)])
     try:
         url = wait_until_serving(proc, port)
         assert httpx.get(f"{url}/v1/persons/X", timeout=2).json()["code"] == "UNAUTHORIZED"
         r = httpx.get(f"{url}/v1/persons/X", headers={"X-Terminal-Key": "secret"}, timeout=2)
-        assert (r.status_code, r.json()["code"]) == (404, "UNKNOWN_PERSON")
+        assert (r.status_code, r.json()["code"]) == (403, "CARD_PROOF_REQUIRED")
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
@@ -90,7 +90,7 @@ def test_serve_with_an_hsm_checks_pin_blocks_online(tmp_path):
         ref = hsm.pin_reference("SSSE-SM4-PIK", "SSSE-SM4-PVK", hsm.encrypt_pin("SSSE-SM4-PIK", "111111", pan), pan)
         eng.registry.set_pin_reference(pid, card, ref, actor="issuance")
     keys = tmp_path / "keys.toml"
-    keys.write_text(f'[terminal.T1]\nkey_sha256 = "{hash_key("secret")}"\n')
+    keys.write_text(f'[terminal.T1]\nkey_sha256 = "{hash_key("secret")}"\ninstitution = "BJ3"\n')
     server = ServerThread(hsm, access=access).start()
     host, hsm_port = server.address
     proc, port = start_service(["--db", str(tmp_path / "s.db"), "--keys", str(keys), "--hsm", f"{host}:{hsm_port}",

@@ -207,7 +207,7 @@ def test_over_http_the_block_is_validated_and_never_logged_or_stored(store, hsm,
     eng.registry.add_person(PID, "Zhou Min", "110000", "retiree", card_no=CARD)
     eng.pensions.enrol(PID, MONTHLY, "2024-01")
     eng.registry.set_pin_reference(PID, CARD, verifier.reference(block(hsm), pin_pan(PID)), actor="issuance")
-    app = create_app(eng, terminals=[TerminalKey("T1", hash_key("k1"), None, False)])
+    app = create_app(eng, terminals=[TerminalKey("T1", hash_key("k1"), "BJ3")])
     blocks = [block(hsm).hex().upper(), block(hsm, "11223344").hex()]
     caplog.set_level(logging.DEBUG)
     with TestClient(app) as http:
