@@ -119,6 +119,10 @@ ReasonRequired = _error(
     "ReasonRequired", "REASON_REQUIRED", 422,
     "An operator's void or refund, or a refund of another terminal's settlement, needs a reason (rule reason).",
 )
+BillTooLarge = _error(
+    "BillTooLarge", "BILL_TOO_LARGE", 422,
+    "The bill exceeds the policy's ceiling per bill (rule max_bill) or its number of fee lines (rule max_fee_lines).",
+)
 PinCheckUnavailable = _error(
     "PinCheckUnavailable",
     "PIN_CHECK_UNAVAILABLE",

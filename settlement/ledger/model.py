@@ -12,8 +12,9 @@ from typing import Any
 
 from settlement.errors import InvalidAmount, InvalidRequest
 from settlement.ledger.money import fen
+from settlement.wire import MAX_FEN
 
-MAX_AMOUNT = 10**15
+MAX_AMOUNT = MAX_FEN  # the contract's largest amount (settlement.wire)
 """Largest single transfer in fen (10 trillion yuan): keeps every total far inside 64-bit integers."""
 
 MAX_CODE_LENGTH = 200

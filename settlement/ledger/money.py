@@ -9,18 +9,21 @@ from __future__ import annotations
 from fractions import Fraction
 
 from settlement.errors import InvalidAmount
+from settlement.wire import MAX_FEN
 
 Fen = int
 
 
 def fen(value: object, *, allow_zero: bool = True, field: str = "amount") -> Fen:
-    """Validate an amount in fen: a non-negative int (bool and float are refused)."""
+    """Validate an amount in fen: a non-negative int up to `MAX_FEN` (bool and float are refused)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidAmount(f"{field} must be a whole number of fen, got {value!r}", field=field)
     if value < 0 or (value == 0 and not allow_zero):
         raise InvalidAmount(
             f"{field} must be {'positive' if not allow_zero else 'zero or more'}: {value}", field=field
         )
+    if value > MAX_FEN:
+        raise InvalidAmount(f"{field} exceeds the largest amount of {MAX_FEN} fen", field=field, limit=MAX_FEN)
     return value
 
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
-from settlement.errors import InvalidAmount, InvalidRequest
+from settlement.errors import BillTooLarge, InvalidAmount, InvalidRequest
 from settlement.ledger import Fen, apply_ratio, fen
 from settlement.schemes.policy import CARES, CATEGORIES, LEVELS, Policy
 from settlement.wire import Accumulators, Breakdown, FeeLine, Piece, yuan
@@ -68,19 +68,32 @@ def _pieces(start: Fen, end: Fen, bounds: Iterable[tuple[Fen, Fen | None, Fracti
     return out
 
 
-def catalogue_stage(lines: Iterable[FeeLine], catalogue: Policy) -> tuple[Fen, Fen, Fen, Fen, Fen]:
+def catalogue_stage(lines: Iterable[FeeLine], catalogue: Policy, *, bounds: Policy | None = None
+                    ) -> tuple[Fen, Fen, Fen, Fen, Fen]:
     """The catalogue stage of a bill: (medfee_sumamt, fulamt_ownpay_amt, overlmt_selfpay, preselfpay_amt,
-    inscp_scp_amt), each class's covered share rounded once on the class total."""
+    inscp_scp_amt), each class's covered share rounded once on the class total. `bounds`: the policy whose
+    [limits] the bill must keep (BILL_TOO_LARGE naming the rule: max_fee_lines, max_bill)."""
     by_class: dict[str, list[int]] = {}
-    count = 0
+    count = bill = 0
+    most = bounds.limits.max_fee_lines if bounds is not None else None
     for i, line in enumerate(lines):
         count += 1
+        if most is not None and count > most:
+            assert bounds is not None
+            raise BillTooLarge(f"a bill may have at most {most} fee lines in region {bounds.region}",
+                               rule="max_fee_lines", limit=most, region=bounds.region)
         cls, amount, over = _line(i, line, catalogue)
+        bill += amount
         sums = by_class.setdefault(cls, [0, 0])
         sums[0] += amount
         sums[1] += over
     if count == 0:
         raise InvalidRequest("a bill needs at least one fee line")
+    if bounds is not None and bill > bounds.limits.max_bill:
+        ceiling = bounds.limits.max_bill
+        raise BillTooLarge(f"the bill of {yuan(bill)} yuan exceeds the ceiling of {yuan(ceiling)} yuan per bill in "
+                           f"region {bounds.region}", rule="max_bill", limit=yuan(ceiling), region=bounds.region,
+                           bill=bill)
     total = fulamt = overlmt = preself = inscp = 0
     for cls, (amount, over) in sorted(by_class.items()):
         cc = catalogue.catalogue[cls]
@@ -121,7 +134,7 @@ def split_bill(
     scheme = policy.scheme(category, care)
     fen(account_balance, field="account_balance")
 
-    total, fulamt, overlmt, preself, inscp = catalogue_stage(lines, catalogue or policy)
+    total, fulamt, overlmt, preself, inscp = catalogue_stage(lines, catalogue or policy, bounds=policy)
     if total == 0:
         raise InvalidAmount("the bill total must be more than zero", field="lines")
 

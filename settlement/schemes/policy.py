@@ -27,6 +27,9 @@ raises `InvalidPolicy` naming the file and the field. Layout of a file (see beij
     [[critical_illness.segment]] up_to = "65000.00"; ratio = "60%"   # bounds on that cumulative base
     [medical_assistance.classes.dibao]    # optional: 医疗救助 per eligibility class: a ratio of the
     ratio = "70%"; yearly_cap = "30000.00"  #   in-policy amount still left, up to a yearly cap
+    [limits]                              # optional: what one bill may be (BILL_TOO_LARGE beyond)
+    max_bill = "5000000.00"               #   ceiling per bill, yuan (default 5,000,000.00)
+    max_fee_lines = 5000                  #   fee lines per bill (default and at most 5,000)
 
 A value given per institution level may be one value for every level or a table keyed by "community",
 "1", "2", "3", with an optional "default" for the levels not named.
@@ -47,6 +50,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from settlement.errors import InvalidPolicy, UnknownPolicy, UnknownRegion
 from settlement.ledger import Fen, ratio
+from settlement.wire import MAX_FEE_LINES, MAX_FEN
 
 Category = Literal["employee", "retiree", "resident"]
 Care = Literal["outpatient", "inpatient"]
@@ -233,6 +237,19 @@ class MedicalAssistance(_Model):
     illustrative: bool = False
 
 
+class Limits(_Model):
+    """What one bill may be: a ceiling in fen and a number of fee lines (the wire's MAX_FEE_LINES at most)."""
+
+    max_bill: Yuan = 5_000_000_00
+    max_fee_lines: int = Field(MAX_FEE_LINES, ge=1, le=MAX_FEE_LINES)
+
+    @model_validator(mode="after")
+    def _positive(self) -> Limits:
+        if not 0 < self.max_bill <= MAX_FEN:
+            raise ValueError(f"max_bill must be above 0 and at most {MAX_FEN // 100} yuan")
+        return self
+
+
 class Policy(_Model):
     """One region's medical policy, effective from a date until a newer file for the region."""
 
@@ -244,6 +261,7 @@ class Policy(_Model):
     schemes: tuple[Scheme, ...] = Field(alias="scheme", min_length=1)
     critical_illness: CriticalIllness | None = None
     medical_assistance: MedicalAssistance | None = None
+    limits: Limits = Limits()
     file: str = ""
 
     @model_validator(mode="after")
