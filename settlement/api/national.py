@@ -624,7 +624,7 @@ class National:
             if not setl_id.startswith(f"{c.terminal.terminal_id}:"):
                 raise NationalError(f"结算ID(setl_id) {setl_id!r} 不存在或不属于本机构", "setl_id")
             visit = self._visit(c, d["mdtrt_id"], person, care)
-            void = self.engine.medical.void(c.key, setl_id)
+            void = self.engine.medical.void(c.key, setl_id, actor=c.terminal.terminal_id)
             zero = Breakdown.model_validate(dict.fromkeys(MONEY, 0))
             info = {"mdtrt_id": visit.mdtrt_id, "setl_id": void.void_key, "clr_optins": person.region,
                     "setl_time": _time(self.clock.now()), **self._amounts(dict.fromkeys(MONEY, 0), zero),
@@ -638,7 +638,7 @@ class National:
         original = self.engine.ledger.get(setl_id)
         assert original is not None
         b = Breakdown.model_validate(original.payload["result"]["breakdown"])
-        void = self.engine.medical.void(c.key, setl_id)
+        void = self.engine.medical.void(c.key, setl_id, actor=c.terminal.terminal_id)
         back = void.reversed
         assert back is not None
         amounts: dict[str, int | None] = {p: -getattr(back, p) for p in PARTS}
