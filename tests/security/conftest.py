@@ -18,7 +18,7 @@ from hsm_mock.access import AccessPolicy
 from hsm_mock.server import ServerThread
 from sim.issuer import DEFAULT_ISSUER, install_into_hsm
 from tests.hsm_mock.conftest import RawSession, raw_connect, read_payload
-from tests.security.centre import centre, make_store, store, store_kind  # noqa: F401  (hostile-terminal fixtures)
+from tests.security import centre as hostile_terminals
 
 
 @pytest.fixture
@@ -30,6 +30,8 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 LIMITS = {"max_connections": 24, "max_connections_per_client": 4, "idle_timeout": 30.0, "frame_timeout": 2.0}
+centre, make_store, store, store_kind = (hostile_terminals.centre, hostile_terminals.make_store,
+                                         hostile_terminals.store, hostile_terminals.store_kind)  # their fixtures
 CLIENTS = {"T0001": "terminal", "T0002": "terminal", "centre": "settlement", "ops": "console"}
 CARD_ID = bytes.fromhex("110100D156000005" "0000000012345678")
 PAN = "4000001234562"

@@ -9,7 +9,7 @@ import pytest
 
 from settlement.schemes.policy import PolicyBook
 from settlement.wire import MAX_FEE_LINES, MAX_FEN
-from tests.security.conftest import CARD, LINE, code
+from tests.security.centre import CARD, LINE, code
 
 HUGE = [2**63, 2**63 - 1, 2**64 + 5, 10**30, MAX_FEN + 1]
 
