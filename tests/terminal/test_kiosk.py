@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from settlement import errors
+from sscard.world import card_no
 from tests.terminal.conftest import LINES
 
 ZHANG, WANG = "110105198001010016", "310115195707230033"
@@ -18,12 +19,14 @@ def day(api, counter, centre):
     mdtrt = api.post("/v1/visits", json={"care": "outpatient"}).json()["mdtrt_id"]
     mine = api.post(f"/v1/visits/{mdtrt}/settle", json={"lines": LINES, "pin": "123456"}).json()["key"]
     other = centre.client()
-    visit = other.register_visit(serial="900", person_id=WANG, institution="H11000301", care="outpatient")
+    wang_card = card_no("wang_xiuying")  # what the other counter read from her card
+    visit = other.register_visit(serial="900", person_id=WANG, institution="H11000301", care="outpatient",
+                                 card_no=wang_card)
     from settlement.wire import FeeLineIn
 
     theirs = other.settle(serial="901", mdtrt_id=visit.mdtrt_id, lines=[FeeLineIn(chrgitm_lv="A",
                                                                                    det_item_fee_sumamt=50_00)])
-    other.collect_pension(serial="902", person_id=WANG, amount=100_00, institution="H11000301")
+    other.collect_pension(serial="902", person_id=WANG, amount=100_00, institution="H11000301", card_no=wang_card)
     other.close()
     return mine, theirs.setl_id
 
