@@ -71,7 +71,8 @@ class Result:
 
 def beijing(engine: Engine, *, hospitals: int = 64, persons: int = 20_000, deposit: int = 5_000_00) -> list[Terminal]:
     """A region's counters for load: `hospitals` hospitals (levels 1-3) with one terminal each (its own key), and
-    `persons` insured (employees and retirees, a personal account holding `deposit` fen each), all in one unit.
+    `persons` insured (employees and retirees, each with a card, `card_of`, and a personal account holding
+    `deposit` fen), all in one unit.
     Returns the terminals, each with every person as a possible patient."""
     reg = engine.registry
     with engine.store.transaction():
@@ -79,10 +80,15 @@ def beijing(engine: Engine, *, hospitals: int = 64, persons: int = 20_000, depos
             reg.add_institution(f"H{h:04d}", f"Beijing hospital {h}", REGION, "123"[h % 3])
         for i in range(persons):
             pid = f"P{i:08d}"
-            reg.add_person(pid, "张三", REGION, ("employee", "retiree")[i % 2])
+            reg.add_person(pid, "张三", REGION, ("employee", "retiree")[i % 2], card_no=card_of(pid))
             reg.deposit(f"seed:{pid}", pid, deposit)
     everyone = tuple(f"P{i:08d}" for i in range(persons))
     return [Terminal(f"T{h:04d}", f"key-{h:04d}", f"H{h:04d}", persons=everyone) for h in range(hospitals)]
+
+
+def card_of(person_id: str) -> str:
+    """The card number of a `beijing` person (what a counter reads from the card and shows the centre)."""
+    return "C" + person_id[1:]
 
 
 def keys_toml(terminals: list[Terminal]) -> str:
@@ -180,7 +186,7 @@ async def _terminal(address: Address, t: Terminal, mode: str, seed: int, run: st
                 t0 = time.perf_counter()
                 status = await conn.call(_request("/v1/medical/visits", t.key, {
                     "terminal_serial": reg_serial, "person_id": person, "institution": t.institution,
-                    "care": "outpatient"}))
+                    "care": "outpatient", "card_no": card_of(person)}))
                 t1 = time.perf_counter()
                 if t0 >= start:
                     out.latencies.setdefault("register", []).append(t1 - t0)

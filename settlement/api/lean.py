@@ -10,12 +10,14 @@ request model (pydantic, in Rust), awaits the route's own endpoint function (so 
 the store's batching are the FastAPI route's, not a copy) and sends the answer serialised once. Anything it does
 not handle as the happy path or a typed refusal (no or unknown key, an invalid body, a body too large) goes,
 with its body, to the FastAPI app, which answers exactly as it would have: the API and its OpenAPI schema are
-unchanged. Other requests pass straight through.
+unchanged. Other requests, and those carrying one of `route_headers` (which the route reads itself, such as
+X-Card-No), pass straight through. The service's gate (settlement/api/guard.py) is in front of it: a body
+without a known key, or over the service's limit, never reaches it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -34,14 +36,16 @@ class LeanPath:
     app's exception handler does (status, body, extra headers)."""
 
     def __init__(self, app: ASGIApp, *, routes: dict[str, tuple[type[BaseModel], Endpoint]], keys: KeyRing,
-                 key_header: str, error: ErrorAnswer, max_body: int = 64 * 1024) -> None:
+                 key_header: str, error: ErrorAnswer, max_body: int = 64 * 1024,
+                 route_headers: Iterable[str] = ()) -> None:
         self.app, self.routes, self.keys, self.error = app, routes, keys, error
         self.key_header = key_header.lower().encode()
         self.max_body = max_body
+        self.route_headers = {h.lower().encode() for h in route_headers}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if route is None:
+        if route is None or any(name in self.route_headers for name, _ in scope["headers"]):  # FastAPI reads them
             await self.app(scope, receive, send)
             return
         key, length = self._headers(scope)

@@ -182,7 +182,7 @@ def test_serve_with_several_workers_shares_the_socket_and_the_store(tmp_path):
     """`--workers 2`: two processes answer on one socket, each with its own store writer; JSON log lines, no
     access log; SIGTERM stops them all."""
     keys = tmp_path / "keys.toml"
-    keys.write_text(f'[terminal.T1]\nkey_sha256 = "{hash_key("secret")}"\n')
+    keys.write_text(f'[terminal.OPS]\nkey_sha256 = "{hash_key("secret")}"\noperator = true\n')
     proc, port = start_service(["--db", str(tmp_path / "s.db"), "--init", "--keys", str(keys), "--workers", "2",
                                 "--log-level", "info"])
     try:
