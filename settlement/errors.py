@@ -93,6 +93,8 @@ DeathReported = _error(
     "DeathReported", "DEATH_REPORTED", 403, "The person has been reported dead; benefits are stopped."
 )
 Unauthorized = _error("Unauthorized", "UNAUTHORIZED", 401, "The terminal key is missing or not valid.")
+RequestTooLarge = _error("RequestTooLarge", "REQUEST_TOO_LARGE", 413,
+                         "The request body is over the service's limit; it was not read, nothing was done.")
 UnknownInstitution = _error(
     "UnknownInstitution", "UNKNOWN_INSTITUTION", 404, "No designated institution with that code."
 )

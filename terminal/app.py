@@ -2,8 +2,9 @@
 
 OpenAPI (at /openapi.json, browsable at /docs with assets served by the daemon) is the contract: a typed
 answer, a stable operationId and an example on every operation. Every call but /health and /metrics
-needs `Authorization: Bearer <token>` (tokens are configured as SHA-256 hashes); a page's event stream may
-use a short-lived token in its URL instead. Every error, whatever its status (404 and 405 included), is
+needs `Authorization: Bearer <token>` (tokens are configured as SHA-256 hashes), checked before a body is
+read, and a body is at most MAX_BODY bytes (413 REQUEST_TOO_LARGE, unread); a page's event stream may use a
+short-lived token in its URL instead. Every error, whatever its status (404 and 405 included), is
 `{code, message, details}` with a stable code; the message is Chinese or English by `Accept-Language`.
 Amounts are integer fen (1 yuan = 100 fen) with the national platform's field names. Every write takes an
 `Idempotency-Key`. Browser pages on other origins are let in by `[cors] allow_origins`. The daemon binds
@@ -24,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cardlib.errors import CardError
+from settlement.api.guard import BodyGuard, Refusal, header
 from settlement.errors import SettlementError
 from terminal import metrics
 from terminal.auth import EventTokens
@@ -40,6 +42,9 @@ from terminal.session import SessionError
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+MAX_BODY = 1024 * 1024
+"""Bytes in a request body (500 fee lines are about 150 KB; the reader bridge has its own, smaller cap)."""
+SELF_AUTHENTICATED = frozenset({"/v1/bridge"})  # checks its own tokens before reading (terminal.routers.bridge)
 
 
 def _handlers(app: FastAPI) -> None:
@@ -94,6 +99,26 @@ def _docs(app: FastAPI) -> None:
             swagger_ui_parameters={"validatorUrl": None})
 
 
+def _guard(app: FastAPI, t: Terminal) -> None:
+    """Bodies are read only from a caller with a valid bearer token, and only up to MAX_BODY (settlement/api/
+    guard.py). Reads (GET) carry no body and are authenticated by their route (an event stream may use a
+    token in its URL)."""
+
+    def authenticated(scope) -> bool | None:
+        if scope["method"] in ("GET", "HEAD", "OPTIONS") or scope["path"] in SELF_AUTHENTICATED:
+            return None
+        scheme, _, token = (header(scope, b"authorization") or b"").decode("latin-1").partition(" ")
+        return scheme.lower() == "bearer" and t.config.token_ok(token.strip())
+
+    def refuse(scope, refusal: Refusal) -> JSONResponse:
+        details = {} if refusal.limit is None else {"limit": refusal.limit}
+        err = TerminalError(refusal.code, refusal.message, refusal.status, **details)
+        lang = header(scope, b"accept-language")
+        return error_response(err, lang.decode("latin-1") if lang else None)
+
+    app.add_middleware(BodyGuard, limit=lambda scope: MAX_BODY, authenticated=authenticated, refuse=refuse)
+
+
 def create_app(t: Terminal) -> FastAPI:
     app = FastAPI(
         title="sscard terminal daemon",
@@ -112,9 +137,11 @@ def create_app(t: Terminal) -> FastAPI:
     for router in ALL:
         app.include_router(router)
     _docs(app)
-    # outermost last: CORS (and origin guard) -> request metrics -> Idempotency-Key -> routes
+    # outermost last: CORS (and origin guard) -> token and body size -> request metrics -> Idempotency-Key
+    # -> routes
     app.add_middleware(IdempotencyMiddleware, store=app.state.idempotency)
     app.add_middleware(metrics.HttpMetrics)
+    _guard(app, t)
     cors = t.config.cors
     app.add_middleware(CounterCors, allow_origins=cors.allow_origins,
                        allow_private_network=cors.allow_private_network, max_age=cors.max_age)

@@ -2,11 +2,12 @@
 exceptions.
 
 Between packages, imports point downward: sscard (the composition root) may import every package; terminal
-imports cardlib, the settlement contract (`settlement.wire`, `settlement.errors`), `settlement.api.client` and
-the HSM client (`hsm_client`); cardlib, settlement and hsm_mock import none of each other (the mock HSM
-speaks `hsm_client`'s host protocol, which imports nothing of ours); sim uses cardlib's layout, profiles (a
-card's suite follows its spec version) and codecs only; testing (harnesses for tests and benches) uses
-settlement; nothing on a production path imports sim or testing.
+imports cardlib, the settlement contract (`settlement.wire`, `settlement.errors`), `settlement.api.client`, the
+dependency-free HTTP gate `settlement.api.guard` (both apps refuse bodies alike) and the HSM client
+(`hsm_client`); cardlib, settlement and hsm_mock import none of each other (the mock HSM speaks `hsm_client`'s
+host protocol, which imports nothing of ours); sim uses cardlib's layout, profiles (a card's suite follows its
+spec version) and codecs only; testing (harnesses for tests and benches) uses settlement; nothing on a
+production path imports sim or testing.
 
 Inside settlement: api -> reconcile -> schemes -> ledger, each importing only downward; every layer may use
 the dependency-free contract (`settlement.wire`, `settlement.errors`), which imports nothing else of
@@ -39,7 +40,7 @@ PACKAGES = {
     "sscard": set(OURS),
 }
 CONTRACT = {"settlement.wire", "settlement.errors"}
-TERMINAL_SETTLEMENT = CONTRACT | {"settlement.api.client"}
+TERMINAL_SETTLEMENT = CONTRACT | {"settlement.api.client", "settlement.api.guard"}
 SIM_CARDLIB = {  # the card's layout and profiles (what differs by spec version: the suite) and the codecs a
     # card speaks (APDU, TLV, data formats, suites, frames)
     "cardlib.layout", "cardlib.profiles", "cardlib.fields", "cardlib.tlv", "cardlib.apdu", "cardlib.crypto",
@@ -91,7 +92,7 @@ def wrong_import(src: str, dst: str) -> str | None:
     if top == "sim" and dtop == "cardlib" and dst not in SIM_CARDLIB:
         return "sim uses cardlib's layout and codecs only"
     if top == "terminal" and dtop == "settlement" and dst not in TERMINAL_SETTLEMENT:
-        return "terminal uses settlement.wire, settlement.errors and settlement.api.client only"
+        return "terminal uses settlement.wire, settlement.errors, settlement.api.client and .guard only"
     if top == "settlement" and dtop == "settlement":
         if src in CONTRACT:
             return None if dst == "settlement.errors" and src == "settlement.wire" else "the contract imports nothing"
@@ -155,10 +156,11 @@ def loaded_by(module: str) -> list[str]:
 
 def test_the_terminal_loads_the_contract_not_the_engine() -> None:
     """Importing the terminal's app loads no ledger, store or scheme module: only the wire contract, the
-    errors and the service client of settlement; and no simulator, mock HSM or test harness."""
+    errors, the service client and the HTTP gate of settlement; and no simulator, mock HSM or test harness."""
     loaded = loaded_by("terminal.app")
     assert [m for m in loaded if m.startswith("settlement.")] == ["settlement.api", "settlement.api.client",
-                                                                   "settlement.errors", "settlement.wire"]
+                                                                   "settlement.api.guard", "settlement.errors",
+                                                                   "settlement.wire"]
     assert [m for m in loaded if m.split(".")[0] in ("sim", "hsm_mock", "testing")] == []
 
 

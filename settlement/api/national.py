@@ -64,6 +64,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from settlement.api.auth import KeyRing, TerminalKey
+from settlement.api.guard import Refusal
 from settlement.api.national_data import (
     Codes,
     Item,
@@ -186,6 +187,13 @@ class National:
                                  operation_id="national_call_service" if path == PATHS[0] else None,
                                  summary="National platform transaction (infno in the envelope)")
         return router
+
+    def refused(self, refusal: Refusal) -> Response:
+        """A message the service's gate refused unread (no known key; a body over MAX_BODY), answered as the
+        platform answers: HTTP 200, infcode -1."""
+        message = (f"{self.codes.errors['UNAUTHORIZED']}（请求头 {KEY_HEADER}）" if refusal.status == 401
+                   else f"报文超过 {MAX_BODY // (1024 * 1024)} MB")
+        return self._reply(-1, "", "000000", self.clock.now(), message, None)
 
     def answer(self, body: bytes | None, terminal_key: str | None, received: dt.datetime) -> Response:
         """The HTTP answer to one message: always 200, infcode 0 or -1 (9102: the file itself)."""

@@ -2,14 +2,15 @@
 
     app = create_app(store, terminals=[TerminalKey(...)])     # or `sscard settlement serve`
 
-Every request but /v1/health needs the header `X-Terminal-Key` (a per-terminal key, configured as its
-SHA-256; see settlement/api/auth.py). A terminal acts only for its own institution and its own keys, and
-reaches a person only with the person's card (`card_no`, or the `X-Card-No` header on reads): the rules are
-in settlement/api/scope.py. Money-moving requests carry `terminal_serial`; the idempotency key is
-`{terminal_id}:{terminal_serial}`, so a terminal repeating a request after a timeout gets the first
-result back (`replayed: true`). Errors are `{code, message, details}` with the HTTP status of their
-code (settlement/errors.py); malformed bodies are 422 INVALID_REQUEST, or INVALID_AMOUNT when only
-amounts are wrong. The OpenAPI schema is at /openapi.json.
+Every request but /v1/health (and the docs) needs the header `X-Terminal-Key` (a per-terminal key, configured
+as its SHA-256; see settlement/api/auth.py), checked before the body is read, and a body is at most MAX_BODY
+bytes (413 REQUEST_TOO_LARGE, unread: settlement/api/guard.py). A terminal acts only for its own institution
+and its own keys, and reaches a person only with the person's card (`card_no`, or the `X-Card-No` header on
+reads): the rules are in settlement/api/scope.py. Money-moving requests carry `terminal_serial`; the
+idempotency key is `{terminal_id}:{terminal_serial}`, so a terminal repeating a request after a timeout gets
+the first result back (`replayed: true`). Errors are `{code, message, details}` with the HTTP status of their
+code (settlement/errors.py); malformed bodies are 422 INVALID_REQUEST, or INVALID_AMOUNT when only amounts are
+wrong. The OpenAPI schema is at /openapi.json.
 
 Money-moving requests (visit registrations, settlements, refunds, pension collections) are async endpoints
 that hand their job straight to the store's writer (`Store.submit`: no thread-pool hop), which decides
@@ -42,11 +43,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
+from starlette.types import Scope
 
 from settlement.api import enrolment, scope
 from settlement.api.auth import KeyRing, TerminalKey
+from settlement.api.guard import BodyGuard, Refusal, header
 from settlement.api.lean import LeanPath
+from settlement.api.national import MAX_BODY as NATIONAL_MAX_BODY
+from settlement.api.national import PATHS as NATIONAL_PATHS
 from settlement.api.national import National
 from settlement.api.national_data import Item
 from settlement.errors import Forbidden, InvalidState, Overloaded, SettlementError, Unauthorized, UnknownTransaction
@@ -101,9 +107,13 @@ from settlement.wire import (
 
 log = logging.getLogger("sscard.settlement.service")
 KEY_HEADER = "X-Terminal-Key"
+MAX_BODY = 2 * 1024 * 1024
+"""Bytes in a request body (the national interface: its own 12 MB); a 5,000-line bill is about 1.4 MB."""
+PUBLIC = frozenset({"/v1/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 _key_scheme = APIKeyHeader(name=KEY_HEADER, auto_error=False, description="the terminal's API key")
 PathId = Annotated[str, InPath(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", max_length=64)]
 PathKey = Annotated[str, InPath(pattern=f"^{KEY_FORM}$", max_length=129)]
+PathCardNo = Annotated[str, InPath(pattern=r"^[A-Za-z0-9]{1,20}$", max_length=20)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorBody, "description": d}
     for s, d in [(401, "missing or unknown terminal key"), (403, "not allowed, not certified, suspended"),
@@ -206,6 +216,15 @@ def create_app(
         )
         return JSONResponse(jsonable_encoder(body), status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        """Routing and body-parsing refusals in the one error shape (a body that is not JSON at all is 422
+        INVALID_REQUEST, as a malformed one is)."""
+        status, code = {400: (422, "INVALID_REQUEST"), 404: (404, "NOT_FOUND"),
+                        405: (405, "METHOD_NOT_ALLOWED")}.get(e.status_code, (e.status_code, f"HTTP_{e.status_code}"))
+        body = ErrorBody(code=code, message=str(e.detail))
+        return JSONResponse(jsonable_encoder(body), status_code=status, headers=e.headers)
+
     @app.exception_handler(Exception)
     async def _internal(_: Request, e: Exception) -> JSONResponse:
         log.exception("internal error")
@@ -299,7 +318,7 @@ def create_app(
                                      biometric_passed=req.biometric_passed)
 
     @v1.get("/identity/checks/{check_id}", tags=["identity"], operation_id="get_identity_check")
-    def get_identity_check(check_id: str, t: Term) -> IdentityCheck:
+    def get_identity_check(check_id: PathKey, t: Term) -> IdentityCheck:
         """A recorded identity check (the terminal's own, or any for an operator)."""
         scope.own_key(t, check_id)
         return engine.identity.check_record(check_id)
@@ -331,7 +350,7 @@ def create_app(
                               pensioner_account=b[chart.pensioner_account(person_id)])
 
     @v1.get("/persons/{person_id}/self-service", tags=["persons"], operation_id="self_service")
-    def self_service(person_id: str, t: Term, card_no: Annotated[str | None, Query(max_length=20)] = None,
+    def self_service(person_id: PathId, t: Term, card_no: Annotated[str | None, Query(max_length=20)] = None,
                      card_id: Annotated[str | None, Query(max_length=32)] = None,
                      limit: Annotated[int, Query(ge=1, le=50)] = 10) -> SelfService:
         """A holder's own view (a kiosk's, with card and PIN at the terminal): card status, balances, this
@@ -373,48 +392,48 @@ def create_app(
         return Response(engine.cards.blacklist_json(since, limit), media_type="application/json")
 
     @v1.get("/cards/{card_no}", tags=["cards"], operation_id="get_card")
-    def get_card(card_no: str, t: Term) -> Card:
+    def get_card(card_no: PathCardNo, t: Term) -> Card:
         """A card's status (a kiosk shows its holder their card's)."""
         return engine.cards.card(card_no)
 
     @v1.get("/cards/{card_no}/history", tags=["cards"], operation_id="card_history")
-    def card_history(card_no: str, t: Oper) -> list[AuditEntry]:
+    def card_history(card_no: PathCardNo, t: Oper) -> list[AuditEntry]:
         """What happened to the card, who did it and why (operator)."""
         return engine.cards.history(card_no)
 
     @v1.post("/cards/{card_no}/report-lost", tags=["cards"], operation_id="report_card_lost")
-    def report_card_lost(card_no: str, req: CardStatusIn, t: Oper) -> Card:
+    def report_card_lost(card_no: PathCardNo, req: CardStatusIn, t: Oper) -> Card:
         """挂失: the card goes on the blacklist and every transaction with it is refused (operator)."""
         return engine.cards.report_lost(card_no, actor=actor(t, req.operator), reason=req.reason)
 
     @v1.post("/cards/{card_no}/unlock", tags=["cards"], operation_id="unlock_card")
-    def unlock_card(card_no: str, req: CardStatusIn, t: Oper) -> Card:
+    def unlock_card(card_no: PathCardNo, req: CardStatusIn, t: Oper) -> Card:
         """解挂: a card reported lost is active again and leaves the blacklist (operator)."""
         return engine.cards.unlock(card_no, actor=actor(t, req.operator), reason=req.reason)
 
     @v1.post("/cards/{card_no}/cancel", tags=["cards"], operation_id="cancel_card")
-    def cancel_card(card_no: str, req: CardStatusIn, t: Oper) -> Card:
+    def cancel_card(card_no: PathCardNo, req: CardStatusIn, t: Oper) -> Card:
         """注销: the card is refused for good (operator)."""
         return engine.cards.cancel(card_no, actor=actor(t, req.operator), reason=req.reason)
 
     @v1.post("/cards/{card_no}/application", tags=["cards"], operation_id="report_card_application")
-    def report_card_application(card_no: str, req: ApplicationReport, t: Term) -> Card:
+    def report_card_application(card_no: PathCardNo, req: ApplicationReport, t: Term) -> Card:
         """A terminal blocked (or unblocked) an application on the card at its counter."""
         return engine.cards.application_blocked(card_no, req.card_id, req.application, actor=t.terminal_id)
 
     @v1.get("/persons/{person_id}/cards", tags=["cards"], operation_id="person_cards")
-    def person_cards(person_id: str, t: Oper) -> list[Card]:
+    def person_cards(person_id: PathId, t: Oper) -> list[Card]:
         """The person's cards, the active one first, then newest first (operator)."""
         return engine.cards.cards_of(person_id)
 
     @v1.post("/persons/{person_id}/cards", tags=["cards"], operation_id="issue_card")
-    def issue_card(person_id: str, req: CardIn, t: Oper) -> Card:
+    def issue_card(person_id: PathId, req: CardIn, t: Oper) -> Card:
         """Enrol a personalised card as the person's active card (operator; refused while the person has an
         active or reported-lost card: replace it)."""
         return engine.cards.issue(person_id, **card_fields(req), actor=actor(t, req.operator), reason=req.reason)
 
     @v1.post("/persons/{person_id}/cards/replacement", tags=["cards"], operation_id="replace_card")
-    def replace_card(person_id: str, req: CardIn, t: Oper) -> Card:
+    def replace_card(person_id: PathId, req: CardIn, t: Oper) -> Card:
         """补换卡: the new card becomes active, the old one is replaced and blacklisted (operator)."""
         return engine.cards.replace(person_id, **card_fields(req), actor=actor(t, req.operator), reason=req.reason)
 
@@ -485,6 +504,22 @@ def create_app(
     app.include_router(enrolment.router(engine, operator))
     lean = {"/v1/medical/visits": (RegisterRequest, register_visit), "/v1/medical/settle": (SettleRequest, settle),
             "/v1/medical/refund": (RefundRequest, refund), "/v1/pension/collect": (CollectRequest, collect_pension)}
-    app.user_middleware.append(Middleware(LeanPath, routes=lean, keys=keys, key_header=KEY_HEADER,
-                                          error=_lean_refusal))  # innermost: the app's other middleware first
+    app.user_middleware.append(Middleware(LeanPath, routes=lean, keys=keys, key_header=KEY_HEADER,  # innermost
+                                          error=_lean_refusal, route_headers=[scope.CARD_HEADER]))
+
+    def known_key(asgi: Scope) -> bool | None:
+        if asgi["path"] in PUBLIC:
+            return None
+        key = header(asgi, KEY_HEADER.lower().encode())
+        return key is not None and keys.find(key.decode("latin-1")) is not None
+
+    def refuse(asgi: Scope, refusal: Refusal) -> Response:
+        if asgi["path"] in NATIONAL_PATHS:
+            return national.refused(refusal)
+        details = {} if refusal.limit is None else {"limit": refusal.limit}
+        return JSONResponse({"code": refusal.code, "message": refusal.message, "details": details},
+                            status_code=refusal.status)
+
+    app.add_middleware(BodyGuard, authenticated=known_key, refuse=refuse,
+                       limit=lambda asgi: NATIONAL_MAX_BODY if asgi["path"] in NATIONAL_PATHS else MAX_BODY)
     return app
