@@ -415,9 +415,11 @@ class NationalCentre:
                                "([centre] others = \"native\" sends it to the native API)", operation=what)
         return self.native
 
-    def refund(self, *, serial: str, setl_id: str, amount: int | None = None) -> Refund:
+    def refund(self, *, serial: str, setl_id: str, amount: int | None = None, reason: str | None = None,
+               operator: str | None = None, card_no: str | None = None, card_id: str | None = None) -> Refund:
         return self._native("refunds (it cancels whole settlements only: 2208)").refund(
-            serial=serial, setl_id=setl_id, amount=amount)
+            serial=serial, setl_id=setl_id, amount=amount, reason=reason, operator=operator, card_no=card_no,
+            card_id=card_id)
 
     def settlement_outcome(self, setl_id: str) -> Outcome:
         if self.native is None:  # no query by id on the platform: a settlement in flight is cancelled (2208)
