@@ -75,7 +75,7 @@ class BodyGuard:
         if over:
             await self._refuse(scope, receive, send, _sized(limit))
             return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay(body, False, receive), send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, refusal: Refusal) -> None:
         response = self.refuse(scope, refusal)
@@ -104,15 +104,16 @@ async def _read(receive: Receive, limit: int) -> tuple[bytes | None, bool]:
             return b"".join(parts), False
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that gives the app the body already read (whole), then what the connection says next."""
+def replay(body: bytes, more: bool, receive: Receive) -> Receive:
+    """A `receive` that gives the app the body already read (`more`: the rest follows), then what the
+    connection says next."""
     sent = False
 
     async def again() -> Message:
         nonlocal sent
         if not sent:
             sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": more}
         return await receive()
 
     return again

@@ -21,9 +21,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from settlement.api.auth import KeyRing, TerminalKey
+from settlement.api.guard import replay
 from settlement.errors import SettlementError
 
 Endpoint = Callable[[Any, TerminalKey], Awaitable[BaseModel]]
@@ -61,7 +62,7 @@ class LeanPath:
             except ValidationError:
                 req = None
         if req is None:  # FastAPI answers everything but the lean path's happy path and typed refusals
-            await self.app(scope, _replay(body, more, receive), send)
+            await self.app(scope, replay(body, more, receive), send)
             return
         try:
             answer = await route[1](req, terminal)
@@ -96,20 +97,6 @@ class LeanPath:
                 return b"".join(parts), False
             if size > self.max_body:
                 return b"".join(parts), True
-
-
-def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
-    """A `receive` that gives the app the body already read, then the rest of the request."""
-    sent = False
-
-    async def again() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": more}
-        return await receive()
-
-    return again
 
 
 async def _send(send: Send, status: int, data: bytes, headers: list[tuple[bytes, bytes]]) -> None:

@@ -200,6 +200,16 @@ def create_app(
                              retry_after=1)
         return await engine.store.submit(*job)
 
+    async def with_card(t: TerminalKey, person_id: str, card_no: str | None, card_id: str | None,
+                        job: tuple[Callable[..., Any], Any]) -> Any:
+        """`write(job)` for an act on a person whose flow checks the card in its own batch (register, collect):
+        a terminal must show the card, and one that is not the person's is answered CARD_PROOF_MISMATCH."""
+        scope.card_shown(t, person_id, card_no, card_id)
+        try:
+            return await write(job)
+        except scope.NOT_THE_CARD as e:
+            raise scope.not_the_card(t, person_id, card_no or card_id, e) from None
+
     @app.exception_handler(SettlementError)
     async def _settlement_error(_: Request, e: SettlementError) -> JSONResponse:
         return refusal(e)
@@ -246,13 +256,9 @@ def create_app(
         Idempotent on terminal_serial."""
         scope.own_institution(t, req.institution)
         card_no = card or req.card_no
-        scope.card_shown(t, req.person_id, card_no, req.card_id)
-        try:
-            return await write(engine.medical.register_job(
-                make_key(t.terminal_id, req.terminal_serial), req.person_id, req.institution, req.care,
-                begntime=req.begntime, card_no=card_no, card_id=req.card_id))
-        except scope.NOT_THE_CARD as e:
-            raise scope.not_the_card(t, req.person_id, card_no or req.card_id, e) from None
+        return await with_card(t, req.person_id, card_no, req.card_id, engine.medical.register_job(
+            make_key(t.terminal_id, req.terminal_serial), req.person_id, req.institution, req.care,
+            begntime=req.begntime, card_no=card_no, card_id=req.card_id))
 
     @v1.get("/medical/visits/{mdtrt_id}", tags=["medical"], operation_id="get_visit")
     def get_visit(mdtrt_id: PathId, t: Term) -> Visit:
@@ -444,13 +450,9 @@ def create_app(
         a valid certification."""
         scope.own_institution(t, req.institution)
         card_no = card or req.card_no
-        scope.card_shown(t, req.person_id, card_no, req.card_id)
-        try:
-            return await write(engine.pensions.collect_job(
-                make_key(t.terminal_id, req.terminal_serial), req.person_id, req.amount, req.institution,
-                actor=t.terminal_id, card_id=req.card_id, card_no=card_no))
-        except scope.NOT_THE_CARD as e:
-            raise scope.not_the_card(t, req.person_id, card_no or req.card_id, e) from None
+        return await with_card(t, req.person_id, card_no, req.card_id, engine.pensions.collect_job(
+            make_key(t.terminal_id, req.terminal_serial), req.person_id, req.amount, req.institution,
+            actor=t.terminal_id, card_id=req.card_id, card_no=card_no))
 
     @v1.post("/pension/void", tags=["pension"], operation_id="void_collection")
     def void_collection(req: CollectionVoidRequest, t: Term) -> CollectionVoid:
