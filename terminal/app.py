@@ -39,6 +39,7 @@ from terminal.journal import JournalError
 from terminal.reader_bridge import ReaderBridge
 from terminal.routers import ALL
 from terminal.session import SessionError
+from terminal.streams import EventStreams
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -130,6 +131,7 @@ def create_app(t: Terminal) -> FastAPI:
     )
     app.state.terminal = t
     app.state.event_tokens = EventTokens(t.config.auth.events_token_ttl)
+    app.state.event_streams = EventStreams(t.config.auth.max_event_streams)
     app.state.fees = FeeStore(t.journal.path, now=t.clock.now)
     app.state.idempotency = IdempotencyStore(t.journal.path, now=t.clock.now)
     app.state.bridge = ReaderBridge(t, t.config.reader_bridge.hsm_step_ttl)
@@ -149,8 +151,9 @@ def create_app(t: Terminal) -> FastAPI:
 
 
 def close_app(app: FastAPI) -> None:
-    """Close what `create_app` opened besides the terminal (its idempotency and fee stores, the reader bridge's
-    pending reads)."""
+    """Close what `create_app` opened besides the terminal (its event streams, idempotency and fee stores, the
+    reader bridge's pending reads)."""
+    app.state.event_streams.close()
     app.state.bridge.close()
     app.state.idempotency.close()
     app.state.fees.close()

@@ -57,6 +57,7 @@ credential = "T0001-hsm.cred"        # this terminal's HSM credential (`sscard h
 # SHA-256 of each front end's bearer token (`sscard terminal hash-token`); never the tokens themselves
 tokens_sha256 = ["..."]
 events_token_ttl = 60                # seconds a page's events-stream token (put in the URL) stays valid
+max_event_streams = 8                # event streams open at once per token (a page holds one per reader): 429 beyond
 
 [cors]
 # pages on these origins may call the daemon from a browser (the counter page at / needs nothing here)
@@ -185,6 +186,7 @@ class LogSection(_Section):
 class AuthSection(_Section):
     tokens_sha256: list[str] = Field(default_factory=list)
     events_token_ttl: int = Field(60, ge=5, le=3600)
+    max_event_streams: int = Field(8, ge=1, le=1000)
 
 
 class CorsSection(_Section):

@@ -33,6 +33,7 @@ from terminal.session import ReaderSession
 
 log = logging.getLogger(__name__)
 WS_MAX_SIZE = 1 << 16  # bytes in one WebSocket message (the reader bridge's calls are far smaller: 1009 beyond)
+SHUTDOWN_GRACE = 10.0  # seconds a request in flight gets to finish after SIGTERM (event streams end at once)
 
 
 @dataclass
@@ -185,9 +186,15 @@ def serve(cfg: TerminalConfig, sock: socket.socket | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
     app = create_app(t)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:  # told to stop: end the event streams first
+            app.state.event_streams.close()
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
     try:
-        uvicorn.Server(uvicorn.Config(app, log_level=cfg.log.level, log_config=None, access_log=False,
-                                      ws_max_size=WS_MAX_SIZE)).run(sockets=[sock])
+        Server(uvicorn.Config(app, log_level=cfg.log.level, log_config=None, access_log=False,
+                              ws_max_size=WS_MAX_SIZE, timeout_graceful_shutdown=SHUTDOWN_GRACE)).run(sockets=[sock])
     finally:
         forwarder.stop()
         if fetcher is not None:

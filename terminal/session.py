@@ -17,12 +17,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cardlib import layout
 from cardlib.card import BasicInfo, SocialSecurityCard
 from cardlib.errors import CardError, CardRemoved, CardTimeout, NoCard, ReaderUnavailable
 from cardlib.readers.base import Reader
 from terminal.logs import event
+
+if TYPE_CHECKING:
+    from terminal.streams import Waiter
 
 
 class SessionError(Exception):
@@ -69,7 +73,8 @@ class ReaderSession:
         self.busy_with: str | None = None
         self.events: list[tuple[int, CardEvent]] = []  # (sequence number, event), the last 100
         self._seq = 0
-        self._event_cond = threading.Condition()
+        self._event_lock = threading.Lock()
+        self._subscribers: set[Waiter] = set()  # event streams waiting for the next event
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -176,18 +181,31 @@ class ReaderSession:
     # ---- events (server-sent to front ends) ---------------------------------------------------------------
     def publish(self, kind: str) -> None:
         event(f"reader.{kind}", reader=self.name)
-        with self._event_cond:
+        with self._event_lock:
             self._seq += 1
             self.events.append((self._seq, CardEvent(kind, self.name)))
             del self.events[:-100]
-            self._event_cond.notify_all()
+            waiting = list(self._subscribers)
+        for w in waiting:
+            w.wake()
 
-    def wait_events(self, after: int, timeout: float) -> list[tuple[int, CardEvent]]:
-        """Events with a sequence number > `after`, waiting up to `timeout` seconds for one."""
-        with self._event_cond:
-            if not self.events or self.events[-1][0] <= after:
-                self._event_cond.wait(timeout)
+    def last_event(self) -> int:
+        """The sequence number of the latest event (0: none yet)."""
+        with self._event_lock:
+            return self.events[-1][0] if self.events else 0
+
+    def events_after(self, after: int) -> list[tuple[int, CardEvent]]:
+        with self._event_lock:
             return [(n, e) for n, e in self.events if n > after]
+
+    def subscribe(self, waiter: Waiter) -> None:
+        """Wake `waiter` on every event from now on (until `unsubscribe`)."""
+        with self._event_lock:
+            self._subscribers.add(waiter)
+
+    def unsubscribe(self, waiter: Waiter) -> None:
+        with self._event_lock:
+            self._subscribers.discard(waiter)
 
     def watch(self) -> None:
         """Publish a PC/SC reader's events from a background thread: the card inserted or removed (pcscd

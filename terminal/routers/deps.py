@@ -67,6 +67,7 @@ _ERROR_EXAMPLES: dict[int, tuple[str, str, dict[str, Any]]] = {
     404: ("UNKNOWN_VISIT", "No registered visit with that id.", {}),
     409: ("READER_BUSY", "The reader is busy with another flow.", {"reason": "reader busy with settle"}),
     422: ("INVALID_REQUEST", "The request is malformed: body.pin.", {"where": "body.pin", "errors": []}),
+    429: ("TOO_MANY_STREAMS", "8 event streams are open already for this token.", {"limit": 8}),
     503: ("SETTLEMENT_UNAVAILABLE", "The settlement centre does not answer.", {}),
 }
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -16,6 +16,7 @@ from terminal.errors import TerminalError
 from terminal.logs import event
 from terminal.models import CardInfo, EventsToken, EventsTokenIn, ReaderStatus
 from terminal.routers.deps import READ, WRITE, TerminalDep, answers, bearer, client_of, require_token
+from terminal.streams import EventStreams
 
 router = APIRouter(tags=["card"])
 ReaderQuery = Annotated[str | None, Query(max_length=128, description="reader name; default: the first")]
@@ -57,11 +58,26 @@ def events_auth(request: Request, cred: Annotated[HTTPAuthorizationCredentials |
     return grant.client
 
 
+class _Stream(StreamingResponse):
+    """A stream that gives its place back however it ends (also when it never started)."""
+
+    def __init__(self, body: AsyncIterator[str], release: Callable[[], None]) -> None:
+        super().__init__(body, media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+        self.release = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
+
+
 @router.get("/v1/readers/events", operation_id="streamReaderEvents", response_class=StreamingResponse,
-            responses=answers(media="text/event-stream", example=(
+            responses=answers(media="text/event-stream", errors=(401, 403, 404, 409, 422, 429, 503), example=(
                 'id: 3\nevent: card\ndata: {"kind": "inserted", "reader": "sscard Virtual 00 00", '
                 '"at": "2024-05-01T02:03:04+00:00"}\n\n')))
-def reader_events(
+async def reader_events(
+    request: Request,
     t: TerminalDep,
     client: Annotated[str, Depends(events_auth)],
     reader: ReaderQuery = None,
@@ -71,21 +87,32 @@ def reader_events(
     `reader` events (kind "reader_unavailable" | "reader_available": the reader or its PC/SC service went
     away or came back; read the card again after an outage).
 
-    Authenticated by the bearer token, or by `access_token` in the URL (a browser's `EventSource`)."""
+    Authenticated by the bearer token, or by `access_token` in the URL (a browser's `EventSource`). At most
+    `[auth] max_event_streams` streams per token are open at once (429 TOO_MANY_STREAMS); the streams end when
+    the daemon stops."""
     s = t.session(reader)
+    streams: EventStreams = request.app.state.event_streams
+    waiter = streams.open(client)
+    s.subscribe(waiter)
     event("events.open", reader=s.name, client=client)
+    loop = asyncio.get_running_loop()
 
-    def stream() -> Iterator[str]:
-        deadline = time.monotonic() + timeout
-        last = s.events[-1][0] if s.events else 0
+    def release() -> None:
+        s.unsubscribe(waiter)
+        streams.release(waiter)
+
+    async def stream() -> AsyncIterator[str]:
+        deadline = loop.time() + timeout
+        last = s.last_event()
         yield ": connected\n\n"
-        while time.monotonic() < deadline:
-            for n, ev in s.wait_events(last, min(5.0, max(0.0, deadline - time.monotonic()))):
+        while not streams.closed and (left := deadline - loop.time()) > 0:
+            await waiter.wait(min(5.0, left))
+            for n, ev in s.events_after(last):
                 last = n
                 yield f"id: {n}\nevent: {ev.stream}\ndata: {json.dumps(ev.__dict__)}\n\n"
             yield ": keep-alive\n\n"
 
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    return _Stream(stream(), release)
 
 
 @router.get("/v1/card", operation_id="readCard", dependencies=READ, response_model=CardInfo,
