@@ -20,6 +20,9 @@ settlement serve --workers N`) comes from the SQL, not from the single writer:
   * a deadlock or serialization failure (still possible between two batches that lock the rows of the
     same persons in other orders) rolls the whole batch back, releasing all its locks, and runs it
     again after a random pause, up to `retries` times (settlement.ledger.store.batching).
+Outages: a read or a write that cannot reach the database (no pooled connection within `wait` seconds, a
+connection that broke) raises StoreUnavailable, which the service answers 503 with Retry-After; nothing was
+posted, and the same key can be sent again.
 Durability: a unit returns after COMMIT, i.e. after PostgreSQL flushed its WAL (synchronous_commit on;
 off for a batch of units run with `durable=False` only: the next durable commit flushes the WAL past them).
 """
@@ -37,7 +40,7 @@ from typing import Any, ClassVar, TypeVar
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.pq import TransactionStatus
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from settlement.errors import StoreUnavailable
 from settlement.ledger.store.base import Params, Tx
@@ -45,6 +48,7 @@ from settlement.ledger.store.batching import GroupCommitStore, Request
 
 T = TypeVar("T")
 _RETRYABLE = (pgerrors.SerializationFailure, pgerrors.DeadlockDetected)
+_DOWN = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)  # the database is out of reach
 _QMARK = re.compile(r"%|\?")
 _IN_TX = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
@@ -108,12 +112,13 @@ class PostgresStore(GroupCommitStore):
         min_size: int = 1,
         max_size: int = 16,
         retries: int = 20,
+        wait: float = 5.0,
     ) -> None:
         super().__init__()
         self.conninfo = conninfo
         self.retries = retries
         self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            conninfo, min_size=min_size, max_size=max_size, kwargs={"autocommit": True}, open=True
+            conninfo, min_size=min_size, max_size=max_size, kwargs={"autocommit": True}, open=True, timeout=wait
         )
         self.pool.wait(timeout=30)
         self._wconn: psycopg.Connection[Any] | None = None
@@ -185,17 +190,28 @@ class PostgresStore(GroupCommitStore):
                         tx._flush()
                 finally:
                     self._local.tx = None
-        except psycopg.OperationalError as e:
+        except _DOWN as e:
             if isinstance(e, _RETRYABLE):
                 raise
             raise StoreUnavailable(f"database unavailable; retry with the same key: {e}") from e
 
     # -- reads and lifecycle -----------------------------------------------------------------------
     def _read_top(self, fn: Callable[[Tx], T]) -> T:
+        """A read on a pooled connection: StoreUnavailable (503) when the database is out of reach (no connection
+        within `wait` seconds, or it broke), run again after a serialization failure or deadlock."""
         self._check_open()
-        with self.pool.connection() as conn, conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            return fn(PostgresTx(conn))
+        for attempt in range(self.retries + 1):
+            try:
+                with self.pool.connection() as conn, conn.transaction():
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    return fn(PostgresTx(conn))
+            except _RETRYABLE:
+                if attempt == self.retries:
+                    raise
+                time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
+            except _DOWN as e:
+                raise StoreUnavailable(f"database unavailable; retry: {e}") from e
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         if self._closed:
