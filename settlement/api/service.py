@@ -109,6 +109,8 @@ log = logging.getLogger("sscard.settlement.service")
 KEY_HEADER = "X-Terminal-Key"
 MAX_BODY = 2 * 1024 * 1024
 """Bytes in a request body (the national interface: its own 12 MB); a 5,000-line bill is about 1.4 MB."""
+ENROLMENT_MAX_BODY = 8 * 1024 * 1024
+"""Bytes in an enrolment import (operators; 10,000 rows of persons are about 3 MB)."""
 PUBLIC = frozenset({"/v1/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 _key_scheme = APIKeyHeader(name=KEY_HEADER, auto_error=False, description="the terminal's API key")
 PathId = Annotated[str, InPath(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", max_length=64)]
@@ -523,5 +525,6 @@ def create_app(
                             status_code=refusal.status)
 
     app.add_middleware(BodyGuard, authenticated=known_key, refuse=refuse,
-                       limit=lambda asgi: NATIONAL_MAX_BODY if asgi["path"] in NATIONAL_PATHS else MAX_BODY)
+                       limit=lambda asgi: NATIONAL_MAX_BODY if asgi["path"] in NATIONAL_PATHS
+                       else ENROLMENT_MAX_BODY if asgi["path"].startswith("/v1/enrolment/") else MAX_BODY)
     return app
