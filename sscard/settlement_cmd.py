@@ -210,20 +210,18 @@ def worker_app() -> Any:
 @app.command("new-key")
 def new_key(
     terminal_id: str = typer.Argument(..., help="Terminal id, e.g. T0001."),
-    institution: str = typer.Option(None, help="Institution the terminal belongs to (it acts for it only)."),
-    operator: bool = typer.Option(False, help="An operator key instead: no institution; may act for every "
-                                              "institution, issue pensions, report deaths, read any balance, "
-                                              "void and refund with a reason."),
+    institution: str = typer.Option(None, help="Institution the terminal belongs to (it acts for it only; for an "
+                                               "operator key, where it sits)."),
+    operator: bool = typer.Option(False, help="An operator key: may act for every institution, issue pensions, "
+                                              "report deaths, read any balance, void and refund with a reason."),
 ) -> None:
     """Make a terminal key: prints the key once (give it to the terminal) and the entry for the keys file.
 
-    A terminal key needs --institution; an operator key is asked for with --operator (and no institution)."""
+    A terminal key needs --institution; an operator key is asked for with --operator (its --institution, if
+    given, only says where it sits)."""
     from settlement.api.auth import TerminalKey, hash_key
     from settlement.api.auth import new_key as make
 
-    if operator and institution:
-        raise typer.BadParameter("an operator key acts for every institution: give --operator or --institution, "
-                                 "not both")
     if not operator and not institution:
         raise typer.BadParameter("a terminal key acts for one institution: give --institution CODE (or --operator "
                                  "for an operator key)")
@@ -234,7 +232,10 @@ def new_key(
         raise typer.BadParameter(str(e)) from None
     typer.echo(f"key (shown once): {key}", err=True)
     typer.echo(f"[terminal.{entry.terminal_id}]\nkey_sha256 = \"{entry.key_sha256}\"")
-    typer.echo("operator = true" if operator else f"institution = \"{institution}\"")
+    if institution:
+        typer.echo(f"institution = \"{institution}\"")
+    if operator:
+        typer.echo("operator = true")
 
 
 @app.command("hash-key")

@@ -2,8 +2,9 @@
 
 A keys file (TOML) lists each terminal, the SHA-256 of its key and the institution it belongs to (it
 acts only for that institution: settlement/api/scope.py). An operator key is a distinct role, asked for
-explicitly: it belongs to no institution and may act for all (pension issuance, death reports, fraud
-flags, any balance, voids and refunds with a reason). A terminal without an institution is refused:
+explicitly: it may act for every institution (pension issuance, death reports, fraud flags, any balance,
+voids and refunds with a reason); its institution, if given, only says where it sits (a service hall). A
+terminal without an institution is refused:
 
     [terminal.T0001]
     key_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -46,10 +47,8 @@ class TerminalKey:
             raise ValueError(f"terminal {self.terminal_id}: key_sha256 must be 64 lowercase hex digits")
         if not ID_FORM.fullmatch(self.terminal_id):
             raise ValueError(f"terminal id {self.terminal_id!r}: use 1-64 letters, digits, '_', '.', '-'")
-        if self.operator and self.institution is not None:
-            raise ValueError(f"terminal {self.terminal_id}: an operator key acts for every institution; "
-                             "give it no institution (or make a terminal key without operator)")
-        if not self.operator and not (self.institution and ID_FORM.fullmatch(self.institution)):
+        if not (self.institution and ID_FORM.fullmatch(self.institution)) and not (
+                self.operator and self.institution is None):
             raise ValueError(f"terminal {self.terminal_id}: a terminal key needs the institution it belongs to "
                              f"(1-64 letters, digits, '_', '.', '-'), got {self.institution!r}")
 

@@ -63,14 +63,14 @@ def test_a_terminal_key_without_an_institution_cannot_be_made():
     """On main before the fix, `new-key T0009` printed a key that acted for every hospital."""
     r = CliRunner().invoke(settlement_cli, ["new-key", "T0009"])
     assert r.exit_code != 0 and "--institution" in r.output
-    r = CliRunner().invoke(settlement_cli, ["new-key", "T0009", "--institution", "BJ3", "--operator"])
-    assert r.exit_code != 0 and "operator" in r.output
+    r = CliRunner().invoke(settlement_cli, ["new-key", "HALL1", "--institution", "BJ3", "--operator"])
+    assert r.exit_code == 0 and 'institution = "BJ3"\noperator = true' in r.output  # where it sits; acts for all
     r = CliRunner().invoke(settlement_cli, ["new-key", "OPS1", "--operator"])
     assert r.exit_code == 0 and "operator = true" in r.output and "institution" not in r.output
     with pytest.raises(ValueError, match="T1.*institution"):
         TerminalKey("T1", hash_key("k"))
-    with pytest.raises(ValueError, match="operator"):
-        TerminalKey("T1", hash_key("k"), "BJ3", operator=True)
+    with pytest.raises(ValueError, match="T1.*institution"):
+        TerminalKey("T1", hash_key("k"), "", operator=True)
 
 
 def test_a_keys_file_entry_without_an_institution_is_refused(tmp_path):
