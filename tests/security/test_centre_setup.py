@@ -204,7 +204,8 @@ def test_the_service_reads_a_toml_config_and_flags_override_it(tmp_path, monkeyp
     import uvicorn
 
 
-    keys = write(tmp_path / "terminal-keys.toml", f'[terminal.T1]\nkey_sha256 = "{hash_key("secret")}"\n')
+    keys = write(tmp_path / "terminal-keys.toml",
+                 f'[terminal.OPS]\nkey_sha256 = "{hash_key("secret")}"\noperator = true\n')
     config = tmp_path / "centre.toml"
     text = (ROOT / "deploy" / "centre.toml.example").read_text()
     text = text.replace('postgres = "host=/run/postgresql dbname=sscard user=sscard"', 'db = "centre.db"')
