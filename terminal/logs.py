@@ -41,6 +41,18 @@ class Scrub(logging.Filter):
         return True
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record comes (a test runner swaps it, and closes the old one,
+    while the daemon's threads go on logging)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+
 def formatter() -> JsonFormatter:
     return JsonFormatter("{asctime}{levelname}{name}{message}", style="{", timestamp=False,
                          rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
@@ -55,7 +67,7 @@ def setup(file: str, level: str = "info", max_bytes: int = 10_000_000, backups: 
         handler = logging.handlers.RotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups,
                                                        encoding="utf-8")
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = StderrHandler()
     handler.setFormatter(formatter())
     handler.addFilter(Scrub())
     root = logging.getLogger()
