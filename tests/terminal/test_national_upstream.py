@@ -177,6 +177,7 @@ def test_without_a_settlement_query_recovery_cancels_what_was_in_flight(platform
     """As a HIS on the platform does after a timeout: 2208, whether the centre applied it (cancelled) or not
     (a tombstone: the lost message is refused if it lands)."""
     t = platform_only.terminal
+    platform_only.forwarder.stop()  # this test is the recovery pass: the daemon's own must not race it
     with httpx.Client(base_url=platform_only.url, headers=platform_only.headers(), timeout=15) as api:
         mdtrt = api.post("/v1/visits", json={"care": "outpatient"}).json()["mdtrt_id"]
     lines = [FeeLineIn(**x) for x in LINES]

@@ -79,6 +79,7 @@ def test_card_pulled_in_flight_reverses_the_collection(pension_counter, centre):
 def test_restart_resolves_a_pending_collection(pension_counter, centre, applied):
     """As after a crash between journaling and the answer: applied -> confirmed; not -> voided for good."""
     counter, _api = pension_counter
+    counter.forwarder.stop()  # this test is the recovery pass: the daemon's own (every 2 s) must not race it
     t = counter.terminal
     request = {"person_id": WANG, "amount": 300_00, "institution": "H11000301"}
     e = t.journal.begin("pension_collect", request, person_id=WANG, amount=300_00)
