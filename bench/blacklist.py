@@ -159,7 +159,8 @@ def delta_fetch(tmp: Path, base: Path, cards: int, delta: int) -> list[str]:
         engine.cards.blacklist_json(cards)  # what the service answers with
         queries.append(time.perf_counter() - t)
     store.close()
-    (tmp / "keys.toml").write_text(f'[terminal.T1]\nkey_sha256 = "{hash_key("bench-key")}"\n', encoding="utf-8")
+    (tmp / "keys.toml").write_text(f'[terminal.T1]\nkey_sha256 = "{hash_key("bench-key")}"\ninstitution = "H1"\n',
+                                   encoding="utf-8")
     sock = listening_socket()
     serve = ["settlement", "serve", "--db", str(tmp / "centre.db"), "--keys", str(tmp / "keys.toml"), "--fd",
              str(sock.fileno()), "--log-level", "warning"]
