@@ -154,6 +154,11 @@ accs = st.builds(Accumulators, year=st.just(2024), inpatient=totals, outpatient=
        assistance=st.sampled_from([None, "dibao", "tekun", "low_income"]))
 def test_every_split_adds_up_exactly(lines, acc, region, category, care, level, balance, assistance):
     policy = _BOOK[region]
+    if sum(x.amount for x in lines) > policy.limits.max_bill:  # beyond the region's ceiling: refused, whole
+        with pytest.raises(errors.BillTooLarge):
+            split_bill(policy, category=category, care=care, level=level, lines=lines, acc=acc,
+                       assistance_class=assistance, account_balance=balance)
+        return
     s = split_bill(policy, category=category, care=care, level=level, lines=lines, acc=acc,
                    assistance_class=assistance, account_balance=balance)
     b = s.breakdown
