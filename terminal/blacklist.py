@@ -29,8 +29,8 @@ import datetime as dt
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from typing import Any
 from settlement.errors import SettlementError
 from settlement.wire import BlacklistDelta
 from terminal.clock import utc_now
+from terminal.localdb import immediate
 from terminal.logs import event
 
 log = logging.getLogger(__name__)
@@ -126,16 +127,8 @@ class Blacklist:
             self._db.close()
             self._rdb.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._db, self._lock)
 
     # ---- reading -----------------------------------------------------------------------------------------
     def lookup(self, card_id: str | None, card_no: str | None) -> Listed | None:

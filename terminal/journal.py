@@ -24,14 +24,15 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from settlement.wire import MONEY_KINDS
 from terminal.clock import Clock
+from terminal.localdb import immediate
 from terminal.logs import event
 
 PENDING, CONFIRMED, FAILED, REVERSED = "pending", "confirmed", "failed", "reversed"
@@ -146,16 +147,8 @@ class Journal:
         with self._lock:
             self._db.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._db, self._lock)
 
     # ---- writing ---------------------------------------------------------------------------------------
     def begin(

@@ -86,6 +86,19 @@ from settlement.ledger.store.base import Store, Tx
 from settlement.ledger.store.batching import Retry
 
 
+def _checked(key: str, kind: str, transfers: Sequence[Transfer],
+             links_to: str | None) -> tuple[str, tuple[Transfer, ...]]:
+    """A posting's key, kind, transfers and link checked (`post()` and `request()` alike): (kind, transfers)."""
+    check_code(key, "key")
+    kind = check_kind(kind)
+    ts = check_transfers(transfers)
+    if links_to is not None:
+        check_code(links_to, "links_to")
+        if links_to == key:
+            raise InvalidRequest("a posting cannot link to itself")
+    return kind, ts
+
+
 class Ledger:
     """The ledger over a store. Thread-safe; every write is one atomic, durable unit of the store."""
 
@@ -219,13 +232,7 @@ class Ledger:
         Raises InvalidAmount / InvalidRequest / UnknownAccount / InsufficientFunds / UnknownTransaction /
         RefundTooLarge / AlreadyReversed / InvalidState / IdempotencyConflict; then nothing is posted.
         """
-        check_code(key, "key")
-        kind = check_kind(kind)
-        ts = check_transfers(transfers)
-        if links_to is not None:
-            check_code(links_to, "links_to")
-            if links_to == key:
-                raise InvalidRequest("a posting cannot link to itself")
+        kind, ts = _checked(key, kind, transfers, links_to)
         payload_json = dump_payload(payload)
         rhash = request_hash if request_hash is not None else fingerprint(kind, ts, links_to)
         if type(rhash) is not str:
@@ -378,13 +385,7 @@ class Ledger:
         """A posting checked as `post()` checks it, ready for `post_batch` (a scheme's batch handler builds
         one per request it decided to post). `payload_json`: the payload as JSON text of an object (a
         scheme that serialised its answer once passes that text)."""
-        check_code(key, "key")
-        kind = check_kind(kind)
-        ts = check_transfers(transfers)
-        if links_to is not None:
-            check_code(links_to, "links_to")
-            if links_to == key:
-                raise InvalidRequest("a posting cannot link to itself")
+        kind, ts = _checked(key, kind, transfers, links_to)
         if type(payload_json) is not str or not payload_json.startswith("{"):
             raise InvalidRequest("payload_json must be the JSON text of an object")
         return batch.post_req(key, kind, ts, None, payload_json, request_hash, self._stamp(), links_to, answer=False)
