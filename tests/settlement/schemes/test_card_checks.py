@@ -8,17 +8,12 @@ import pytest
 
 from settlement import errors
 from settlement.wire import FeeLine
-from tests.settlement.flows_helpers import Clock, Y, make_engine
+from tests.settlement.flows_helpers import Y, make_engine
 
 BILL = [FeeLine("A", 300 * Y), FeeLine("C", 20 * Y)]
 OLD = "110100D156000005B1A0C3D4E5F60701"
 NEW = "110100D156000005B1A0C3D4E5F60702"
 OP = {"actor": "hall-1/clerk", "reason": "holder at the counter"}
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture

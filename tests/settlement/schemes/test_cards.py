@@ -13,17 +13,12 @@ from settlement.ledger.store.sqlite import SqliteStore
 from settlement.schemes.cards import check_card, load_cards, refusal
 from settlement.schemes.engine import Engine
 from settlement.wire import BlacklistDelta
-from tests.settlement.flows_helpers import Clock, make_engine
+from tests.settlement.flows_helpers import make_engine
 
 ID1 = "110100D156000005B1A0C3D4E5F60701"
 ID2 = "110100D156000005B1A0C3D4E5F60702"
 ID3 = "110100D156000005B1A0C3D4E5F60703"
 OP = {"actor": "op-7", "reason": "at the service hall"}
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture

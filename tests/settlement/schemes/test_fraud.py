@@ -8,12 +8,7 @@ import pytest
 
 from settlement import errors
 from settlement.wire import FeeLine
-from tests.settlement.flows_helpers import Clock, Y, make_engine
-
-
-@pytest.fixture
-def clock():
-    return Clock()
+from tests.settlement.flows_helpers import Y, make_engine
 
 
 @pytest.fixture

@@ -8,12 +8,7 @@ import pytest
 
 from settlement import errors
 from settlement.schemes.identity import add_months
-from tests.settlement.flows_helpers import Clock, make_engine
-
-
-@pytest.fixture
-def clock():
-    return Clock()
+from tests.settlement.flows_helpers import make_engine
 
 
 @pytest.fixture

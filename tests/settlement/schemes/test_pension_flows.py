@@ -9,14 +9,9 @@ import pytest
 
 from settlement import errors
 from settlement.schemes import chart
-from tests.settlement.flows_helpers import Clock, Y, make_engine, posting_count
+from tests.settlement.flows_helpers import Y, make_engine, posting_count
 
 MONTHLY = 4_321 * Y + 50  # 4,321.50 yuan
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture
